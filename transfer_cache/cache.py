@@ -1,0 +1,483 @@
+"""The HDF5 cache of transfer values: the contract between extraction and every later stage.
+
+A cache file is only ever visible complete. While an extraction runs, each finished batch is written as
+its own small file in a work folder next to the cache (temporary name, fsync, ``os.replace``); the final
+file is assembled under a temporary name and renamed into place. A killed run therefore loses at most
+the batch in flight, and the next run resumes from the parts it finds. One lock file per cache keeps two
+writers apart. Rows are keyed by the content digest of their image, so unchanged images are copied,
+never recomputed, when a source grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from ._errors import TransferCacheError
+
+FORMAT = "transfer_cache"
+FORMAT_VERSION = 1
+DTYPES = ("float32", "float16")
+
+# Everything that changes the vectors; nothing else may enter the fingerprint.
+FINGERPRINT_FIELDS = (
+    "backbone",
+    "weights",
+    "weights_sha256",
+    "layers",
+    "pooling",
+    "input_size",
+    "resize",
+    "crop_fraction",
+    "interpolation",
+    "preprocessing",
+    "dtype",
+    "augment",
+    "format_version",
+)
+
+_STRING = h5py.string_dtype("utf-8")
+_CHUNK_BYTES = 1 << 20
+
+
+def fingerprint(config: dict) -> str:
+    """A short, stable hash of the fields that change the vectors (16 hex digits)."""
+    missing = [name for name in FINGERPRINT_FIELDS if name not in config]
+    if missing:
+        raise ValueError(f"feature configuration lacks fingerprint fields {missing}")
+    canonical = json.dumps({name: config[name] for name in FINGERPRINT_FIELDS}, sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:40] or "source"
+
+
+def cache_filename(
+    *, source_name: str, source_description: str, backbone: str, fingerprint: str, shard: str = ""
+) -> str:
+    """``<source>-<source hash>.<backbone>.<fingerprint>[.shardK-of-N].h5``: readable, and never shared by two configurations."""
+    source_hash = hashlib.sha256(source_description.encode("utf-8")).hexdigest()[:6]
+    suffix = f".{shard}" if shard else ""
+    return f"{_slug(source_name)}-{source_hash}.{backbone}.{fingerprint}{suffix}.h5"
+
+
+def default_cache_dir() -> Path:
+    """``$TRANSFER_CACHE_DIR`` when set, else ``./caches``."""
+    return Path(os.environ.get("TRANSFER_CACHE_DIR") or "caches")
+
+
+# --------------------------------------------------------------------------- durable file helpers
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _disk_error(exc: OSError, path: Path) -> TransferCacheError:
+    if exc.errno == errno.ENOSPC:
+        return TransferCacheError(
+            f"no space left on the device while writing {path}: the previous cache (if any) is untouched and "
+            "finished batches are kept for the next run; free some space or pass --cache-dir on another disk, then run again"
+        )
+    return TransferCacheError(f"could not write {path}: {exc.strerror or exc}; check the folder's permissions and free space")
+
+
+# --------------------------------------------------------------------------- locking
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path, *, timeout: float = 0.0) -> Iterator[None]:
+    """Hold an exclusive lock on one cache path so two extractions never write it at once.
+
+    The lock is an ``flock`` on ``.<name>.lock`` beside the cache: the kernel releases it when the holder
+    dies, so a killed run never leaves a stale lock. ``timeout`` seconds are waited before giving up.
+    """
+    path = Path(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    handle = open(lock_path, "a+")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TransferCacheError(
+                        f"another extraction is writing {path} right now (lock {lock_path} is held); wait for it to "
+                        "finish, or pass --lock-timeout SECONDS to wait for it"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        handle.close()
+
+
+# --------------------------------------------------------------------------- work parts (resumable batches)
+
+
+class WorkParts:
+    """The durable per-batch results of an unfinished extraction, in ``.<cache name>.parts/``.
+
+    Each part is an ``.npz`` with the content digests of its rows, one feature array per layer, and the
+    images that failed in that batch. Parts are written to a temporary name, fsynced and renamed, so a
+    part that exists is complete; a partial temporary file from a killed run is swept on the next start.
+    """
+
+    def __init__(self, cache_path: Path, *, layers: Sequence[str]):
+        cache_path = Path(cache_path)
+        self.folder = cache_path.with_name(f".{cache_path.name}.parts")
+        self.layers = list(layers)
+        self._index: dict[str, tuple[Path, int]] = {}
+        self._failed: dict[str, str] = {}
+        self._next = 0
+        self._loaded: "OrderedDict[Path, dict[str, np.ndarray]]" = OrderedDict()
+
+    def scan(self) -> None:
+        """Index the finished parts; sweep temporary files left by a killed run."""
+        self._index.clear()
+        self._failed.clear()
+        if not self.folder.is_dir():
+            return
+        for stale in self.folder.glob("*.tmp*"):
+            stale.unlink(missing_ok=True)
+        for part in sorted(self.folder.glob("part-*.npz")):
+            try:
+                with np.load(part, allow_pickle=False) as data:
+                    ids = data["ids"].tolist()
+                    for k, layer in enumerate(self.layers):
+                        if data[f"f{k}"].shape[0] != len(ids):
+                            raise ValueError("row count mismatch")
+                    failed_ids = data["failed_ids"].tolist()
+                    failed_reasons = data["failed_reasons"].tolist()
+            except Exception:  # a damaged part is recomputed, never read
+                part.unlink(missing_ok=True)
+                continue
+            for row, digest in enumerate(ids):
+                self._index[digest] = (part, row)
+            self._failed.update(zip(failed_ids, failed_reasons))
+            self._next = max(self._next, int(part.stem.split("-")[1]) + 1)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._index
+
+    @property
+    def computed_ids(self) -> set[str]:
+        return set(self._index)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return dict(self._failed)
+
+    def write(
+        self, ids: Sequence[str], features: Sequence[np.ndarray], failed: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Make one batch durable: after this returns, a crash cannot lose it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"part-{self._next:08d}.npz"
+        temporary = self.folder / f"part-{self._next:08d}.tmp.npz"
+        arrays = {"ids": np.asarray(list(ids), dtype="U64")}
+        for k, array in enumerate(features):
+            arrays[f"f{k}"] = np.asarray(array)
+        arrays["failed_ids"] = np.asarray([digest for digest, _ in failed], dtype="U64")
+        arrays["failed_reasons"] = np.asarray([reason for _, reason in failed], dtype=str)
+        try:
+            with open(temporary, "wb") as handle:
+                np.savez(handle, **arrays)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise _disk_error(exc, final) from exc
+        for row, digest in enumerate(ids):
+            self._index[digest] = (final, row)
+        self._failed.update(failed)
+        self._next += 1
+
+    def features(self, digest: str) -> list[np.ndarray]:
+        """The vectors of one image, read through a small cache of recently used parts."""
+        part, row = self._index[digest]
+        data = self._loaded.get(part)
+        if data is None:
+            with np.load(part, allow_pickle=False) as npz:
+                data = {key: npz[key] for key in npz.files}
+            self._loaded[part] = data
+            if len(self._loaded) > 8:
+                self._loaded.popitem(last=False)
+        else:
+            self._loaded.move_to_end(part)
+        return [data[f"f{k}"][row] for k in range(len(self.layers))]
+
+    def remove(self) -> None:
+        if self.folder.is_dir():
+            for item in self.folder.iterdir():
+                item.unlink(missing_ok=True)
+            self.folder.rmdir()
+        self._loaded.clear()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _decode(values: Iterable) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class Cache:
+    """A finished cache, opened read-only. Features stay on disk and are sliced lazily.
+
+    ``features`` is the (N, D) dataset of the only layer (``features_for(layer)`` when there are several);
+    ``labels``, ``ids``, ``paths``, ``split`` and ``class_names`` are loaded into memory; ``config`` holds
+    every root attribute (backbone, layers, pooling, input size, fingerprint, ...).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise TransferCacheError(f"cache file {self.path} does not exist; run python -m transfer_cache.extract first")
+        if not h5py.is_hdf5(self.path):
+            raise TransferCacheError(
+                f"{self.path} is not a transfer_cache file (not HDF5, or damaged); delete it and extract again"
+            )
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise TransferCacheError(f"cannot open cache {self.path}: the file is damaged ({exc}); delete it and extract again") from exc
+        try:
+            self._validate()
+        except TransferCacheError:
+            self._file.close()
+            raise
+        except Exception as exc:
+            self._file.close()
+            raise TransferCacheError(f"cannot read cache {self.path}: the file is damaged ({exc}); delete it and extract again") from exc
+
+    def _validate(self) -> None:
+        attrs = self._file.attrs
+        if attrs.get("format") != FORMAT:
+            raise TransferCacheError(f"{self.path} is an HDF5 file but not a transfer_cache cache (no format='{FORMAT}' attribute)")
+        version = int(attrs.get("format_version", -1))
+        if version > FORMAT_VERSION:
+            raise TransferCacheError(
+                f"{self.path} was written in cache format {version}, newer than this transfer_cache reads "
+                f"(up to {FORMAT_VERSION}); upgrade with pip install -U transfer_cache"
+            )
+        if version < 1:
+            raise TransferCacheError(f"{self.path} has no valid format_version attribute; delete it and extract again")
+        self.config: dict = {key: _attr(value) for key, value in attrs.items()}
+        self.layers: list[str] = list(self.config["layers"])
+        self.fingerprint: str = self.config["fingerprint"]
+        self.class_names: list[str] = list(self.config.get("class_names", []))
+        self.labels = self._file["labels"][()].astype(np.int64)
+        n = self.labels.shape[0]
+        self.ids = _decode(self._file["ids"][()])
+        self.paths = _decode(self._file["paths"][()])
+        self.split = np.asarray(_decode(self._file["split"][()]), dtype=object)
+        for layer in self.layers:
+            if self.features_for(layer).shape[0] != n:
+                raise TransferCacheError(f"cache {self.path} is inconsistent: layer '{layer}' has a different row count; delete it and extract again")
+        if len(self.ids) != n or len(self.paths) != n or len(self.split) != n:
+            raise TransferCacheError(f"cache {self.path} is inconsistent: its datasets differ in length; delete it and extract again")
+        failed = self._file.get("failed")
+        self.failed: list[tuple[str, str]] = (
+            list(zip(_decode(failed["paths"][()]), _decode(failed["reasons"][()]))) if failed is not None else []
+        )
+
+    def features_for(self, layer: str) -> h5py.Dataset:
+        node = self._file["features"]
+        if isinstance(node, h5py.Dataset):
+            if layer != self.layers[0]:
+                raise TransferCacheError(f"cache {self.path} has no layer '{layer}'; it holds {self.layers}")
+            return node
+        if layer not in node:
+            raise TransferCacheError(f"cache {self.path} has no layer '{layer}'; it holds {self.layers}")
+        return node[layer]
+
+    @property
+    def features(self) -> h5py.Dataset:
+        if len(self.layers) != 1:
+            raise TransferCacheError(
+                f"cache {self.path} holds several layers {self.layers}: use features_for(layer) to choose one"
+            )
+        return self.features_for(self.layers[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.config["feature_dim"])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Cache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.path)!r}, rows={len(self)}, layers={self.layers}, fingerprint={self.fingerprint!r})"
+
+
+def _attr(value):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def open_cache(path: str | os.PathLike) -> Cache:
+    """Open a finished cache read-only (``with tc.open_cache(p) as cache: X = cache.features[:]``)."""
+    return Cache(path)
+
+
+def is_valid_cache(path: Path) -> bool:
+    try:
+        with Cache(path):
+            return True
+    except TransferCacheError:
+        return False
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class Rows:
+    """The row metadata of a cache, in source order."""
+
+    ids: list[str]
+    paths: list[str]
+    labels: list[int]
+    split: list[str]
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _chunk_rows(row_bytes: int, n: int) -> int:
+    return max(1, min(n, _CHUNK_BYTES // max(1, row_bytes)))
+
+
+def write_cache(
+    path: str | os.PathLike,
+    *,
+    attrs: dict,
+    rows: Rows,
+    features: "Sequence[np.ndarray] | None" = None,
+    feature_rows=None,
+    feature_shapes: Sequence[tuple[int, ...]] | None = None,
+    block_rows: int = 4096,
+) -> Path:
+    """Write a complete cache atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+
+    Give either ``features`` (one in-memory array per layer) or ``feature_rows(start, stop)``, a callable
+    returning one array per layer for that block of rows, together with ``feature_shapes`` (the per-row
+    shape of each layer); the latter streams, so memory stays flat however many rows there are.
+    ``attrs`` must hold the fingerprint fields; ``fingerprint``, ``format`` and ``feature_dim`` are added.
+    """
+    path = Path(path)
+    n = len(rows.ids)
+    if not (len(rows.paths) == len(rows.labels) == len(rows.split) == n):
+        raise ValueError("ids, paths, labels and split must have one entry per row")
+    layers = list(attrs["layers"])
+    dtype = np.dtype(attrs["dtype"])
+    if features is not None:
+        features = [np.asarray(f) for f in features]
+        feature_shapes = [tuple(f.shape[1:]) for f in features]
+        arrays = features
+
+        def feature_rows(start, stop):  # noqa: F811 - the in-memory case is a special case of streaming
+            return [a[start:stop] for a in arrays]
+
+    if feature_rows is None or feature_shapes is None or len(feature_shapes) != len(layers):
+        raise ValueError("give one feature array (or one feature shape with feature_rows) per layer")
+
+    full = dict(attrs)
+    full["format"] = FORMAT
+    full["format_version"] = FORMAT_VERSION
+    full["fingerprint"] = fingerprint(full)
+    full["feature_dim"] = int(np.prod(feature_shapes[0])) if len(layers) == 1 else [int(np.prod(s)) for s in feature_shapes]
+    full.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    full["rows"] = n
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(temporary, "w") as out:
+            for key, value in full.items():
+                out.attrs[key] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
+            if len(layers) == 1:
+                targets = [_feature_dataset(out, "features", n, feature_shapes[0], dtype)]
+            else:
+                group = out.create_group("features")
+                targets = [_feature_dataset(group, layer, n, shape, dtype) for layer, shape in zip(layers, feature_shapes)]
+            for start in range(0, n, block_rows):
+                stop = min(n, start + block_rows)
+                for target, block in zip(targets, feature_rows(start, stop)):
+                    target[start:stop] = np.asarray(block, dtype=dtype).reshape((stop - start,) + target.shape[1:])
+            out.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int64))
+            out.create_dataset("ids", data=np.asarray(rows.ids, dtype="S64"))
+            out.create_dataset("paths", data=np.asarray(rows.paths, dtype=object), dtype=_STRING)
+            out.create_dataset("split", data=np.asarray(rows.split, dtype=object), dtype=_STRING)
+            failed = out.create_group("failed")
+            failed.create_dataset("paths", data=np.asarray([p for p, _ in rows.failed], dtype=object), dtype=_STRING)
+            failed.create_dataset("reasons", data=np.asarray([r for _, r in rows.failed], dtype=object), dtype=_STRING)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise _disk_error(exc, path) from exc
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _feature_dataset(parent: h5py.Group, name: str, n: int, shape: tuple[int, ...], dtype: np.dtype) -> h5py.Dataset:
+    row_bytes = int(np.prod(shape)) * dtype.itemsize
+    chunks = (_chunk_rows(row_bytes, n),) + tuple(shape) if n else None
+    return parent.create_dataset(name, shape=(n,) + tuple(shape), dtype=dtype, chunks=chunks)
+
+
+def sweep_temporaries(path: Path) -> None:
+    """Remove temporary final files of killed runs (call only while holding the cache's lock)."""
+    path = Path(path)
+    for stale in glob.glob(glob.escape(str(path.with_name(f".{path.name}.tmp-"))) + "*"):
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
