@@ -1,7 +1,42 @@
-"""transfer_cache: extract transfer values once, cache them in HDF5, iterate fast on classifiers."""
+"""transfer_cache: extract transfer values once, cache them in HDF5, iterate fast on classifiers.
+
+    import transfer_cache as tc
+    result = tc.extract("sklearn:digits")            # efficientnet_lite0, weights ship offline
+    with tc.open_cache(result.path) as cache:
+        X, y = cache.features[:], cache.labels
+
+The public functions are imported lazily, so ``import transfer_cache`` stays cheap (no TensorFlow start-up).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._errors import ImageError, TransferCacheError
 
 __version__ = "0.1.0"
 
-from ._errors import ImageError, TransferCacheError  # noqa: E402
+# public name -> module that defines it
+_LAZY = {
+    "extract": "extract",
+    "ExtractResult": "extract",
+    "open_cache": "cache",
+    "Cache": "cache",
+    "open_source": "sources",
+    "list_backbones": "backbones",
+    "build_feature_model": "backbones",
+    "fit": "fit",
+    "export_model": "export",
+    "predict": "predict",
+    "write_report": "report",
+    "merge": "merge",
+}
 
-__all__ = ["__version__", "ImageError", "TransferCacheError"]
+__all__ = ["__version__", "ImageError", "TransferCacheError", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'transfer_cache' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

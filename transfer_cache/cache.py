@@ -310,6 +310,7 @@ class Cache:
         self.failed: list[tuple[str, str]] = (
             list(zip(_decode(failed["paths"][()]), _decode(failed["reasons"][()]))) if failed is not None else []
         )
+        self.failed_ids: list[str] = _decode(failed["ids"][()]) if failed is not None and "ids" in failed else []
 
     def features_for(self, layer: str) -> h5py.Dataset:
         node = self._file["features"]
@@ -402,6 +403,7 @@ def write_cache(
     feature_rows=None,
     feature_shapes: Sequence[tuple[int, ...]] | None = None,
     block_rows: int = 4096,
+    failed_ids: Sequence[str] = (),
 ) -> Path:
     """Write a complete cache atomically: a temporary file in the same folder, fsync, then ``os.replace``.
 
@@ -457,6 +459,9 @@ def write_cache(
             failed = out.create_group("failed")
             failed.create_dataset("paths", data=np.asarray([p for p, _ in rows.failed], dtype=object), dtype=_STRING)
             failed.create_dataset("reasons", data=np.asarray([r for _, r in rows.failed], dtype=object), dtype=_STRING)
+            # parallel to paths: the content digest of an image that failed to decode ("" when it was never read),
+            # so a re-run does not retry the same bytes
+            failed.create_dataset("ids", data=np.asarray(list(failed_ids), dtype="S64"))
         fsync_file(temporary)
         os.replace(temporary, path)
         fsync_dir(path.parent)

@@ -1,0 +1,498 @@
+"""``python -m transfer_cache.extract``: push every image through a frozen backbone once and cache the vectors.
+
+A re-run with the same configuration is a cache hit and computes nothing; when images are added only the new
+ones are computed (rows are keyed by content digest); a killed run resumes from its finished batches.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import _cli
+from ._errors import TransferCacheError
+from .backbones import DEFAULT_BACKBONE, POOLINGS, get_spec, list_backbones, resolve_weights, validate_choices
+from .cache import (
+    DTYPES,
+    FORMAT_VERSION,
+    Cache,
+    Rows,
+    WorkParts,
+    cache_filename,
+    cache_lock,
+    default_cache_dir,
+    fingerprint,
+    sweep_temporaries,
+    write_cache,
+)
+from .pipeline import validate_resize
+
+
+@dataclass
+class ExtractResult:
+    """What one extraction did, for the summary line and for callers."""
+
+    path: Path
+    rows: int
+    computed: int
+    reused: int
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+    hit: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.compute_seconds if self.compute_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.hit:
+            return f"cache hit: {self.rows} rows, nothing computed ({len(self.failed)} failed images listed) -> {self.path}"
+        return (
+            f"{self.rows} rows written ({self.computed} computed, {self.reused} reused), {len(self.failed)} failed, "
+            f"{self.images_per_second:.1f} images/s, {self.seconds:.1f} s -> {self.path}"
+        )
+
+
+def _parse_layers(layer) -> list[str]:
+    if layer is None:
+        return []
+    items = layer.split(",") if isinstance(layer, str) else list(layer)
+    return [item.strip() for item in items if item and item.strip()]
+
+
+def parse_shard(shard) -> tuple[int, int] | None:
+    """``"K/N"`` -> (K, N): shard K (0-based) of N contiguous, deterministic slices of the image list."""
+    if shard in (None, ""):
+        return None
+    if isinstance(shard, tuple):
+        k, n = shard
+    else:
+        try:
+            k, n = (int(part) for part in str(shard).split("/"))
+        except ValueError:
+            raise TransferCacheError(f"shard must look like K/N with 0 <= K < N (e.g. 0/4); got {shard!r}") from None
+    if not (0 <= k < n):
+        raise TransferCacheError(f"shard must look like K/N with 0 <= K < N (e.g. 0/4); got {shard!r}")
+    return int(k), int(n)
+
+
+def _default_layer_names(spec, input_size: int) -> list[str]:
+    """The name of the backbone's last feature map, found on a randomly initialised copy (nothing is downloaded)."""
+    from .backbones import _build_base
+
+    base = _build_base(spec, input_size, None, include_top=False)
+    return [base.layers[-1].name]
+
+
+def _versions() -> dict:
+    import h5py
+    import keras
+    import tensorflow as tf
+
+    from . import __version__
+
+    return {
+        "transfer_cache": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "h5py": h5py.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def feature_config(
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    layer=None,
+    pooling: str = "avg",
+    input_size: int | None = None,
+    weights: str = "imagenet",
+    resize: str | None = None,
+    preprocessing: str | None = None,
+    dtype: str = "float32",
+) -> dict:
+    """Validate the user's choices and return every field of the fingerprint (nothing is computed)."""
+    spec = get_spec(backbone)
+    validate_choices(pooling=pooling, preprocessing=preprocessing, input_size=input_size)
+    if dtype not in DTYPES:
+        raise TransferCacheError(f"dtype must be one of {', '.join(repr(d) for d in DTYPES)}; got {dtype!r}")
+    resize = resize or spec.resize
+    crop_fraction = spec.crop_fraction if resize == "center-crop" and resize == spec.resize else 1.0
+    validate_resize(resize=resize, interpolation=spec.interpolation, crop_fraction=crop_fraction)
+    size = int(input_size or spec.input_size)
+    _, weights_name, weights_identity = resolve_weights(spec, weights)
+    layers = _parse_layers(layer) or _default_layer_names(spec, size)
+    return {
+        "backbone": spec.name,
+        "weights": weights_name,
+        "weights_sha256": weights_identity,
+        "layers": layers,
+        "pooling": pooling,
+        "input_size": size,
+        "resize": resize,
+        "crop_fraction": float(crop_fraction),
+        "interpolation": spec.interpolation,
+        "preprocessing": preprocessing or spec.preprocessing,
+        "dtype": dtype,
+        "augment": 0,
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False, file=sys.stderr)
+
+
+def extract(
+    source,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    layer=None,
+    pooling: str = "avg",
+    input_size: int | None = None,
+    weights: str = "imagenet",
+    resize: str | None = None,
+    preprocessing: str | None = None,
+    batch_size: int = 32,
+    dtype: str = "float32",
+    cache_dir=None,
+    shard=None,
+    lock_timeout: float = 0.0,
+    allow_outside_root: bool = False,
+    progress: bool = True,
+) -> ExtractResult:
+    """Extract (or reuse) the transfer values of every image in ``source`` and return where the cache is.
+
+    ``source`` is a folder, a CSV manifest, an .npz/.npy file, a CIFAR batch folder, ``keras:cifar10`` style names,
+    ``sklearn:digits``, or a ``sources.Source``. All arguments are validated before any work starts.
+    """
+    from .sources import Source, open_source
+
+    started = time.perf_counter()
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise TransferCacheError(f"batch size must be a whole number of at least 1; got {batch_size!r}")
+    shard_k_n = parse_shard(shard)
+    config = feature_config(
+        backbone=backbone,
+        layer=layer,
+        pooling=pooling,
+        input_size=input_size,
+        weights=weights,
+        resize=resize,
+        preprocessing=preprocessing,
+        dtype=dtype,
+    )
+    src = source if isinstance(source, Source) else open_source(str(source), allow_outside_root=allow_outside_root)
+    indices = list(range(len(src)))
+    shard_name = ""
+    if shard_k_n is not None:
+        k, n = shard_k_n
+        indices = indices[k * len(indices) // n : (k + 1) * len(indices) // n]
+        shard_name = f"shard{k}-of-{n}"
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(config)
+    path = folder / cache_filename(
+        source_name=src.name, source_description=src.description, backbone=config["backbone"], fingerprint=fp, shard=shard_name
+    )
+    with cache_lock(path, timeout=lock_timeout):
+        sweep_temporaries(path)
+        return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
+
+
+def _extract_locked(src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n) -> ExtractResult:
+    # 1. who is who: the content digest of every image
+    listing_failed = list(getattr(src, "failed", []))
+    digests: dict[int, str] = {}
+    with _progress(len(indices), "hashing", progress) as bar:
+        for i in indices:
+            try:
+                digests[i] = src.digest(i)
+            except OSError as exc:
+                listing_failed.append((src.records[i].path, f"cannot read file: {exc.strerror or exc}"))
+            bar.update(1)
+
+    # 2. what is already known: an earlier cache of this configuration, and finished batches of a killed run
+    existing = _open_existing(path)
+    known_rows: dict[str, int] = {}
+    known_failed: dict[str, str] = {}
+    if existing is not None:
+        known_rows = {digest: row for row, digest in enumerate(existing.ids)}
+        known_failed = {d: reason for d, (_, reason) in zip(existing.failed_ids, existing.failed) if d}
+    parts = WorkParts(path, layers=config["layers"])
+    parts.scan()
+    known_failed.update(parts.failed)
+
+    planned = [i for i in indices if i in digests]
+    if existing is not None and _is_hit(existing, src, planned, digests, listing_failed, known_failed):
+        result = ExtractResult(
+            path=path, rows=len(existing), computed=0, reused=len(existing), failed=list(existing.failed),
+            seconds=time.perf_counter() - started, hit=True,
+        )
+        existing.close()
+        parts.remove()
+        return result
+
+    to_compute: list[int] = []
+    seen: set[str] = set()
+    for i in planned:
+        digest = digests[i]
+        if digest in known_rows or digest in parts or digest in known_failed or digest in seen:
+            continue
+        seen.add(digest)
+        to_compute.append(i)
+
+    # 3. compute what is new, one durable part per batch
+    compute_seconds = 0.0
+    shapes = None
+    if to_compute:
+        compute_seconds, shapes = _compute(src, to_compute, digests, config, parts, batch_size, progress)
+    failed_now = dict(known_failed)
+    failed_now.update(parts.failed)
+
+    # 4. assemble the new cache in source order from the old cache and the parts
+    rows = Rows(ids=[], paths=[], labels=[], split=[], failed=list(listing_failed))
+    failed_ids: list[str] = [""] * len(rows.failed)  # parallel to rows.failed; "" = rejected while listing
+    sources_of_rows: list[tuple[str, int]] = []
+    for i in planned:
+        digest = digests[i]
+        record = src.records[i]
+        if digest in parts:
+            sources_of_rows.append(("part", -1))
+        elif digest in known_rows:
+            sources_of_rows.append(("old", known_rows[digest]))
+        else:
+            rows.failed.append((record.path, failed_now.get(digest, "not computed")))
+            failed_ids.append(digest)
+            continue
+        rows.ids.append(digest)
+        rows.paths.append(record.path)
+        rows.labels.append(int(record.label))
+        rows.split.append(record.split)
+    if not rows.ids:
+        if existing is not None:
+            existing.close()
+        reasons = "; ".join(f"{p}: {r}" for p, r in rows.failed[:3])
+        raise TransferCacheError(f"no image in {src.description} could be read ({len(rows.failed)} failed: {reasons})")
+    if shapes is None:
+        shapes = _shapes_from(existing, parts, rows.ids[0], config["layers"])
+
+    def feature_rows(start: int, stop: int):
+        block = [np.empty((stop - start,) + tuple(shape), dtype=config["dtype"]) for shape in shapes]
+        old_positions = [(k, sources_of_rows[start + k][1]) for k in range(stop - start) if sources_of_rows[start + k][0] == "old"]
+        if old_positions:
+            wanted = np.asarray([row for _, row in old_positions])
+            unique, inverse = np.unique(wanted, return_inverse=True)
+            for layer_index, layer_name in enumerate(config["layers"]):
+                values = existing.features_for(layer_name)[unique.tolist()]
+                for (k, _), j in zip(old_positions, inverse):
+                    block[layer_index][k] = values[j]
+        for k in range(stop - start):
+            if sources_of_rows[start + k][0] == "part":
+                for layer_index, vector in enumerate(parts.features(rows.ids[start + k])):
+                    block[layer_index][k] = vector
+        return block
+
+    attrs = dict(config)
+    attrs.update(
+        class_names=list(src.class_names),
+        source=src.description,
+        source_kind=src.kind,
+        source_root=str(src.root or ""),
+        shard=f"{shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "",
+        versions=_versions(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    try:
+        write_cache(path, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes, failed_ids=failed_ids)
+    finally:
+        if existing is not None:
+            existing.close()
+    parts.remove()
+    computed = sum(1 for kind, _ in sources_of_rows if kind == "part")
+    return ExtractResult(
+        path=path,
+        rows=len(rows.ids),
+        computed=len(to_compute),
+        reused=len(rows.ids) - computed,
+        failed=rows.failed,
+        seconds=time.perf_counter() - started,
+        compute_seconds=compute_seconds,
+    )
+
+
+def _open_existing(path: Path) -> Cache | None:
+    if not path.exists():
+        return None
+    try:
+        return Cache(path)
+    except TransferCacheError as exc:
+        print(f"warning: {exc}; recomputing it", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _is_hit(existing: Cache, src, planned, digests, listing_failed, known_failed) -> bool:
+    expected_ids = [digests[i] for i in planned if digests[i] not in known_failed]
+    if existing.ids != expected_ids:
+        return False
+    good = [i for i in planned if digests[i] not in known_failed]
+    return (
+        existing.paths == [src.records[i].path for i in good]
+        and existing.labels.tolist() == [int(src.records[i].label) for i in good]
+        and list(existing.split) == [src.records[i].split for i in good]
+        and existing.class_names == list(src.class_names)
+        and sorted(p for p, _ in existing.failed) == sorted([p for p, _ in listing_failed] + [src.records[i].path for i in planned if digests[i] in known_failed])
+    )
+
+
+def _shapes_from(existing: Cache | None, parts: WorkParts, digest: str, layers: Sequence[str]):
+    if digest in parts:
+        return [vector.shape for vector in parts.features(digest)]
+    return [existing.features_for(layer).shape[1:] for layer in layers]
+
+
+def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int, progress: bool):
+    import tensorflow as tf
+
+    from .backbones import build_feature_model
+    from .pipeline import image_batches
+
+    model, _ = build_feature_model(
+        backbone=config["backbone"],
+        layers=config["layers"],
+        pooling=config["pooling"],
+        input_size=config["input_size"],
+        weights=config["weights"],
+        preprocessing=config["preprocessing"],
+    )
+
+    @tf.function(reduce_retracing=True)
+    def infer(pixels):
+        outputs = model(tf.cast(pixels, tf.float32), training=False)
+        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+    batches = image_batches(
+        src,
+        to_compute,
+        input_size=config["input_size"],
+        resize=config["resize"],
+        crop_fraction=config["crop_fraction"],
+        interpolation=config["interpolation"],
+        batch_size=batch_size,
+    )
+    shapes = None
+    begin = time.perf_counter()
+    with _progress(len(to_compute), f"extracting ({config['backbone']})", progress) as bar:
+        for pixels, index, ok, reason in batches:
+            ok = ok.numpy()
+            index = index.numpy()
+            failed = [(digests[int(i)], r.decode("utf-8")) for i, good, r in zip(index, ok, reason.numpy()) if not good]
+            good_ids = [digests[int(i)] for i, good in zip(index, ok) if good]
+            if good_ids:
+                outputs = infer(tf.boolean_mask(pixels, ok) if not ok.all() else pixels)
+                arrays = [np.asarray(output).astype(config["dtype"]) for output in outputs]
+                shapes = [a.shape[1:] for a in arrays]
+            else:  # a batch of only bad images: nothing to store but its failures
+                arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
+            parts.write(good_ids, arrays, failed)
+            bar.update(len(index))
+    return time.perf_counter() - begin, shapes
+
+
+# --------------------------------------------------------------------------- command line
+
+EPILOG = """examples:
+  python -m transfer_cache.extract sklearn:digits
+  python -m transfer_cache.extract data/flowers --backbone efficientnet_lite0 --batch-size 64
+  python -m transfer_cache.extract data/train --backbone inception_v3 --input-size 150 --layer mixed7 --pooling flatten
+  python -m transfer_cache.extract data/cats_dogs --backbone vgg16 --layer fc2 --weights vgg16_weights.h5
+  python -m transfer_cache.extract --list-backbones
+
+SOURCE is a folder (root/<class>/<image> or root/<split>/<class>/<image>), a CSV manifest (path,label[,split]),
+an .npz/.npy file of uint8 images, a CIFAR-10/100 python batch folder, or keras:cifar10 / sklearn:digits.
+The cache goes to --cache-dir (default $TRANSFER_CACHE_DIR or ./caches); running the same command again reuses it.
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.extract",
+        "Push every image of SOURCE through a frozen pretrained backbone once and cache the transfer values in HDF5.",
+        EPILOG,
+    )
+    parser.add_argument("source", nargs="?", metavar="SOURCE", help="images to extract (see below)")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"pretrained network (default {DEFAULT_BACKBONE}; --list-backbones)")
+    parser.add_argument("--layer", default=None, help="feature layer name(s), comma-separated (default: the last feature map)")
+    parser.add_argument("--pooling", default="avg", choices=POOLINGS, help="how a feature map becomes a vector (default avg)")
+    parser.add_argument("--input-size", type=int, default=None, help="image side in pixels (default: the backbone's)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, none (random, tests only) or a weights file path")
+    parser.add_argument("--resize", default=None, help="squash, center-crop or pad (default: the backbone's)")
+    parser.add_argument("--preprocessing", default=None, help="override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="stored precision (default float32)")
+    parser.add_argument("--cache-dir", default=None, help="where caches live (default $TRANSFER_CACHE_DIR or ./caches)")
+    parser.add_argument("--shard", default=None, help="extract only shard K of N (K/N, 0-based) into its own file")
+    parser.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for another extraction of the same cache")
+    parser.add_argument("--allow-outside-root", action="store_true", help="let a CSV manifest name files outside its folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--list-backbones", action="store_true", help="list the backbone names and exit")
+    parser.add_argument("--list-layers", metavar="BACKBONE", default=None, help="list a backbone's layer names and exit")
+    return parser
+
+
+def _main(args) -> int:
+    if args.list_backbones:
+        for name in list_backbones():
+            spec = get_spec(name)
+            print(f"{name:22s} input {spec.input_size:3d}  preprocessing {spec.preprocessing:7s} weights {spec.weights_source}")
+        return 0
+    if args.list_layers:
+        from .backbones import layer_names
+
+        print("\n".join(layer_names(args.list_layers, include_top=get_spec(args.list_layers).top_input_size is not None)))
+        return 0
+    if not args.source:
+        raise TransferCacheError("SOURCE is missing: give a folder, a CSV manifest, an .npz/.npy file or a name such as sklearn:digits")
+    result = extract(
+        args.source,
+        backbone=args.backbone,
+        layer=args.layer,
+        pooling=args.pooling,
+        input_size=args.input_size,
+        weights=args.weights,
+        resize=args.resize,
+        preprocessing=args.preprocessing,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        cache_dir=args.cache_dir,
+        shard=args.shard,
+        lock_timeout=args.lock_timeout,
+        allow_outside_root=args.allow_outside_root,
+        progress=not args.quiet,
+    )
+    for path, reason in result.failed[:10]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if len(result.failed) > 10:
+        print(f"... and {len(result.failed) - 10} more skipped images (listed in the cache's /failed)", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
+def main(argv=None) -> int:
+    _cli.quiet_tensorflow()
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The tf.data input pipeline: read, decode, colour handling and resize in parallel, then batch and prefetch.
+
+Decoding goes through Pillow (EXIF orientation, alpha, palette, 16-bit and CMYK are handled the same way for
+every source) inside parallel tf.data workers; Pillow releases the GIL while it decodes and resizes, so the
+workers really run side by side. An image that cannot be read does not stop the pipeline: its slot carries
+``ok=False`` and the reason, and extraction records it. Preprocessing is not done here: it is the first layer
+of the feature model, so exported models carry it too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _imaging
+from ._errors import ImageError, TransferCacheError
+
+RESIZE_POLICIES = ("squash", "center-crop", "pad")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+
+
+def validate_resize(*, resize: str, interpolation: str, crop_fraction: float) -> None:
+    if resize not in RESIZE_POLICIES:
+        raise TransferCacheError(
+            f"resize policy must be one of {', '.join(repr(p) for p in RESIZE_POLICIES)}; got {resize!r}"
+        )
+    if interpolation not in INTERPOLATIONS:
+        raise TransferCacheError(
+            f"interpolation must be one of {', '.join(repr(p) for p in INTERPOLATIONS)}; got {interpolation!r}"
+        )
+    if not 0.0 < float(crop_fraction) <= 1.0:
+        raise TransferCacheError(f"crop fraction must be in (0, 1]; got {crop_fraction!r}")
+
+
+def prepare_image(image, *, config: dict) -> np.ndarray:
+    """Decode (bytes) or convert (array) one image and resize it exactly as extraction did for ``config``."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        array = _imaging.decode_image(bytes(image))
+    else:
+        array = _imaging.to_rgb_array(np.asarray(image))
+    return _imaging.resize_image(
+        array,
+        size=int(config["input_size"]),
+        policy=config["resize"],
+        crop_fraction=float(config["crop_fraction"]),
+        interpolation=config["interpolation"],
+    )
+
+
+def image_batches(
+    source,
+    indices,
+    *,
+    input_size: int,
+    resize: str,
+    crop_fraction: float,
+    interpolation: str,
+    batch_size: int,
+    parallel_calls: int | None = None,
+):
+    """A tf.data.Dataset of batches ``(pixels uint8 (B,S,S,3), index int64 (B,), ok bool (B,), reason string (B,))``.
+
+    ``indices`` are positions in ``source``; order is kept (deterministic), so batch k always holds the same images.
+    """
+    import tensorflow as tf
+
+    blank = np.zeros((input_size, input_size, 3), np.uint8)
+
+    def load(index):
+        try:
+            image = source.load(int(index))
+            pixels = _imaging.resize_image(
+                image, size=input_size, policy=resize, crop_fraction=crop_fraction, interpolation=interpolation
+            )
+            return pixels, True, b""
+        except ImageError as exc:
+            return blank, False, str(exc).encode("utf-8")
+        except Exception as exc:  # an unexpected decoder failure is still one bad image, never a crash
+            return blank, False, f"cannot read image: {type(exc).__name__}: {exc}".encode("utf-8")
+
+    def load_tf(index):
+        pixels, ok, reason = tf.numpy_function(load, [index], [tf.uint8, tf.bool, tf.string], stateful=False)
+        pixels.set_shape((input_size, input_size, 3))
+        ok.set_shape(())
+        reason.set_shape(())
+        return pixels, index, ok, reason
+
+    autotune = tf.data.AUTOTUNE
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+    dataset = dataset.map(load_tf, num_parallel_calls=parallel_calls or autotune, deterministic=True)
+    dataset = dataset.batch(batch_size).prefetch(autotune)
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)
