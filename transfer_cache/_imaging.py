@@ -1,0 +1,346 @@
+"""Image decoding, colour normalisation and resizing with PIL and numpy only (no TensorFlow).
+
+Every image that reaches a backbone goes through here, so that a PNG, a 16-bit TIFF, a CMYK JPEG,
+an EXIF-rotated phone photo and a float array all arrive as the same thing: a uint8 (H, W, 3) RGB
+array. Anything that cannot be decoded raises :class:`ImageError` with a short human reason, which
+the extraction records against the file and skips. Functions are pure and thread-safe (no shared
+file handles, no global PIL or warnings state is changed), so tf.data workers can call them in
+parallel.
+
+Colour rules (the same for files and arrays):
+
+- grayscale (PIL "1", "L"; arrays (H, W) or (H, W, 1)) is replicated to three channels;
+- alpha (RGBA, LA, PA, premultiplied variants, palette images with transparency; arrays
+  (H, W, 4)) is composited on white, the usual background of product and document photos;
+- 16-bit values (PIL "I;16*", arrays of uint16) are divided by 257, which maps 0..65535 exactly
+  onto 0..255 (the full range of the type, never the range of the particular image, so that
+  two images with the same pixel values always give the same result);
+- PIL "I" (32-bit integer) images in practice hold 16-bit samples (that is how older Pillow and
+  some TIFF writers store them): values are clipped to 0..65535 and divided by 257;
+- float images (PIL "F", float arrays) are read as [0, 1] when every value lies in [0, 1] and as
+  [0, 255] otherwise (see :func:`to_rgb_array` for the array rules and how to fix the range);
+- CMYK, YCbCr and other colour modes are converted by PIL to RGB;
+- EXIF orientation is applied (a malformed EXIF block leaves the pixels as stored);
+- animated GIF/WebP/APNG: the first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ._errors import ImageError
+
+#: The largest image (width x height) that is decoded; PIL's default limit, but always an error.
+MAX_PIXELS = 89_478_485
+
+RESIZE_POLICIES = ("squash", "center-crop", "pad")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+
+FLOAT_RANGES = ("auto", "0-1", "0-255")
+
+
+def _quote_list(values) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _identify(data: bytes) -> Image.Image:
+    """Open ``data`` lazily with the first PIL plugin that accepts it, without PIL's size check.
+
+    ``PIL.Image.open`` warns for images between 1x and 2x its pixel limit and changing that means
+    touching process-wide state (``warnings`` filters or ``Image.MAX_IMAGE_PIXELS``), which is not
+    thread-safe. Walking PIL's public plugin registry (``Image.ID``/``Image.OPEN``, filled by
+    ``Image.register_open``) gives the image size before any pixel is decoded, so the limit is
+    checked here, always as an error.
+    """
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    not_installed: list[str] = []
+    tried: set[str] = set()
+    for loader in (Image.preinit, Image.init):
+        loader()
+        for fmt in list(Image.ID):
+            if fmt in tried:
+                continue
+            tried.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            result = accept(prefix) if accept else True
+            if isinstance(result, str):  # recognised, but the codec is not installed
+                not_installed.append(result)
+                continue
+            if not result:
+                continue
+            fp.seek(0)
+            try:
+                return factory(fp, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # as in PIL: this plugin rejects the header, let the next one try
+            except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure means "cannot decode"
+                raise _decoder_error(exc) from None
+    if not_installed:
+        raise ImageError(f"unsupported image format: {not_installed[0]}")
+    raise ImageError("not an image (cannot identify image format)")
+
+
+def _decoder_error(exc: Exception) -> ImageError:
+    """Turn a PIL decoder exception into a short reason: truncated or corrupt."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, (OSError, EOFError)) and "truncat" in message.lower():
+        return ImageError(f"truncated image: {message}")
+    return ImageError(f"corrupt image: {message}")
+
+
+def decode_image(data: bytes, *, name: str = "") -> np.ndarray:
+    """Decode encoded image bytes to a uint8 (H, W, 3) RGB array, following the module's colour rules.
+
+    ``name`` (the file's path) is only used for context: it is attached to a raised
+    :class:`ImageError` as a note, while the message itself stays the short reason that the cache
+    records (e.g. "empty file (0 bytes)", "truncated image: image file is truncated").
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image expects bytes; got {type(data).__name__}")
+    try:
+        return _decode(bytes(data))
+    except ImageError as exc:
+        if name:
+            exc.add_note(f"while decoding {name}")
+        raise
+
+
+def _decode(data: bytes) -> np.ndarray:
+    if len(data) == 0:
+        raise ImageError("empty file (0 bytes)")
+    im = _identify(data)
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"corrupt image: size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"image too large: {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit "
+            "(decompression bomb?)"
+        )
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes means "cannot decode"
+        raise _decoder_error(exc) from None
+    try:
+        oriented = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a readable image
+        oriented = None
+    if oriented is not None:
+        im = oriented
+    try:
+        return _pil_to_rgb(im)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _decoder_error(exc) from None
+
+
+def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Blend uint8 RGB over a white background with uint8 alpha, rounding to nearest."""
+    a = alpha.astype(np.uint32)[..., None]
+    out = (rgb.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        return np.array(im, dtype=np.uint8)
+    if mode in ("1", "L"):
+        return _gray_to_rgb(np.array(im.convert("L"), dtype=np.uint8))
+    if mode == "P" and not im.has_transparency_data:
+        return np.array(im.convert("RGB"), dtype=np.uint8)
+    if mode in ("P", "PA", "LA", "La", "RGBA", "RGBa"):
+        rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+        return _composite_on_white(rgba[..., :3], rgba[..., 3])
+    if mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.uint32)
+        return _gray_to_rgb(((values + 128) // 257).astype(np.uint8))
+    if mode == "I":
+        values = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return _gray_to_rgb(((values + 128) // 257).astype(np.uint8))
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        return _float_to_uint8(values, "auto", clip=True)[..., None].repeat(3, axis=2)
+    try:
+        return np.array(im.convert("RGB"), dtype=np.uint8)
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"unsupported colour mode {mode!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _float_to_uint8(values: np.ndarray, float_range: str, *, clip: bool = False) -> np.ndarray:
+    """Scale float samples to uint8 by the rule in :func:`to_rgb_array`; ``clip`` for decoded files."""
+    if values.size == 0:
+        return values.astype(np.uint8)
+    if not clip and not np.all(np.isfinite(values)):
+        raise ImageError("float image contains NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if float_range == "auto":
+        float_range = "0-1" if low >= 0.0 and high <= 1.0 else "0-255"
+    limit = 1.0 if float_range == "0-1" else 255.0
+    if not clip and (low < 0.0 or high > limit):
+        if float_range == "0-1":
+            expected = "[0, 1] (float_range='0-1')"
+        else:
+            expected = "[0, 255] (or all of them in [0, 1])"
+        raise ImageError(
+            f"float image values must lie in {expected}; got values in [{low:g}, {high:g}]: "
+            "rescale the array, or convert it to uint8 yourself"
+        )
+    scaled = np.clip(values, 0.0, limit) * (255.0 / limit)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
+    """Convert an in-memory image to a new uint8 (H, W, 3) RGB array.
+
+    Shapes: (H, W) and (H, W, 1) are grayscale, (H, W, 3) RGB, (H, W, 4) RGBA (alpha composited on
+    white); anything else raises :class:`ImageError`. Values by dtype:
+
+    - uint8: as is; bool: False -> 0, True -> 255;
+    - uint16: divided by 257 (0..65535 -> 0..255);
+    - other integers: must lie in 0..255, else :class:`ImageError` (cast to uint16 for 16-bit data);
+    - float: ``float_range="auto"`` reads [0, 1] when every value lies in [0, 1] and [0, 255]
+      otherwise; "0-1" and "0-255" force one reading. Values outside the range, NaN and infinity
+      raise :class:`ImageError`. A whole dataset should use one range: sources decide it once per
+      array (an all-dark [0, 255] image would otherwise be read as [0, 1]).
+    """
+    if float_range not in FLOAT_RANGES:
+        raise ImageError(f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}")
+    array = np.asarray(array)
+    shape = array.shape
+    if not (
+        (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4)))
+        and shape[0] > 0
+        and shape[1] > 0
+    ):
+        raise ImageError(
+            f"image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {shape}"
+        )
+    kind = array.dtype.kind
+    if array.dtype == np.uint8:
+        values = np.array(array, dtype=np.uint8, copy=True)
+    elif kind == "b":
+        values = array.astype(np.uint8) * np.uint8(255)
+    elif array.dtype == np.uint16:
+        values = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ImageError(
+                f"integer image values must lie in 0..255; got values in {low}..{high}: "
+                "use uint16 for 16-bit images, or rescale the array"
+            )
+        values = array.astype(np.uint8)
+    elif kind == "f":
+        values = _float_to_uint8(array.astype(np.float64), float_range)
+    else:
+        raise ImageError(
+            f"image array must hold integers, booleans or floats; got dtype {array.dtype}"
+        )
+    if values.ndim == 2:
+        return _gray_to_rgb(values)
+    channels = values.shape[2]
+    if channels == 1:
+        return np.repeat(values, 3, axis=2)
+    if channels == 4:
+        return _composite_on_white(values[..., :3], values[..., 3])
+    return np.ascontiguousarray(values)
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def _validate_resize(size, policy, crop_fraction, interpolation) -> None:
+    if policy not in RESIZE_POLICIES:
+        raise ImageError(f"resize policy must be one of {_quote_list(RESIZE_POLICIES)}; got {policy!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ImageError(
+            f"interpolation must be one of {_quote_list(INTERPOLATIONS)}; got {interpolation!r}"
+        )
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ImageError(f"size must be a positive integer; got {size!r}")
+    if (
+        isinstance(crop_fraction, bool)
+        or not isinstance(crop_fraction, (int, float, np.floating, np.integer))
+        or not 0.0 < float(crop_fraction) <= 1.0
+    ):
+        raise ImageError(f"crop_fraction must be a number in (0, 1]; got {crop_fraction!r}")
+    if policy != "center-crop" and float(crop_fraction) != 1.0:
+        raise ImageError(
+            f"crop_fraction only applies to resize policy 'center-crop'; got crop_fraction="
+            f"{crop_fraction!r} with policy {policy!r}: drop crop_fraction or use 'center-crop'"
+        )
+
+
+def resize_image(
+    image: np.ndarray,
+    *,
+    size: int,
+    policy: str = "squash",
+    crop_fraction: float = 1.0,
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """Resize a uint8 (H, W, 3) image to uint8 (size, size, 3) by one of three policies.
+
+    - "squash": resize to size x size, ignoring the aspect ratio (Keras ``image_dataset_from_directory``);
+    - "center-crop": crop a centred square whose side is ``int(crop_fraction * short_side)``, offset
+      ``(H - side + 1) // 2`` as in TensorFlow's EfficientNet evaluation code (224/256 = 0.875 there),
+      then resize it;
+    - "pad": letterbox: scale the long side to ``size`` keeping the aspect ratio, pad with black, centred.
+
+    ``interpolation`` is PIL's filter: "bilinear", "bicubic", "nearest" or "area" (PIL's BOX).
+    PIL antialiases when shrinking with bilinear/bicubic, unlike ``tf.image.resize``.
+    """
+    _validate_resize(size, policy, crop_fraction, interpolation)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ImageError(
+            f"resize_image expects a uint8 array of shape (H, W, 3); got {image.dtype} {image.shape}: "
+            "convert it with to_rgb_array first"
+        )
+    size = int(size)
+    resample = _RESAMPLE[interpolation]
+    height, width = image.shape[:2]
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    if policy == "squash":
+        out = pil.resize((size, size), resample)
+    elif policy == "center-crop":
+        side = max(1, int(float(crop_fraction) * min(height, width)))
+        top = (height - side + 1) // 2
+        left = (width - side + 1) // 2
+        out = pil.resize((size, size), resample, box=(left, top, left + side, top + side))
+    else:  # pad
+        scale = size / max(height, width)
+        new_w = min(size, max(1, round(width * scale)))
+        new_h = min(size, max(1, round(height * scale)))
+        scaled = pil.resize((new_w, new_h), resample)
+        out = Image.new("RGB", (size, size), (0, 0, 0))
+        out.paste(scaled, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.asarray(out, dtype=np.uint8).copy()
