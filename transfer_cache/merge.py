@@ -1,0 +1,320 @@
+"""``python -m transfer_cache.merge``: check the shard caches of one extraction and join them into one cache.
+
+A sharded extraction (``extract --shard K/N``) writes one file per shard, ``<base>.shardK-of-N.h5``. A finished
+shard file is its own completion marker: it only ever appears, complete, through ``os.replace``. The merge checks
+that all N shards are there, that each is a valid cache of the same feature configuration (one fingerprint), the
+same source and the same class names, and that no image appears in two shards; then it copies the rows, in shard
+order, into ``<base>.h5`` -- exactly the file a plain ``extract`` of the same configuration writes, so running that
+``extract`` afterwards is a cache hit.
+
+Why a copy and not HDF5 virtual datasets: a virtual dataset silently returns fill values (zeros) for every row
+whose source file is missing or moved, so a lost shard file would turn into plausible-looking zero vectors in
+every later experiment. A copy is self-contained and can be checked once, here. Features are copied block by block
+(``write_cache`` with a ``feature_rows`` callable), so memory stays flat however large the shards are.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import _cli
+from ._errors import TransferCacheError
+from .cache import Cache, Rows, cache_lock, open_cache, write_cache
+
+SHARD_NAME = re.compile(r"^(?P<base>[^/]+?)\.shard(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
+
+# attributes that differ between the shards of one extraction (or are recomputed by write_cache)
+_PER_FILE_ATTRS = ("shard", "rows", "created", "fingerprint", "format", "format_version", "feature_dim")
+
+
+@dataclass(frozen=True)
+class ShardName:
+    """What a shard's file name says: the cache it belongs to and its place K of N."""
+
+    path: Path
+    base: str
+    k: int
+    n: int
+
+    @property
+    def merged_name(self) -> str:
+        return f"{self.base}.h5"
+
+
+def parse_shard_name(path: str | os.PathLike) -> ShardName | None:
+    """``<base>.shardK-of-N.h5`` -> ShardName; None for any other name (hidden temporaries included)."""
+    path = Path(path)
+    match = SHARD_NAME.match(path.name)
+    if match is None or path.name.startswith("."):
+        return None
+    return ShardName(path=path, base=match["base"], k=int(match["k"]), n=int(match["n"]))
+
+
+def find_shard_groups(cache_dir: str | os.PathLike) -> dict[str, list[ShardName]]:
+    """The shard files in ``cache_dir`` grouped by the cache they belong to (base name), each sorted by K."""
+    folder = Path(cache_dir)
+    if not folder.is_dir():
+        raise TransferCacheError(f"cache folder {folder} does not exist; pass the --cache-dir the shards were extracted into")
+    groups: dict[str, list[ShardName]] = {}
+    for entry in sorted(folder.iterdir()):
+        name = parse_shard_name(entry)
+        if name is not None and entry.is_file():
+            groups.setdefault(name.base, []).append(name)
+    for members in groups.values():
+        members.sort(key=lambda s: (s.k, s.n))
+    return groups
+
+
+def _shard_file(base: str, k: int, n: int) -> str:
+    return f"{base}.shard{k}-of-{n}.h5"
+
+
+def _check_names(names: list[ShardName]) -> list[ShardName]:
+    """All files name the same cache and the same N; every K in 0..N-1 appears exactly once."""
+    first = names[0]
+    for name in names[1:]:
+        if name.base != first.base or name.n != first.n:
+            raise TransferCacheError(
+                f"{name.path.name} is not a shard of the same extraction as {first.path.name} (expected a name "
+                f"{first.base}.shardK-of-{first.n}.h5); merge the shards of one extraction at a time"
+            )
+    seen: dict[int, ShardName] = {}
+    for name in names:
+        if name.k in seen:
+            raise TransferCacheError(
+                f"shard {name.k}/{name.n} is given twice ({seen[name.k].path} and {name.path}); give each shard file once"
+            )
+        if name.k >= name.n:
+            raise TransferCacheError(f"{name.path.name} names shard {name.k} of {name.n}, which cannot exist (K must be below N)")
+        seen[name.k] = name
+    missing = [k for k in range(first.n) if k not in seen]
+    if missing:
+        folder = first.path.parent
+        files = ", ".join(_shard_file(first.base, k, first.n) for k in missing)
+        which = ", ".join(f"{k}/{first.n}" for k in missing)
+        raise TransferCacheError(
+            f"cannot merge {first.base}: shard{'s' if len(missing) > 1 else ''} {which} "
+            f"{'are' if len(missing) > 1 else 'is'} missing (expected {files} in {folder}); run "
+            f"python -m transfer_cache.extract SOURCE --shard K/{first.n} with the same options for each missing shard, then merge again"
+        )
+    return [seen[k] for k in range(first.n)]
+
+
+def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
+    """One fingerprint, one source, one class list, consistent shard attributes, no image in two shards."""
+    reference, ref_name = caches[0], names[0]
+    ref_config = reference.config
+    for name, cache in zip(names, caches):
+        shard_attr = str(cache.config.get("shard", ""))
+        if shard_attr != f"{name.k}/{name.n}":
+            raise TransferCacheError(
+                f"{name.path.name} says it is shard {shard_attr or '(none)'!s} inside, but its name says {name.k}/{name.n}; "
+                "it was renamed or is not a shard file: remove it and extract that shard again"
+            )
+        if cache.fingerprint != reference.fingerprint:
+            raise TransferCacheError(
+                f"{name.path.name} does not belong with {ref_name.path.name}: its feature configuration differs "
+                f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); remove the foreign file and "
+                "extract that shard again with the same options"
+            )
+        for key, label in (("source", "source"), ("class_names", "class names")):
+            if cache.config.get(key) != ref_config.get(key):
+                raise TransferCacheError(
+                    f"{name.path.name} does not belong with {ref_name.path.name}: its {label} differ "
+                    f"({cache.config.get(key)!r}, expected {ref_config.get(key)!r}); remove the foreign file and "
+                    "extract that shard again from the same source"
+                )
+    owner: dict[str, int] = {}
+    for k, cache in enumerate(caches):
+        for path in cache.paths:
+            if path in owner:
+                raise TransferCacheError(
+                    f"image {path} is in both shard {owner[path]}/{len(caches)} and shard {k}/{len(caches)}; shards must "
+                    "not overlap: were they extracted from different versions of the source? Extract all shards again"
+                )
+            owner[path] = k
+
+
+def merge(
+    shard_paths: Sequence[str | os.PathLike] | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    remove_shards: bool = False,
+    block_rows: int = 4096,
+) -> Path:
+    """Check the N shard caches of one extraction and copy them, in shard order, into one cache; return its path.
+
+    Give the shard files, or ``cache_dir`` to find them there (it must hold the shards of exactly one extraction;
+    ``python -m transfer_cache.merge --cache-dir DIR`` merges every group it finds). The output defaults to the
+    unsharded name beside the shards. Shards are kept unless ``remove_shards``.
+    """
+    if shard_paths is not None and isinstance(shard_paths, (str, os.PathLike)):
+        shard_paths = [shard_paths]
+    if not shard_paths and cache_dir is None:
+        raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
+    if not isinstance(block_rows, int) or block_rows < 1:
+        raise TransferCacheError(f"block_rows must be a whole number of at least 1; got {block_rows!r}")
+    if shard_paths:
+        names = []
+        for item in shard_paths:
+            name = parse_shard_name(item)
+            if name is None:
+                raise TransferCacheError(
+                    f"{item} is not a shard file: expected a name ending in .shardK-of-N.h5, as written by "
+                    "python -m transfer_cache.extract --shard K/N"
+                )
+            if not name.path.is_file():
+                raise TransferCacheError(f"shard file {item} does not exist; extract that shard first (--shard {name.k}/{name.n})")
+            names.append(name)
+    else:
+        groups = find_shard_groups(cache_dir)
+        if not groups:
+            raise TransferCacheError(
+                f"no shard files (NAME.shardK-of-N.h5) in {cache_dir}; extract with --shard K/N into that folder first"
+            )
+        if len(groups) > 1:
+            raise TransferCacheError(
+                f"{cache_dir} holds the shards of {len(groups)} extractions ({', '.join(sorted(groups))}); give the shard "
+                "files of one of them, or use python -m transfer_cache.merge --cache-dir DIR, which merges each group"
+            )
+        names = next(iter(groups.values()))
+    names = _check_names(names)
+    target = Path(output) if output is not None else names[0].path.parent / names[0].merged_name
+    if parse_shard_name(target) is not None:
+        raise TransferCacheError(f"output {target} has a shard name; choose a name without .shardK-of-N (default: {names[0].merged_name})")
+
+    caches: list[Cache] = []
+    try:
+        for name in names:
+            try:
+                caches.append(open_cache(name.path))
+            except TransferCacheError as exc:
+                raise TransferCacheError(f"shard {name.k}/{name.n} ({name.path.name}) cannot be merged: {exc}") from None
+        _check_caches(names, caches)
+        with cache_lock(target):
+            _write_merged(target, caches, block_rows)
+    finally:
+        for cache in caches:
+            cache.close()
+    if remove_shards:
+        for name in names:
+            name.path.unlink(missing_ok=True)
+            name.path.with_name(f".{name.path.name}.lock").unlink(missing_ok=True)
+    return target
+
+
+def _write_merged(target: Path, caches: list[Cache], block_rows: int) -> Path:
+    reference = caches[0]
+    layers = list(reference.layers)
+    rows = Rows(ids=[], paths=[], labels=[], split=[], failed=[])
+    failed_ids: list[str] = []
+    seen_failed: set[str] = set()
+    for cache in caches:
+        rows.ids.extend(cache.ids)
+        rows.paths.extend(cache.paths)
+        rows.labels.extend(int(label) for label in cache.labels)
+        rows.split.extend(str(s) for s in cache.split)
+        ids = cache.failed_ids if len(cache.failed_ids) == len(cache.failed) else [""] * len(cache.failed)
+        # images the source listing rejected are recorded by every shard: keep each once, in first-seen order
+        for (path, reason), digest in zip(cache.failed, ids):
+            if path in seen_failed:
+                continue
+            seen_failed.add(path)
+            rows.failed.append((path, reason))
+            failed_ids.append(digest)
+
+    offsets = np.cumsum([0] + [len(cache) for cache in caches])
+    datasets = [[cache.features_for(layer) for layer in layers] for cache in caches]
+    shapes = [tuple(datasets[0][j].shape[1:]) for j in range(len(layers))]
+
+    def feature_rows(start: int, stop: int):
+        blocks: list[list[np.ndarray]] = [[] for _ in layers]
+        for s, cache_sets in enumerate(datasets):
+            lo, hi = max(start, offsets[s]), min(stop, offsets[s + 1])
+            if lo >= hi:
+                continue
+            for j, dataset in enumerate(cache_sets):
+                blocks[j].append(dataset[lo - offsets[s] : hi - offsets[s]])
+        return [np.concatenate(parts, axis=0) for parts in blocks]
+
+    attrs = {key: value for key, value in reference.config.items() if key not in _PER_FILE_ATTRS}
+    attrs["shard"] = ""  # what an unsharded extraction writes
+    attrs["merged_from"] = [Path(cache.path).name for cache in caches]
+    attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    written = write_cache(
+        target, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes,
+        block_rows=block_rows, failed_ids=failed_ids,
+    )
+    with open_cache(written) as check:  # the file is a cache of the same configuration, or nothing is claimed
+        if check.fingerprint != reference.fingerprint or len(check) != int(offsets[-1]):
+            raise TransferCacheError(f"merged cache {written} does not match its shards; delete it and merge again")
+    return written
+
+
+# --------------------------------------------------------------------------- command line
+
+EPILOG = """examples:
+  python -m transfer_cache.merge --cache-dir caches
+  python -m transfer_cache.merge caches/flowers-1a2b3c.efficientnet_lite0.0123456789abcdef.shard*-of-4.h5
+  python -m transfer_cache.merge --cache-dir caches --remove-shards
+
+Shards come from python -m transfer_cache.extract SOURCE --shard K/N (same options for every K). The merged cache gets
+the unsharded name, so a later plain extract of the same source and options is a cache hit.
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.merge",
+        "Check the shard caches of a sharded extraction (all present, one configuration, no overlap) and join them into one cache.",
+        EPILOG,
+    )
+    parser.add_argument("shards", nargs="*", metavar="SHARD", help="shard files NAME.shardK-of-N.h5 of one extraction")
+    parser.add_argument("--cache-dir", default=None, help="find the shard files in this folder and merge every group")
+    parser.add_argument("--output", default=None, help="merged cache path (default: the unsharded name beside the shards)")
+    parser.add_argument("--remove-shards", action="store_true", help="delete the shard files after a successful merge")
+    return parser
+
+
+def _main(args) -> int:
+    if args.shards and args.cache_dir:
+        raise TransferCacheError("give either SHARD files or --cache-dir, not both")
+    if args.shards:
+        jobs = [list(args.shards)]
+    else:
+        if args.cache_dir is None:
+            raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
+        groups = find_shard_groups(args.cache_dir)
+        if not groups:
+            raise TransferCacheError(
+                f"no shard files (NAME.shardK-of-N.h5) in {args.cache_dir}; extract with --shard K/N into that folder first"
+            )
+        if args.output and len(groups) > 1:
+            raise TransferCacheError(f"--output names one file but {args.cache_dir} holds {len(groups)} groups of shards; drop --output")
+        jobs = [[name.path for name in members] for _, members in sorted(groups.items())]
+    from tqdm.auto import tqdm
+
+    merged = []
+    for job in tqdm(jobs, desc="merging", unit="cache", disable=len(jobs) < 2, file=sys.stderr, leave=False):
+        merged.append(merge(job, output=args.output, remove_shards=args.remove_shards))
+    for path in merged:
+        with open_cache(path) as cache:
+            print(f"merged {len(cache.config.get('merged_from', []))} shards: {len(cache)} rows, {len(cache.failed)} failed -> {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
