@@ -6,11 +6,15 @@
         X, y = cache.features[:], cache.labels
 
 The public functions are imported lazily, so ``import transfer_cache`` stays cheap (no TensorFlow start-up).
+A stage module and its function share a name (``transfer_cache.extract``): ``tc.extract`` is always the function;
+use ``from transfer_cache import extract as ...`` style or ``sys.modules`` for the module itself.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from ._errors import ImageError, TransferCacheError
 
@@ -40,3 +44,17 @@ def __getattr__(name: str):
     if module is None:
         raise AttributeError(f"module 'transfer_cache' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``tc.extract`` (and fit, predict, merge ...) the function even after its module has been imported,
+    which would otherwise rebind the package attribute to the module."""
+
+    def __getattribute__(self, name: str):
+        value = super().__getattribute__(name)
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            return getattr(value, name)
+        return value
+
+
+sys.modules[__name__].__class__ = _Package

@@ -253,10 +253,9 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
         to_compute.append(i)
 
     # 3. compute what is new, one durable part per batch
-    compute_seconds = 0.0
-    shapes = None
+    compute_seconds, shapes, computed = 0.0, None, 0
     if to_compute:
-        compute_seconds, shapes = _compute(src, to_compute, digests, config, parts, batch_size, progress)
+        compute_seconds, shapes, computed = _compute(src, to_compute, digests, config, parts, batch_size, progress)
     failed_now = dict(known_failed)
     failed_now.update(parts.failed)
 
@@ -319,11 +318,10 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
         if existing is not None:
             existing.close()
     parts.remove()
-    computed = sum(1 for kind, _ in sources_of_rows if kind == "part")
     return ExtractResult(
         path=path,
         rows=len(rows.ids),
-        computed=len(to_compute),
+        computed=computed,
         reused=len(rows.ids) - computed,
         failed=rows.failed,
         seconds=time.perf_counter() - started,
@@ -391,7 +389,7 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
         interpolation=config["interpolation"],
         batch_size=batch_size,
     )
-    shapes = None
+    shapes, computed = None, 0
     begin = time.perf_counter()
     with _progress(len(to_compute), f"extracting ({config['backbone']})", progress) as bar:
         for pixels, index, ok, reason in batches:
@@ -406,8 +404,9 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
             parts.write(good_ids, arrays, failed)
+            computed += len(good_ids)
             bar.update(len(index))
-    return time.perf_counter() - begin, shapes
+    return time.perf_counter() - begin, shapes, computed
 
 
 # --------------------------------------------------------------------------- command line
