@@ -1,0 +1,902 @@
+"""``python -m transfer_cache.fit`` and ``fit()``: train classifiers on cached transfer values, one run folder each.
+
+The split is chosen once for all classifiers of a command, so their scores are comparable:
+
+* ``source``: the cache's own split, when its labelled rows hold train and test (or train and val) rows. With
+  train/val/test, Keras heads use val as validation data and the other classifiers train on train + val.
+* ``stratified``: ``train_test_split(test_size, stratify=labels, random_state=seed)`` when there is no split.
+* ``cv``: ``--cv K`` alone runs StratifiedKFold(K, shuffle=True, random_state=seed) over all labelled rows; the
+  metrics are those of the out-of-fold predictions (every row predicted once by a model that never saw it),
+  ``cv_scores`` holds the per-fold accuracies, and the saved model is refitted on all labelled rows.
+* ``caches``: ``--test-cache`` trains on every labelled row of the positional caches and tests on the test cache.
+
+With ``--grid``, ``--cv K`` (default 3) sets the folds of the GridSearchCV on the training rows instead, and the
+test split is kept. Keras heads with no validation rows get the test rows as ``validation_data`` purely to
+record the curves (as the seeds do); that never changes the weights, except with ``early_stopping`` > 0, which
+instead holds out 10% of the training rows (stratified, seeded) to monitor.
+
+Several caches are concatenated only when their fingerprints are equal. Unlabelled rows (label -1) are left out.
+Each run is written to a temporary folder and renamed into ``runs/<run_id>/`` when complete; only then is its row
+appended to ``runs/index.csv`` (temporary file + ``os.replace``, under a lock), so an interrupted fit leaves no
+half run in the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import fcntl
+import io
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import _cli
+from ._errors import ImageError, TransferCacheError
+from .cache import Cache, open_cache, fsync_dir
+from .classifiers import CLASSIFIERS, Classifier, make_classifier, parse_grid, parse_params
+
+__all__ = ["RunResult", "fit", "format_leaderboard", "main", "INDEX_COLUMNS"]
+
+INDEX_COLUMNS = (
+    "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
+    "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir",
+)
+SPLITS = ("auto", "source", "stratified", "cv", "caches")
+_BLOCK_ROWS = 4096
+
+
+@dataclass
+class RunResult:
+    """One finished run: where its folder is and what it scored."""
+
+    run_id: str
+    run_dir: Path
+    classifier: str
+    params: dict
+    metrics: dict
+    fit_seconds: float
+    report: Path | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+
+# --------------------------------------------------------------------------- the data: caches, rows, split
+
+
+@dataclass
+class _Data:
+    """Labelled rows of one or more caches of equal fingerprint, with class names merged by name."""
+
+    caches: list[Cache]
+    roles: list[str]  # "train" (positional) or "test" (--test-cache)
+    layer: str
+    class_names: list[str]
+    cache_of: np.ndarray  # per labelled row: index into caches
+    row_of: np.ndarray  # per labelled row: row index in its cache
+    labels: np.ndarray
+    split: np.ndarray
+    paths: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict:
+        return self.caches[0].config
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """Features of the given labelled-row positions, read block by block (only those rows stay in memory)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shape = self.caches[0].features_for(self.layer).shape[1:]
+        out = np.empty((len(rows),) + tuple(shape), dtype=np.float32)
+        for k, cache in enumerate(self.caches):
+            mine = np.flatnonzero(self.cache_of[rows] == k)
+            if not len(mine):
+                continue
+            cache_rows = self.row_of[rows[mine]]
+            order = np.argsort(cache_rows, kind="stable")
+            out[mine[order]] = _read_rows(cache.features_for(self.layer), cache_rows[order])
+        return out
+
+    def chunks(self, rows: np.ndarray, *, seed: int, block_rows: int = _BLOCK_ROWS):
+        """A callable giving a fresh shuffled pass of (X, y) chunks over ``rows``, one HDF5 block at a time."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        blocks = []
+        for k, cache in enumerate(self.caches):
+            mine = rows[self.cache_of[rows] == k]
+            cache_rows = self.row_of[mine]
+            order = np.argsort(cache_rows, kind="stable")
+            mine, cache_rows = mine[order], cache_rows[order]
+            for start in range(0, len(cache), block_rows):
+                inside = (cache_rows >= start) & (cache_rows < start + block_rows)
+                if inside.any():
+                    blocks.append((k, start, min(len(cache), start + block_rows), cache_rows[inside], mine[inside]))
+
+        def passes():
+            for b in rng.permutation(len(blocks)):
+                k, start, stop, cache_rows, positions = blocks[b]
+                block = np.asarray(self.caches[k].features_for(self.layer)[start:stop], dtype=np.float32)
+                X = block[cache_rows - start]
+                shuffle = rng.permutation(len(positions))
+                yield X[shuffle], self.labels[positions][shuffle]
+
+        return passes
+
+    def close(self) -> None:
+        for cache in self.caches:
+            cache.close()
+
+
+def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
+    """dataset[rows] for sorted rows, reading contiguous blocks rather than one HDF5 selection per row."""
+    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dtype=np.float32)
+    if not len(rows):
+        return out
+    filled = 0
+    start = int(rows[0])
+    while filled < len(rows):
+        start = int(rows[filled])
+        stop = min(dataset.shape[0], start + _BLOCK_ROWS)
+        count = int(np.searchsorted(rows, stop, side="left")) - filled
+        block = np.asarray(dataset[start:stop], dtype=np.float32)
+        out[filled : filled + count] = block[rows[filled : filled + count] - start]
+        filled += count
+    return out
+
+
+def _open_all(paths: Sequence[str | os.PathLike]) -> list[Cache]:
+    opened: list[Cache] = []
+    try:
+        for path in paths:
+            opened.append(open_cache(path))
+    except BaseException:
+        for cache in opened:
+            cache.close()
+        raise
+    return opened
+
+
+def _check_fingerprints(caches: list[Cache]) -> None:
+    first = caches[0]
+    for other in caches[1:]:
+        if other.fingerprint != first.fingerprint:
+            raise TransferCacheError(
+                f"caches have different feature configurations: {first.path} (fingerprint {first.fingerprint}, "
+                f"backbone {first.config.get('backbone')}) vs {other.path} (fingerprint {other.fingerprint}, backbone "
+                f"{other.config.get('backbone')}); extract both with the same --backbone/--layer/--pooling/--input-size"
+            )
+
+
+def _choose_layer(cache: Cache, layer: str | None) -> str:
+    if layer is None:
+        if len(cache.layers) > 1:
+            raise TransferCacheError(
+                f"cache {cache.path} holds several layers ({', '.join(cache.layers)}); choose one with --layer NAME"
+            )
+        return cache.layers[0]
+    if layer not in cache.layers:
+        raise TransferCacheError(f"cache {cache.path} has no layer '{layer}'; it holds {', '.join(cache.layers)}")
+    return layer
+
+
+def _load_data(cache_paths, test_cache, layer) -> _Data:
+    paths = [cache_paths] if isinstance(cache_paths, (str, os.PathLike)) else list(cache_paths)
+    if not paths:
+        raise TransferCacheError("no cache given; pass one or more cache files made by python -m transfer_cache.extract")
+    all_paths = paths + ([test_cache] if test_cache else [])
+    caches = _open_all(all_paths)
+    try:
+        _check_fingerprints(caches)
+        chosen = _choose_layer(caches[0], layer)
+        class_names: list[str] = []
+        for cache in caches:
+            for name in cache.class_names:
+                if name not in class_names:
+                    class_names.append(name)
+        cache_of, row_of, labels, split, row_paths = [], [], [], [], []
+        unlabelled = 0
+        for k, cache in enumerate(caches):
+            remap = np.asarray([class_names.index(name) for name in cache.class_names] or [0], dtype=np.int64)
+            keep = np.flatnonzero(cache.labels >= 0)
+            unlabelled += len(cache) - len(keep)
+            if len(keep) and int(cache.labels[keep].max()) >= len(cache.class_names):
+                raise TransferCacheError(
+                    f"cache {cache.path} has labels beyond its {len(cache.class_names)} class names; extract it again"
+                )
+            cache_of.append(np.full(len(keep), k, dtype=np.int64))
+            row_of.append(keep)
+            labels.append(remap[cache.labels[keep]])
+            split.append(cache.split[keep] if k < len(paths) else np.full(len(keep), "test", dtype=object))
+            row_paths.extend(cache.paths[i] for i in keep)
+        data = _Data(
+            caches=caches, roles=["train"] * len(paths) + (["test"] if test_cache else []), layer=chosen,
+            class_names=class_names, cache_of=np.concatenate(cache_of), row_of=np.concatenate(row_of),
+            labels=np.concatenate(labels).astype(np.int64), split=np.concatenate(split), paths=row_paths,
+        )
+        if unlabelled:
+            data.notes.append(f"{unlabelled} unlabelled rows (label -1) are left out of training and testing")
+        if not len(data.labels):
+            raise TransferCacheError(
+                f"no labelled rows in {', '.join(str(c.path) for c in caches)}; fit needs labels (class folders or a "
+                "label column in the manifest)"
+            )
+        if len(class_names) < 2:
+            raise TransferCacheError(f"fit needs at least two classes; the caches hold {len(class_names)} ({', '.join(class_names)})")
+        return data
+    except BaseException:
+        for cache in caches:
+            cache.close()
+        raise
+
+
+@dataclass
+class _Split:
+    method: str
+    train: np.ndarray  # positions into _Data's labelled rows
+    test: np.ndarray
+    val: np.ndarray  # rows Keras heads validate on (empty: none); the others train on them
+    folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _choose_split(data: _Data, *, split: str, test_size: float, seed: int, cv: int, grid: bool) -> _Split:
+    n = len(data.labels)
+    everything = np.arange(n)
+    if "test" in data.roles:
+        if split not in ("auto", "caches"):
+            raise TransferCacheError(f"--test-cache sets the split itself; drop --split {split}")
+        test = np.flatnonzero(data.cache_of == len(data.caches) - 1)
+        train = np.flatnonzero(data.cache_of != len(data.caches) - 1)
+        if not len(train) or not len(test):
+            raise TransferCacheError("the training caches or the test cache have no labelled rows; check both caches")
+        return _Split("caches", train, test, np.empty(0, np.int64))
+    if split == "caches":
+        raise TransferCacheError("--split caches needs --test-cache PATH (the cache of the test images)")
+    if cv and not grid:
+        if split not in ("auto", "cv"):
+            raise TransferCacheError(f"--cv {cv} runs k-fold cross-validation over all labelled rows; drop --split {split}")
+        return _Split("cv", everything, everything, np.empty(0, np.int64), folds=_folds(data.labels, cv, seed))
+    if split == "cv":
+        raise TransferCacheError("--split cv needs --cv K (the number of folds, e.g. --cv 5)")
+    kinds = set(data.split.tolist())
+    has_source = "train" in kinds and ("test" in kinds or "val" in kinds)
+    if split == "source" and not has_source:
+        raise TransferCacheError(
+            f"--split source needs train and test (or val) rows in the cache; its rows have splits {sorted(kinds)}; "
+            "use --split stratified"
+        )
+    if split in ("auto", "source") and has_source:
+        train = np.flatnonzero(data.split == "train")
+        if "test" in kinds:
+            test = np.flatnonzero(data.split == "test")
+            val = np.flatnonzero(data.split == "val")
+        else:
+            test = np.flatnonzero(data.split == "val")
+            val = np.empty(0, np.int64)
+        unused = n - len(train) - len(test) - len(val)
+        if unused:
+            data.notes.append(f"{unused} labelled rows outside the train/val/test split are not used")
+        return _Split("source", train, test, val)
+    return _Split("stratified", *_stratified(data.labels, everything, test_size, seed), np.empty(0, np.int64))
+
+
+def _stratified(labels: np.ndarray, rows: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels[rows])
+    present = counts[counts > 0]
+    if present.min() < 2:
+        raise TransferCacheError(
+            f"a stratified split needs at least 2 labelled rows per class; class index {int(np.flatnonzero(counts == 1)[0])} "
+            "has 1; add images to it, or give the source its own train/test split"
+        )
+    try:
+        train, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=labels[rows])
+    except ValueError as exc:
+        raise TransferCacheError(
+            f"cannot split {len(rows)} rows of {len(present)} classes with test_size={test_size}: {exc}; "
+            "raise --test-size or add images"
+        ) from None
+    return np.sort(train), np.sort(test)
+
+
+def _folds(labels: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+    if smallest < cv:
+        raise TransferCacheError(
+            f"--cv {cv} needs at least {cv} labelled rows in every class; the smallest class has {smallest}; "
+            f"use --cv {max(2, smallest)} or fewer folds" if smallest >= 2 else
+            f"--cv {cv} needs at least {cv} labelled rows in every class; the smallest class has {smallest}; add images"
+        )
+    splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    return [(train, test) for train, test in splitter.split(np.zeros(len(labels)), labels)]
+
+
+# --------------------------------------------------------------------------- pixels (the raw-image baseline)
+
+
+def _source_spec(description: str) -> str:
+    """A cache's source description ("folder:/abs/root", "sklearn:digits") -> what open_source accepts."""
+    kind, _, rest = description.partition(":")
+    return rest if kind in ("folder", "csv", "arrays", "cifar") else description
+
+
+def _images(data: _Data, rows: np.ndarray, size: int, progress: bool) -> np.ndarray:
+    """Re-read the images of ``rows`` through each cache's source (matched by path), resized as extraction did."""
+    from tqdm import tqdm
+
+    from .pipeline import prepare_image
+    from .sources import open_source
+
+    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+    sources = {}
+    for k, cache in enumerate(data.caches):
+        if not np.any(data.cache_of[rows] == k):
+            continue
+        description = str(cache.config.get("source", ""))
+        try:
+            source = open_source(_source_spec(description))
+        except TransferCacheError as exc:
+            raise TransferCacheError(
+                f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({description}) cannot be "
+                f"opened: {exc}"
+            ) from None
+        sources[k] = (source, {record.path: i for i, record in enumerate(source.records)})
+    config = dict(data.config)
+    config["input_size"] = size
+    for j, row in enumerate(tqdm(rows, desc="reading images", unit="img", disable=not progress, leave=False)):
+        source, index = sources[int(data.cache_of[row])]
+        path = data.paths[row]
+        if path not in index:
+            raise TransferCacheError(
+                f"classifier 'pixels' cannot find image '{path}' in {source.description}: the source changed since "
+                "extraction; extract it again"
+            )
+        try:
+            out[j] = prepare_image(source.load(index[path]), config=config)
+        except ImageError as exc:
+            raise TransferCacheError(f"classifier 'pixels' cannot read image '{path}' of {source.description}: {exc}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- metrics and run folders
+
+
+def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, the per-class report and the confusion matrix (rows = true)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    labels = list(range(len(class_names)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, zero_division=0
+        )
+        metrics = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        }
+    metrics["per_class"] = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+    }
+    metrics["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).astype(int).tolist()
+    metrics["class_names"] = list(class_names)
+    return metrics
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    from . import __version__
+
+    def version(*names: str) -> str | None:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {
+        "transfer_cache": __version__,
+        "tensorflow": version("tensorflow", "tensorflow-cpu"),
+        "keras": version("keras"),
+        "scikit-learn": version("scikit-learn"),
+        "numpy": version("numpy"),
+        "h5py": version("h5py"),
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n", encoding="utf-8")
+
+
+def _write_predictions(path: Path, data: _Data, rows: np.ndarray, proba: np.ndarray) -> None:
+    names = data.class_names
+    pred = np.argmax(proba, axis=1)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence"]
+            + [f"prob_{name}" for name in names]
+        )
+        for j, position in enumerate(rows):
+            true = int(data.labels[position])
+            writer.writerow(
+                [int(data.row_of[position]), int(data.cache_of[position]), data.paths[position], true, names[true],
+                 int(pred[j]), names[int(pred[j])], f"{proba[j, pred[j]]:.8g}"]
+                + [f"{p:.8g}" for p in proba[j]]
+            )
+
+
+@contextlib.contextmanager
+def _index_lock(runs_dir: Path):
+    handle = open(runs_dir / ".index.lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()
+
+
+def append_index(runs_dir: Path, row: dict) -> Path:
+    """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace."""
+    index = runs_dir / "index.csv"
+    with _index_lock(runs_dir):
+        existing = index.read_text(encoding="utf-8") if index.exists() else ""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+        if not existing:
+            writer.writeheader()
+        writer.writerow({key: row.get(key, "") for key in INDEX_COLUMNS})
+        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(existing + buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, index)
+        fsync_dir(runs_dir)
+    return index
+
+
+def _run_id(classifier: str, now: _dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%d-%H%M%S')}-{classifier}-{secrets.token_hex(3)}"
+
+
+# --------------------------------------------------------------------------- training one classifier
+
+
+@dataclass
+class _Outcome:
+    model: Classifier
+    rows: np.ndarray  # positions predicted (test rows, or every row out of fold)
+    proba: np.ndarray
+    n_train: int
+    fit_seconds: float
+    predict_seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+class _Inputs:
+    """Gives each classifier its training/test inputs: features from the caches, or re-read images for pixels."""
+
+    def __init__(self, data: _Data, progress: bool):
+        self.data = data
+        self.progress = progress
+        self._features: dict[bytes, np.ndarray] = {}
+        self._images: dict[tuple[bytes, int], np.ndarray] = {}
+
+    def get(self, model: Classifier, rows: np.ndarray) -> np.ndarray:
+        key = np.asarray(rows, dtype=np.int64).tobytes()
+        if model.input_kind == "pixels":
+            size = int(model.get_params()["size"])
+            if (key, size) not in self._images:
+                self._images[(key, size)] = _images(self.data, rows, size, self.progress)
+            return self._images[(key, size)]
+        if key not in self._features:
+            self._features[key] = self.data.features(rows)
+        return self._features[key]
+
+
+def _train_one(
+    name: str, params: dict, grid: dict | None, *, data: _Data, split: _Split, inputs: _Inputs, seed: int, cv: int,
+    n_jobs: int,
+) -> _Outcome:
+    K = len(data.class_names)
+    labels = data.labels
+
+    def fresh() -> Classifier:
+        return make_classifier(name, params, seed=seed, n_jobs=n_jobs)
+
+    if split.method == "cv":
+        oof = np.zeros((len(labels), K))
+        scores, fold_seconds, predict_seconds = [], [], 0.0
+        for train, test in split.folds:
+            model = fresh()
+            start = time.perf_counter()
+            _fit_model(model, data, inputs, train, np.empty(0, np.int64), seed=seed)
+            fold_seconds.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            oof[test] = _predict(model, data, inputs, test)
+            predict_seconds += time.perf_counter() - start
+            scores.append(float(np.mean(np.argmax(oof[test], axis=1) == labels[test])))
+        model = fresh()
+        start = time.perf_counter()
+        _fit_model(model, data, inputs, split.train, np.empty(0, np.int64), seed=seed)
+        fit_seconds = time.perf_counter() - start
+        extra = {
+            "cv_scores": scores,
+            "cv_accuracy_mean": float(np.mean(scores)),
+            "cv_accuracy_std": float(np.std(scores)),
+            "cv_fold_fit_seconds": fold_seconds,
+        }
+        return _Outcome(model, np.arange(len(labels)), oof, len(labels), fit_seconds, predict_seconds, extra)
+
+    train, val = split.train, split.val
+    model = fresh()
+    if not model.uses_validation and len(val):
+        train, val = np.sort(np.concatenate([train, val])), np.empty(0, np.int64)
+    extra: dict = {}
+    start = time.perf_counter()
+    if grid:
+        model, extra = _grid_search(model, grid, data, inputs, train, cv=cv or 3, n_jobs=n_jobs)
+    else:
+        monitor = val
+        if model.uses_validation and not len(val):
+            if int(model.get_params().get("early_stopping", 0)) > 0:
+                train, monitor = _stratified(labels, train, 0.1, seed)
+                extra["validation"] = "10% of the training rows (early stopping)"
+            else:
+                monitor = split.test
+                extra["validation"] = "the test rows, for the curves only (no early stopping, weights unaffected)"
+        elif len(val):
+            extra["validation"] = "the source's val rows"
+        _fit_model(model, data, inputs, train, monitor, seed=seed)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    proba = _predict(model, data, inputs, split.test)
+    predict_seconds = time.perf_counter() - start
+    return _Outcome(model, split.test, proba, len(train), fit_seconds, predict_seconds, extra)
+
+
+def _fit_model(model: Classifier, data: _Data, inputs: _Inputs, train: np.ndarray, val: np.ndarray, *, seed: int) -> None:
+    K = len(data.class_names)
+    if model.name == "sgd":  # out of core: one HDF5 block in memory at a time
+        model.fit_stream(data.chunks(train, seed=seed, block_rows=int(model.get_params()["chunk_rows"])), n_classes=K)
+        return
+    X_val = inputs.get(model, val) if len(val) else None
+    y_val = data.labels[val] if len(val) else None
+    model.fit(inputs.get(model, train), data.labels[train], X_val, y_val, n_classes=K)
+
+
+def _predict(model: Classifier, data: _Data, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
+    if model.name == "sgd":
+        parts = [model.predict_proba(data.features(rows[i : i + _BLOCK_ROWS])) for i in range(0, len(rows), _BLOCK_ROWS)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(data.class_names)))
+    return model.predict_proba(inputs.get(model, rows))
+
+
+def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, train: np.ndarray, *, cv: int, n_jobs: int):
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    labels = data.labels[train]
+    smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+    if smallest < cv:
+        raise TransferCacheError(
+            f"--grid searches with {cv}-fold cross-validation, but the smallest class has {smallest} training rows; "
+            f"pass --cv {max(2, smallest)}" if smallest >= 2 else "--grid needs at least 2 training rows per class"
+        )
+    search = GridSearchCV(
+        model, grid, cv=StratifiedKFold(cv, shuffle=True, random_state=model.seed), scoring="accuracy",
+        n_jobs=1 if model.is_keras else n_jobs, refit=True, error_score="raise",
+    )
+    search.fit(inputs.get(model, train), labels, n_classes=len(data.class_names))
+    results = [
+        {"params": _jsonable(p), "mean_accuracy": float(m), "std_accuracy": float(s)}
+        for p, m, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
+    ]
+    return search.best_estimator_, {"grid": _jsonable(grid), "grid_best_params": _jsonable(search.best_params_),
+                                    "grid_cv": cv, "grid_results": results}
+
+
+def _write_run(
+    *, runs_dir: Path, name: str, outcome: _Outcome, data: _Data, split: _Split, test_size: float, seed: int, cv: int,
+    cache_paths: list[str],
+) -> RunResult:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    run_id = _run_id(name, now)
+    final = runs_dir / run_id
+    temporary = runs_dir / f".{run_id}.tmp"
+    labels = data.labels[outcome.rows]
+    metrics = compute_metrics(labels, np.argmax(outcome.proba, axis=1), data.class_names)
+    metrics.update(
+        n_train=int(outcome.n_train), n_test=int(len(outcome.rows)), fit_seconds=round(outcome.fit_seconds, 4),
+        predict_seconds=round(outcome.predict_seconds, 4),
+    )
+    for key in ("cv_scores", "cv_accuracy_mean", "cv_accuracy_std"):
+        if key in outcome.extra:
+            metrics[key] = outcome.extra[key]
+    config = {
+        "run_id": run_id,
+        "classifier": name,
+        "params": outcome.model.params,
+        "caches": [
+            {"path": str(cache.path.resolve()), "fingerprint": cache.fingerprint, "rows": len(cache), "role": role}
+            for cache, role in zip(data.caches, data.roles)
+        ],
+        "layer": data.layer,
+        "split": {"method": split.method, "test_size": test_size if split.method == "stratified" else None, "seed": seed,
+                  "cv": cv},
+        "seed": seed,
+        "created": now.isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "backbone": data.config.get("backbone"),
+        "class_names": data.class_names,
+        "fingerprint": data.caches[0].fingerprint,
+        "source": data.config.get("source"),
+        "feature_config": {key: value for key, value in data.config.items()},
+        "notes": list(data.notes) + list(outcome.extra.get("notes", [])),
+    }
+    config.update({key: value for key, value in outcome.extra.items() if key not in metrics and key != "notes"})
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        temporary.mkdir()
+        _write_json(temporary / "config.json", config)
+        _write_json(temporary / "metrics.json", metrics)
+        _write_predictions(temporary / "predictions.csv", data, outcome.rows, outcome.proba)
+        if outcome.model.history is not None:
+            _write_json(temporary / "history.json", outcome.model.history)
+        outcome.model.save(temporary / "model")
+        os.replace(temporary, final)
+        fsync_dir(runs_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    append_index(
+        runs_dir,
+        {
+            "run_id": run_id, "created": config["created"], "classifier": name, "backbone": config["backbone"],
+            "fingerprint": config["fingerprint"], "cache": ";".join(cache_paths), "accuracy": f"{metrics['accuracy']:.6f}",
+            "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}", "macro_f1": f"{metrics['macro_f1']:.6f}",
+            "n_train": metrics["n_train"], "n_test": metrics["n_test"], "fit_seconds": f"{outcome.fit_seconds:.3f}",
+            "run_dir": str(final.resolve()),
+        },
+    )
+    return RunResult(run_id, final, name, outcome.model.params, metrics, outcome.fit_seconds)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def _names(classifier) -> list[str]:
+    items = classifier.split(",") if isinstance(classifier, str) else list(classifier)
+    names = [item.strip() for item in items if item and item.strip()]
+    if not names:
+        raise TransferCacheError(f"no classifier given; choose from {', '.join(CLASSIFIERS)}")
+    for name in names:
+        if name not in CLASSIFIERS:
+            raise TransferCacheError(f"unknown classifier '{name}'; choose from {', '.join(CLASSIFIERS)}")
+    if len(set(names)) != len(names):
+        raise TransferCacheError(f"classifier listed twice in {','.join(names)}; name each once")
+    return names
+
+
+def fit(
+    caches,
+    *,
+    classifier: str | Sequence[str] = "logreg",
+    params: dict | Sequence[str] | None = None,
+    layer: str | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    cv: int = 0,
+    split: str = "auto",
+    test_cache: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike = "runs",
+    grid: dict | Sequence[str] | None = None,
+    n_jobs: int = 1,
+    report: bool = False,
+    progress: bool = True,
+) -> list[RunResult]:
+    """Train each classifier on the cached vectors and write one run folder per classifier under ``runs_dir``.
+
+    ``params``: ``["C=0.5", "knn.n_neighbors=3"]`` strings or a dict ({key: value}, or {classifier: {key: value}}).
+    ``grid``: ``["C=0.1,1,10"]`` (one classifier only). Returns the runs in the order fitted.
+    """
+    names = _names(classifier)
+    if isinstance(params, dict) and params and all(key in names and isinstance(value, dict) for key, value in params.items()):
+        parsed = {name: parse_params(name, params.get(name, {}))[name] for name in names}
+    else:
+        parsed = parse_params(names, params)
+    grids: dict[str, dict] = {}
+    if grid:
+        if len(names) != 1:
+            raise TransferCacheError(f"--grid searches one classifier; got {len(names)} ({', '.join(names)})")
+        grids[names[0]] = parse_grid(names[0], grid)
+    for name in names:  # reject bad values before any work (construction validates every parameter)
+        make_classifier(name, parsed[name], seed=seed, n_jobs=n_jobs)
+    if split not in SPLITS:
+        raise TransferCacheError(f"split must be one of {', '.join(repr(s) for s in SPLITS)}; got {split!r}")
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0.0 < float(test_size) < 1.0:
+        raise TransferCacheError(f"test size must be a fraction between 0 and 1, e.g. 0.2; got {test_size!r}")
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 0 or cv == 1:
+        raise TransferCacheError(f"cv must be 0 (no cross-validation) or a number of folds >= 2; got {cv!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TransferCacheError(f"seed must be an integer; got {seed!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise TransferCacheError(f"n_jobs must be a positive number of workers or -1 (all cores); got {n_jobs!r}")
+
+    cache_paths = [str(Path(c).resolve()) for c in ([caches] if isinstance(caches, (str, os.PathLike)) else caches)]
+    runs_dir = Path(runs_dir)
+    data = _load_data(cache_paths, test_cache, layer)
+    try:
+        chosen = _choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
+        for note in data.notes:
+            _note(note, progress)
+        if any(CLASSIFIERS[name].input_kind == "pixels" for name in names):
+            _note("classifier 'pixels' is the raw-pixel baseline: it re-reads the images through the cache's source", progress)
+        inputs = _Inputs(data, progress)
+        results: list[RunResult] = []
+        from sklearn.exceptions import ConvergenceWarning
+        from tqdm import tqdm
+
+        bar = tqdm(names, desc="fitting", unit="run", disable=not progress)
+        for name in bar:
+            bar.set_postfix_str(name)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                outcome = _train_one(
+                    name, parsed[name], grids.get(name), data=data, split=chosen, inputs=inputs, seed=seed, cv=cv,
+                    n_jobs=n_jobs,
+                )
+            if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                message = f"{name} did not converge within its iteration limit; consider raising max_iter (or epochs)"
+                outcome.extra.setdefault("notes", []).append(message)
+                _note(message, progress)
+            results.append(
+                _write_run(
+                    runs_dir=runs_dir, name=name, outcome=outcome, data=data, split=chosen, test_size=float(test_size),
+                    seed=seed, cv=cv, cache_paths=cache_paths,
+                )
+            )
+        bar.close()
+    finally:
+        data.close()
+    if report:
+        _reports(results, progress)
+    return results
+
+
+def _note(message: str, progress: bool) -> None:
+    if progress:
+        print(f"note: {message}", file=sys.stderr)
+
+
+def _reports(results: list[RunResult], progress: bool) -> None:
+    try:
+        from . import report as report_module
+    except ImportError:
+        _note("--report skipped: transfer_cache.report is not available in this installation", True)
+        return
+    for result in results:
+        result.report = Path(report_module.write_report(result.run_dir))
+
+
+def format_leaderboard(results: Sequence[RunResult]) -> str:
+    """A plain-text table of runs sorted by accuracy (best first)."""
+    ordered = sorted(results, key=lambda r: r.accuracy, reverse=True)
+    header = f"{'rank':>4}  {'classifier':<14} {'accuracy':>8} {'bal.acc':>8} {'macroF1':>8} {'fit s':>8}  run"
+    lines = [header, "-" * len(header)]
+    for rank, r in enumerate(ordered, 1):
+        m = r.metrics
+        score = f"{m['accuracy']:.4f}"
+        lines.append(
+            f"{rank:>4}  {r.classifier:<14} {score:>8} {m['balanced_accuracy']:>8.4f} {m['macro_f1']:>8.4f} "
+            f"{r.fit_seconds:>8.2f}  {r.run_dir}"
+        )
+        if "cv_scores" in m:
+            lines[-1] += f"  (cv {m['cv_accuracy_mean']:.4f} ± {m['cv_accuracy_std']:.4f} over {len(m['cv_scores'])} folds)"
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+EPILOG = """examples:
+  python -m transfer_cache.fit caches/digits-*.h5 --classifier logreg,knn,dense
+  python -m transfer_cache.fit CACHE --classifier dense --param hidden=1024 --param epochs=10 --param learning_rate=1e-4
+  python -m transfer_cache.fit CACHE --classifier knn --grid n_neighbors=1,3,5,9 --cv 5 --n-jobs 2
+  python -m transfer_cache.fit CACHE --classifier logreg --cv 5
+  python -m transfer_cache.fit TRAIN_CACHE --test-cache TEST_CACHE --classifier svm --report
+
+classifiers: dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd (out of core), pixels (raw-pixel CNN baseline).
+--param key=value goes to every listed classifier that accepts it; name.key=value targets one (knn.n_neighbors=3).
+Each run is written to RUNS_DIR/<run_id>/ and listed in RUNS_DIR/index.csv.
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.fit",
+        "Train classifiers on cached transfer values and write one run folder per classifier, with a leaderboard.",
+        EPILOG,
+    )
+    parser.add_argument("caches", nargs="+", metavar="CACHE", help="cache files (same fingerprint) made by transfer_cache.extract")
+    parser.add_argument("--classifier", default="logreg", help="NAME[,NAME...] (default logreg)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a hyper-parameter (repeatable)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="grid-search candidates (repeatable)")
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default ./runs)")
+    parser.add_argument("--test-size", type=float, default=0.2, help="test fraction of a stratified split (default 0.2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every classifier (default 0)")
+    parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation (or the folds of --grid)")
+    parser.add_argument("--split", default="auto", help="auto, source, stratified, cv or caches (default auto)")
+    parser.add_argument("--test-cache", default=None, help="a cache of test images (same fingerprint)")
+    parser.add_argument("--layer", default=None, help="which cached layer to use when the cache holds several")
+    parser.add_argument("--n-jobs", type=int, default=1, help="parallel workers for the grid search, knn and forests")
+    parser.add_argument("--report", action="store_true", help="write an HTML report for each run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    return parser
+
+
+def _main(args) -> int:
+    begin = time.perf_counter()
+    results = fit(
+        args.caches, classifier=args.classifier, params=args.param, layer=args.layer, test_size=args.test_size,
+        seed=args.seed, cv=args.cv, split=args.split, test_cache=args.test_cache, runs_dir=args.runs_dir,
+        grid=args.grid or None, n_jobs=args.n_jobs, report=args.report, progress=not args.quiet,
+    )
+    print(format_leaderboard(results))
+    for result in results:
+        if result.report is not None:
+            print(f"report: {result.report}")
+    best = max(results, key=lambda r: r.accuracy)
+    m = best.metrics
+    print(
+        f"{len(results)} run{'s' if len(results) != 1 else ''} in {time.perf_counter() - begin:.1f} s "
+        f"({m['n_train']} train / {m['n_test']} test rows); best {best.classifier} accuracy {m['accuracy']:.4f} "
+        f"-> {best.run_dir}"
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    _cli.quiet_tensorflow()
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
