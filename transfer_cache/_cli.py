@@ -46,6 +46,20 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
 
 
 def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter out of the user's terminal (set before tensorflow is imported)."""
+    """Import TensorFlow with its C++ start-up chatter (oneDNN notices, absl warnings) kept out of the terminal.
+
+    The notices are printed by native code before any log level applies, so stderr's file descriptor is pointed
+    at /dev/null for the import only. Call it from a CLI after the arguments are parsed (``--help`` stays fast).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

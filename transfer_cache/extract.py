@@ -360,6 +360,14 @@ def _shapes_from(existing: Cache | None, parts: WorkParts, digest: str, layers: 
     return [existing.features_for(layer).shape[1:] for layer in layers]
 
 
+def _full_batch(pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pad a short batch (the last one, or one with bad images) so the compiled call never retraces."""
+    if len(pixels) == batch_size:
+        return pixels
+    padding = np.zeros((batch_size - len(pixels),) + pixels.shape[1:], pixels.dtype)
+    return np.concatenate([pixels, padding])
+
+
 def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int, progress: bool):
     import tensorflow as tf
 
@@ -398,8 +406,8 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
             failed = [(digests[int(i)], r.decode("utf-8")) for i, good, r in zip(index, ok, reason.numpy()) if not good]
             good_ids = [digests[int(i)] for i, good in zip(index, ok) if good]
             if good_ids:
-                outputs = infer(tf.boolean_mask(pixels, ok) if not ok.all() else pixels)
-                arrays = [np.asarray(output).astype(config["dtype"]) for output in outputs]
+                outputs = infer(_full_batch(pixels.numpy()[ok], batch_size))
+                arrays = [np.asarray(output)[: len(good_ids)].astype(config["dtype"]) for output in outputs]
                 shapes = [a.shape[1:] for a in arrays]
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
@@ -459,8 +467,10 @@ def _main(args) -> int:
     if args.list_layers:
         from .backbones import layer_names
 
+        _cli.quiet_tensorflow()
         print("\n".join(layer_names(args.list_layers, include_top=get_spec(args.list_layers).top_input_size is not None)))
         return 0
+    _cli.quiet_tensorflow()
     if not args.source:
         raise TransferCacheError("SOURCE is missing: give a folder, a CSV manifest, an .npz/.npy file or a name such as sklearn:digits")
     result = extract(
@@ -489,7 +499,6 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-    _cli.quiet_tensorflow()
     return _cli.run(_main, build_parser(), argv)
 
 
