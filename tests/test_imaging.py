@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer_cache._errors import ImageError
+from transfer_cache._errors import ImageError, TransferCacheError
 from transfer_cache._imaging import (
     INTERPOLATIONS,
     MAX_PIXELS,
@@ -19,6 +19,7 @@ from transfer_cache._imaging import (
     decode_image,
     resize_image,
     to_rgb_array,
+    validate_resize,
 )
 
 
@@ -318,13 +319,18 @@ def test_to_rgb_array_float_range_forced():
             "rescale the array, or convert it to uint8 yourself",
         ),
         (np.array([[np.nan, 0.5]]), {}, "float image contains NaN or infinite values"),
-        (np.zeros((2, 2)), {"float_range": "0..1"}, "float_range must be one of 'auto', '0-1', '0-255'; got '0..1'"),
         (np.array([["a"]]), {}, "image array must hold integers, booleans or floats; got dtype <U1"),
     ],
 )
 def test_to_rgb_array_errors(array, kwargs, message):
     with pytest.raises(ImageError, match=f"^{re.escape(message)}$"):
         to_rgb_array(array, **kwargs)
+
+
+def test_to_rgb_array_bad_float_range_is_a_usage_error():
+    with pytest.raises(TransferCacheError, match=re.escape("float_range must be one of 'auto', '0-1', '0-255'; got '0..1'")) as info:
+        to_rgb_array(np.zeros((2, 2)), float_range="0..1")
+    assert not isinstance(info.value, ImageError)
 
 
 # --------------------------------------------------------------------------- resize
@@ -413,8 +419,13 @@ def test_area_interpolation_averages():
     ],
 )
 def test_resize_validation(kwargs, message):
-    with pytest.raises(ImageError, match=f"^{re.escape(message)}$"):
+    # a usage error, not an ImageError: the pipeline must not skip every image over it
+    with pytest.raises(TransferCacheError, match=f"^{re.escape(message)}$") as info:
         resize_image(np.zeros((4, 4, 3), np.uint8), **kwargs)
+    assert not isinstance(info.value, ImageError)
+    options = {"policy": "squash", "crop_fraction": 1.0, "interpolation": "bilinear", **kwargs}
+    with pytest.raises(TransferCacheError, match=f"^{re.escape(message)}$"):
+        validate_resize(**options)
 
 
 @pytest.mark.parametrize("image", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32)])

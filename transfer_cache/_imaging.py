@@ -32,7 +32,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._errors import ImageError
+from ._errors import ImageError, TransferCacheError
 
 #: The largest image (width x height) that is decoded; PIL's default limit, but always an error.
 MAX_PIXELS = 89_478_485
@@ -232,7 +232,7 @@ def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
       array (an all-dark [0, 255] image would otherwise be read as [0, 1]).
     """
     if float_range not in FLOAT_RANGES:
-        raise ImageError(f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}")
+        raise TransferCacheError(f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}")
     array = np.asarray(array)
     shape = array.shape
     if not (
@@ -277,23 +277,27 @@ def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
 # --------------------------------------------------------------------------- resizing
 
 
-def _validate_resize(size, policy, crop_fraction, interpolation) -> None:
+def validate_resize(*, size: int, policy: str, crop_fraction: float, interpolation: str) -> None:
+    """Check resize options up front; a mistake is a TransferCacheError (not an ImageError, which
+    means "skip this image"), so callers can validate once before any image is read."""
     if policy not in RESIZE_POLICIES:
-        raise ImageError(f"resize policy must be one of {_quote_list(RESIZE_POLICIES)}; got {policy!r}")
+        raise TransferCacheError(
+            f"resize policy must be one of {_quote_list(RESIZE_POLICIES)}; got {policy!r}"
+        )
     if interpolation not in INTERPOLATIONS:
-        raise ImageError(
+        raise TransferCacheError(
             f"interpolation must be one of {_quote_list(INTERPOLATIONS)}; got {interpolation!r}"
         )
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ImageError(f"size must be a positive integer; got {size!r}")
+        raise TransferCacheError(f"size must be a positive integer; got {size!r}")
     if (
         isinstance(crop_fraction, bool)
         or not isinstance(crop_fraction, (int, float, np.floating, np.integer))
         or not 0.0 < float(crop_fraction) <= 1.0
     ):
-        raise ImageError(f"crop_fraction must be a number in (0, 1]; got {crop_fraction!r}")
+        raise TransferCacheError(f"crop_fraction must be a number in (0, 1]; got {crop_fraction!r}")
     if policy != "center-crop" and float(crop_fraction) != 1.0:
-        raise ImageError(
+        raise TransferCacheError(
             f"crop_fraction only applies to resize policy 'center-crop'; got crop_fraction="
             f"{crop_fraction!r} with policy {policy!r}: drop crop_fraction or use 'center-crop'"
         )
@@ -316,9 +320,11 @@ def resize_image(
     - "pad": letterbox: scale the long side to ``size`` keeping the aspect ratio, pad with black, centred.
 
     ``interpolation`` is PIL's filter: "bilinear", "bicubic", "nearest" or "area" (PIL's BOX).
-    PIL antialiases when shrinking with bilinear/bicubic, unlike ``tf.image.resize``.
+    PIL antialiases when shrinking with bilinear/bicubic, unlike ``tf.image.resize``. Bad options
+    raise TransferCacheError (see :func:`validate_resize`); an image that is not uint8 (H, W, 3)
+    raises ImageError.
     """
-    _validate_resize(size, policy, crop_fraction, interpolation)
+    validate_resize(size=size, policy=policy, crop_fraction=crop_fraction, interpolation=interpolation)
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ImageError(

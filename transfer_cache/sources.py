@@ -585,7 +585,7 @@ class ArraySource(_ArraySource):
         except TransferCacheError:
             raise
         except ValueError as exc:
-            if "pickle" in str(exc).lower():
+            if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
                 raise TransferCacheError(
                     f"{what} stores Python objects, which are never unpickled (unsafe): save "
                     "images and labels as numeric arrays and class_names/split as string arrays "
@@ -646,6 +646,10 @@ class ArraySource(_ArraySource):
 # --------------------------------------------------------------------------- CIFAR python batches
 
 
+class _ForbiddenPickle(pickle.UnpicklingError):
+    """The pickle asks for something a CIFAR batch never needs."""
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches and nothing else: the only globals allowed are numpy's array and
     dtype constructors (``_reconstruct``/``ndarray``/``dtype`` as written by the original Python 2
@@ -666,17 +670,17 @@ class _CifarUnpickler(pickle.Unpickler):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
+            raise _ForbiddenPickle(f"global '{module}.{name}' is not allowed") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent ids are not allowed")
+        raise _ForbiddenPickle("persistent ids are not allowed")
 
 
 def _read_cifar_pickle(path: pathlib.Path) -> dict:
     try:
         with open(path, "rb") as fh:
             obj = _CifarUnpickler(fh, encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _ForbiddenPickle as exc:
         raise TransferCacheError(
             f"refusing to read CIFAR batch '{path}': {exc}; a CIFAR python batch holds only "
             "dicts, lists, bytes and numpy arrays, so this file is not one (or was tampered with)"
@@ -845,8 +849,14 @@ class SklearnSource(_ArraySource):
 # --------------------------------------------------------------------------- dispatch
 
 
+_DESCRIPTION_KINDS = ("folder", "csv", "arrays", "cifar")
+
+
 def open_source(spec: str | os.PathLike, *, allow_outside_root: bool = False) -> Source:
     """Open the image source named by ``spec`` (see the module docstring for what it can be).
+
+    A source's ``description`` is also a valid spec (``open_source(s.description)`` reopens ``s``):
+    the prefixes folder:, csv:, arrays: and cifar: force that kind for the path that follows.
 
     ``allow_outside_root`` lets a CSV manifest list files outside its own folder.
     """
@@ -859,6 +869,10 @@ def open_source(spec: str | os.PathLike, *, allow_outside_root: bool = False) ->
         return KerasSource(text[len("keras:"):])
     if text.startswith("sklearn:"):
         return SklearnSource(text[len("sklearn:"):])
+    # A source's own description ("folder:/abs/root", "csv:/abs/m.csv", ...) opens it again as that kind.
+    forced = next((k for k in _DESCRIPTION_KINDS if text.startswith(k + ":")), None)
+    if forced:
+        text = text[len(forced) + 1 :]
     if not text:
         raise TransferCacheError(f"SOURCE is empty: {SOURCE_HELP}")
     path = pathlib.Path(text)
@@ -868,6 +882,18 @@ def open_source(spec: str | os.PathLike, *, allow_outside_root: bool = False) ->
         raise TransferCacheError(f"SOURCE '{text}' does not exist: {SOURCE_HELP}") from None
     except OSError as exc:
         raise TransferCacheError(f"cannot open SOURCE '{text}': {exc.strerror or exc}") from None
+    if forced:
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if is_dir != (forced in ("folder", "cifar")):
+            expected = "a folder" if forced in ("folder", "cifar") else "a file"
+            raise TransferCacheError(f"SOURCE '{forced}:{text}' must name {expected}: {SOURCE_HELP}")
+        if forced == "folder":
+            return FolderSource(path)
+        if forced == "cifar":
+            return CifarSource(path)
+        if forced == "csv":
+            return CsvSource(path, allow_outside_root=allow_outside_root)
+        return ArraySource(path)
     if stat.S_ISDIR(st.st_mode):
         if _is_cifar_folder(path):
             return CifarSource(path)
