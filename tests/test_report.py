@@ -1,0 +1,246 @@
+"""report.py: the HTML page is self-contained, carries the data of the run/cache, and really renders in a browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_run
+from transfer_cache import report
+from transfer_cache._errors import TransferCacheError
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+# --------------------------------------------------------------------------- reading the page back
+
+
+def _typed(value):
+    """Undo plotly's base64 typed-array encoding ({"dtype": "f4", "bdata": ...})."""
+    if isinstance(value, dict) and set(value) >= {"dtype", "bdata"}:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return array.reshape(value["shape"].split(", ") and [int(s) for s in str(value["shape"]).split(",")]) if "shape" in value else array
+    return value
+
+
+def embedded_figures(page: str) -> list[dict]:
+    """Every Plotly.newPlot(id, data, layout, config) call in the page, decoded from its JSON arguments."""
+    decoder = json.JSONDecoder()
+    figures = []
+    for match in re.finditer(r"Plotly\.newPlot\(\s*", page):
+        position = match.end()
+        args = []
+        for _ in range(3):
+            value, position = decoder.raw_decode(page, position)
+            args.append(value)
+            position = re.compile(r"\s*,\s*").match(page, position).end()
+        figures.append({"id": args[0], "data": args[1], "layout": args[2]})
+    return figures
+
+
+def count_points(figure: dict) -> int:
+    return sum(len(_typed(trace["x"])) for trace in figure["data"])
+
+
+def title_of(figure: dict) -> str:
+    return figure["layout"]["title"]["text"]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    cache_path, _ = make_folder_cache(tmp_path, per_class=16, spread=8.0)
+    history = {"loss": [1.2, 0.8, 0.5], "accuracy": [0.4, 0.6, 0.8], "val_loss": [1.3, 1.0, 0.9], "val_accuracy": [0.35, 0.5, 0.6]}
+    return make_run(tmp_path / "runs", cache_path, history=history)
+
+
+@pytest.fixture
+def big_cache(tmp_path) -> Path:
+    labels = np.repeat(np.arange(3), 40)
+    return make_blob_cache(tmp_path / "caches" / "big.h5", labels=labels,
+                           failed=[("cat/broken.png", "truncated image: image file is truncated")])
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_run_report_figures_carry_the_run_data(run_dir, tmp_path):
+    out = report.write_report(run_dir, sample=30, seed=1)
+    assert out == run_dir / "report.html"
+    page = out.read_text()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    figures = embedded_figures(page)
+    titles = [title_of(f) for f in figures]
+    assert len(figures) == 7, titles  # 2 confusion matrices, per-class, curves, gallery, PCA, t-SNE
+    counts, normalised = figures[0]["data"][0], figures[1]["data"][0]
+    assert np.asarray(_typed(counts["z"])).reshape(3, 3).tolist() == metrics["confusion_matrix"]
+    cm = np.asarray(metrics["confusion_matrix"])
+    np.testing.assert_allclose(np.asarray(_typed(normalised["z"])).reshape(3, 3), cm / cm.sum(1, keepdims=True))
+    assert counts["x"] == list(CLASSES) and counts["y"] == list(CLASSES)
+    pca = next(f for f in figures if title_of(f).startswith("PCA"))
+    assert count_points(pca) == 30 and "sampled 30 of 48 rows" in title_of(pca)
+    tsne = next(f for f in figures if title_of(f).startswith("t-SNE"))
+    assert count_points(tsne) == 30
+    gallery = next(f for f in figures if title_of(f).startswith("Misclassified"))
+    wrong = int(cm.sum() - np.trace(cm))
+    assert sum(t["type"] == "image" for t in gallery["data"]) == wrong
+    assert all(t["source"].startswith("data:image/png;base64,") for t in gallery["data"])
+    assert any(title_of(f).startswith("Training curves") for f in figures)
+    assert f"{metrics['accuracy']:.4f}" in page  # the metrics summary table
+    assert run_dir.name in page
+
+
+def test_cache_report_lists_config_counts_and_failures(big_cache, tmp_path):
+    out = report.write_report(big_cache, out=tmp_path / "r" / "cache.html", sample=50)
+    page = out.read_text()
+    figures = embedded_figures(page)
+    assert [title_of(f).split(" ")[0] for f in figures] == ["Images", "PCA", "Explained", "t-SNE"]
+    assert count_points(figures[1]) == 50 and count_points(figures[3]) == 50
+    assert "sampled 50 of 120 rows" in title_of(figures[1])
+    assert "cat/broken.png" in page and "truncated image: image file is truncated" in page
+    assert "Failed images (1)" in page
+
+
+def test_cache_report_without_tsne_and_all_rows(big_cache, tmp_path):
+    page = report.write_report(big_cache, out=tmp_path / "c.html", sample=5000, tsne=False).read_text()
+    figures = embedded_figures(page)
+    assert len(figures) == 3
+    assert count_points(figures[1]) == 120 and "all 120 rows" in title_of(figures[1])
+    assert "t-SNE skipped" in page
+
+
+def test_report_is_self_contained(run_dir):
+    page = report.write_report(run_dir, sample=30, tsne=False).read_text()
+    assert page.count("* plotly.js v") == 1  # the bundle is embedded exactly once
+    assert not re.search(r"<script[^>]+src=", page)
+    outside_bundle = re.sub(r"<script>/\*\*\n\* plotly\.js v.*?</script>", "", page, count=1, flags=re.S)
+    assert len(outside_bundle) < len(page) - 4_000_000
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", outside_bundle)  # nothing loaded from a network
+    assert "cdn.plot.ly" not in outside_bundle
+    assert page.count('class="plotly-graph-div"') == len(embedded_figures(page))
+
+
+def test_default_cache_report_goes_to_reports_folder(big_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = report.write_report(big_cache, tsne=False)
+    assert out == Path("reports") / "big.html" and out.is_file()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sample": 0}, "sample must be a positive integer; got 0"),
+        ({"out": "report.txt"}, "the report is an HTML page: --out must end in .html; got report.txt"),
+    ],
+)
+def test_write_report_validates_arguments(big_cache, kwargs, message):
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        report.write_report(big_cache, **kwargs)
+
+
+def test_write_report_rejects_other_folders(tmp_path):
+    with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path} is a folder but not a run folder")):
+        report.write_report(tmp_path)
+    with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path / 'x.h5'} does not exist; pass a run folder")):
+        report.write_report(tmp_path / "x.h5")
+
+
+def test_run_report_when_the_cache_is_gone_still_has_the_metrics(run_dir, tmp_path):
+    (tmp_path / "cache.h5").unlink()
+    page = report.write_report(run_dir, tsne=False).read_text()
+    assert "Left out: the cache of run" in page
+    assert len(embedded_figures(page)) == 4  # confusion x2, per-class, curves
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_writes_the_report_and_prints_a_summary(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli.html"
+    assert report.main([str(run_dir), "--out", str(out), "--sample", "20", "--no-tsne"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1
+    assert re.fullmatch(rf"report: wrote {re.escape(str(out))} \(\d+\.\d MB, 6 figures\) for run {re.escape(str(run_dir))} in \d+\.\d s",
+                        printed[0])
+    assert out.is_file()
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert report.main([str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m transfer_cache.report: error: {tmp_path / 'missing'} does not exist; "
+                   "pass a run folder (runs/<run_id>) or a cache file (.h5)"]
+
+
+def test_cli_help_has_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "python -m transfer_cache.report runs/" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- static export
+
+
+def test_save_png_needs_kaleido(run_dir, tmp_path):
+    from transfer_cache.analysis import confusion_matrix_figure
+
+    fig = confusion_matrix_figure(run_dir)
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        with pytest.raises(TransferCacheError, match=re.escape("static image export needs the kaleido package: pip install kaleido")):
+            report.save_png(fig, tmp_path / "cm.png")
+        return
+    path = report.save_png(fig, tmp_path / "cm.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def _chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={user_dir}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", *extra, url],
+        capture_output=True, text=True, timeout=180,
+    )
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    out = report.write_report(run_dir, sample=30)
+    page = out.read_text()
+    n_figures = len(embedded_figures(page))
+    gallery = next(f for f in embedded_figures(page) if title_of(f).startswith("Misclassified"))
+    n_thumbnails = sum(t["type"] == "image" for t in gallery["data"])
+
+    dumped = _chromium(out.as_uri(), tmp_path / "profile", "--dump-dom")
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = dumped.stdout
+    rendered = re.findall(r'<div[^>]*class="[^"]*\bjs-plotly-plot\b[^"]*"', dom)
+    assert len(rendered) == n_figures == 7
+    assert len(re.findall(r'<svg[^>]*class="main-svg"', dom)) >= n_figures
+    assert len(re.findall(r"<image[^>]+data:image/png;base64", dom)) >= n_thumbnails > 0
+    errors = re.search(r'<div id="tc-js-errors"([^>]*)>.*?<ul>(.*?)</ul>', dom, re.S)
+    assert errors is not None and errors.group(2) == "" and "hidden" in errors.group(1), errors and errors.group(2)
+    assert "Uncaught" not in dumped.stderr
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "run_report.png"
+    shot = _chromium(out.as_uri(), tmp_path / "profile2", f"--screenshot={screenshot}", "--window-size=1280,2000",
+                     "--hide-scrollbars")
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    shutil.copy(out, ARTIFACTS / "run_report.html")

@@ -1,0 +1,684 @@
+"""Plotly figures of caches and run folders: what the HTML report, the CLI and the notebooks all draw.
+
+Every function returns a ``plotly.graph_objects.Figure`` and reads only files (a cache, a run folder,
+``runs/index.csv``), so a notebook, ``python -m transfer_cache.report`` and a test see the same figure.
+Large caches are sampled with a seeded, stated sample size ("sampled N of M" in the title); feature rows
+are read block by block, so memory stays flat however big the cache is. No pandas: run folders are read
+with the csv and json modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly import colors as _colors
+from plotly.subplots import make_subplots
+
+from ._errors import ImageError, TransferCacheError
+from .cache import Cache, open_cache
+
+UNLABELLED = "unlabelled"
+_READ_BLOCK_BYTES = 64 << 20
+
+# --------------------------------------------------------------------------- run folders
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a finished run folder (it has config.json and metrics.json)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file() and (path / "metrics.json").is_file()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise TransferCacheError(f"{path} is not valid JSON ({exc}); the run folder is damaged, fit again") from exc
+
+
+_INT_COLUMNS = ("row", "cache", "true_label", "pred_label")
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """predictions.csv as columns: int64 for row/cache/labels, float64 for confidence and prob_*, str objects otherwise."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    required = ("row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence")
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise TransferCacheError(
+            f"{path} lacks the columns {missing}; expected {', '.join(required)}, prob_<class> (written by transfer_cache.fit)"
+        )
+    columns: dict[str, np.ndarray] = {}
+    for name in fields:
+        values = [row[name] for row in rows]
+        if name in _INT_COLUMNS:
+            columns[name] = np.asarray([int(v) if v != "" else -1 for v in values], dtype=np.int64)
+        elif name == "confidence" or name.startswith("prob_"):
+            columns[name] = np.asarray([float(v) if v != "" else math.nan for v in values], dtype=np.float64)
+        else:
+            columns[name] = np.asarray(values, dtype=object)
+    return columns
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """A run folder as plain Python: {"run_dir", "config", "metrics", "predictions" (columns or None), "history" (or None)}."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TransferCacheError(f"run folder {run_dir} does not exist; pass a folder under runs/ written by python -m transfer_cache.fit")
+    for name in ("config.json", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise TransferCacheError(
+                f"{run_dir} is not a run folder: {name} is missing; pass a folder under runs/ written by python -m transfer_cache.fit"
+            )
+    predictions_path = run_dir / "predictions.csv"
+    history_path = run_dir / "history.json"
+    return {
+        "run_dir": run_dir,
+        "config": _read_json(run_dir / "config.json"),
+        "metrics": _read_json(run_dir / "metrics.json"),
+        "predictions": read_predictions(predictions_path) if predictions_path.is_file() else None,
+        "history": _read_json(history_path) if history_path.is_file() else None,
+    }
+
+
+def _as_run(run) -> dict:
+    return run if isinstance(run, dict) and "config" in run and "metrics" in run else load_run(run)
+
+
+def run_cache_path(run, index: int = 0) -> Path:
+    """The cache file a run was fitted on (``config["caches"][index]``), found as written, or relative to the run folder."""
+    run = _as_run(run)
+    caches = run["config"].get("caches") or []
+    if not 0 <= index < len(caches):
+        raise TransferCacheError(f"run {run['run_dir']} has {len(caches)} cache(s); got cache index {index}")
+    written = Path(caches[index]["path"])
+    candidates = [written] if written.is_absolute() else [written, Path(run["run_dir"]) / written, Path(run["run_dir"]).parent.parent / written]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise TransferCacheError(
+        f"the cache of run {run['run_dir']} is gone: {written} does not exist; extract it again with the same "
+        "configuration (python -m transfer_cache.extract) or run the report from the folder the fit ran in"
+    )
+
+
+def open_run_cache(run, index: int = 0) -> Cache:
+    """Open a run's cache, refusing a file whose fingerprint differs from the one the run was fitted on."""
+    run = _as_run(run)
+    path = run_cache_path(run, index)
+    cache = open_cache(path)
+    expected = run["config"]["caches"][index].get("fingerprint")
+    if expected and cache.fingerprint != expected:
+        cache.close()
+        raise TransferCacheError(
+            f"cache {path} has fingerprint {cache.fingerprint} but run {run['run_dir']} was fitted on {expected}; "
+            "the file was replaced by another feature configuration: extract the run's configuration again"
+        )
+    return cache
+
+
+def read_index(runs_dir: str | os.PathLike = "runs") -> list[dict]:
+    """runs/index.csv as a list of dicts, metrics as floats and counts as ints."""
+    path = Path(runs_dir) / "index.csv"
+    if not path.is_file():
+        raise TransferCacheError(f"no runs index at {path}; run python -m transfer_cache.fit first, or pass the runs folder it wrote")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds"):
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+        for key in ("n_train", "n_test"):
+            row[key] = int(float(row[key])) if row.get(key) not in (None, "") else -1
+    return rows
+
+
+# --------------------------------------------------------------------------- cache helpers
+
+
+@contextlib.contextmanager
+def _opened(cache) -> Iterator[Cache]:
+    """Use an open Cache as given, or open (and close) a path."""
+    if isinstance(cache, Cache):
+        yield cache
+        return
+    if not isinstance(cache, (str, os.PathLike)):
+        raise TransferCacheError(f"cache must be an open Cache or a path to a cache file; got {type(cache).__name__}")
+    with open_cache(cache) as opened:
+        yield opened
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise TransferCacheError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def _layer_of(cache: Cache, layer: str | None) -> str:
+    if layer is None:
+        return cache.layers[0]
+    if layer not in cache.layers:
+        raise TransferCacheError(f"cache {cache.path} has no layer '{layer}'; it holds {cache.layers}")
+    return layer
+
+
+def sample_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices: all rows when ``n <= sample``, else ``sample`` rows drawn without replacement with ``seed``."""
+    if n <= sample:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+
+
+def read_rows(cache: Cache, rows: np.ndarray, *, layer: str | None = None) -> np.ndarray:
+    """The feature vectors of ``rows`` (sorted) as float32 (len(rows), D), read block by block to keep memory flat."""
+    dataset = cache.features_for(_layer_of(cache, layer))
+    n = dataset.shape[0]
+    dim = int(np.prod(dataset.shape[1:]))
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    block = max(1, _READ_BLOCK_BYTES // max(1, dim * dataset.dtype.itemsize))
+    done = 0
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        lo, hi = np.searchsorted(rows, [start, stop])
+        if hi > lo:
+            chunk = dataset[start:stop]
+            out[lo:hi] = chunk[rows[lo:hi] - start].reshape(hi - lo, dim)
+            done = hi
+        if done == len(rows):
+            break
+    return out
+
+
+def class_name(class_names: list[str], label: int) -> str:
+    if label < 0:
+        return UNLABELLED
+    return class_names[label] if label < len(class_names) else str(label)
+
+
+def _palette(k: int) -> list[str]:
+    if k <= 10:
+        return list(_colors.qualitative.Plotly)
+    if k <= 24:
+        return list(_colors.qualitative.Dark24)
+    return list(_colors.qualitative.Alphabet)
+
+
+def _sample_note(shown: int, total: int) -> str:
+    return f"sampled {shown} of {total} rows" if shown < total else f"all {total} rows"
+
+
+def _scatter_traces(coords: np.ndarray, rows: np.ndarray, cache: Cache) -> list:
+    """One trace per class (legend = class names), hover = path, class and cache row."""
+    labels = cache.labels[rows]
+    paths = np.asarray(cache.paths, dtype=object)[rows]
+    palette = _palette(len(cache.class_names))
+    traces = []
+    for label in sorted(set(labels.tolist()), key=lambda v: (v < 0, v)):
+        mask = labels == label
+        name = class_name(cache.class_names, label)
+        color = "#9e9e9e" if label < 0 else palette[label % len(palette)]
+        common = dict(
+            name=html.escape(name),
+            mode="markers",
+            text=[html.escape(p) for p in paths[mask]],
+            customdata=rows[mask].astype(np.int32),
+            hovertemplate="%{text}<br>" + html.escape(name).replace("%", "%%") + "<br>row %{customdata}<extra></extra>",
+        )
+        pts = coords[mask].astype(np.float32)
+        if coords.shape[1] == 3:
+            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], marker=dict(size=3, color=color), **common))
+        else:
+            traces.append(go.Scattergl(x=pts[:, 0], y=pts[:, 1], marker=dict(size=5, color=color, opacity=0.8), **common))
+    return traces
+
+
+def _describe(cache: Cache, layer: str) -> str:
+    config = cache.config
+    return f"{config.get('backbone', '?')} {layer} ({config.get('pooling', '?')} pooling, {config.get('feature_dim', '?')}-d)"
+
+
+# --------------------------------------------------------------------------- cache figures
+
+
+def pca_figure(cache, *, layer: str | None = None, dims: int = 2, sample: int = 5000, seed: int = 0) -> go.Figure:
+    """Scatter of the first 2 or 3 principal components of the transfer values, coloured by class."""
+    if dims not in (2, 3) or isinstance(dims, bool):
+        raise TransferCacheError(f"dims must be 2 or 3; got {dims!r}")
+    sample = _check_positive_int("sample", sample)
+    from sklearn.decomposition import PCA
+
+    with _opened(cache) as cache:
+        layer = _layer_of(cache, layer)
+        n = len(cache)
+        if n < dims:
+            raise TransferCacheError(f"a {dims}-d PCA needs at least {dims} rows; cache {cache.path} has {n}")
+        rows = sample_rows(n, sample, seed)
+        features = read_rows(cache, rows, layer=layer)
+        if features.shape[1] < dims:
+            raise TransferCacheError(f"a {dims}-d PCA needs vectors of at least {dims} values; layer '{layer}' has {features.shape[1]}")
+        pca = PCA(n_components=dims, random_state=seed)
+        coords = pca.fit_transform(features)
+        ratio = pca.explained_variance_ratio_
+        fig = go.Figure(_scatter_traces(coords, rows, cache))
+        titles = [f"PC{k + 1} ({100 * ratio[k]:.1f}%)" for k in range(dims)]
+        title = f"PCA of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
+    if dims == 3:
+        fig.update_layout(scene=dict(xaxis_title=titles[0], yaxis_title=titles[1], zaxis_title=titles[2]))
+    else:
+        fig.update_layout(xaxis_title=titles[0], yaxis_title=titles[1])
+    fig.update_layout(title=title, legend_title_text="class", height=600)
+    return fig
+
+
+def explained_variance_figure(
+    cache, n_components: int = 50, *, layer: str | None = None, sample: int = 5000, seed: int = 0
+) -> go.Figure:
+    """Variance explained by each principal component (bars) and cumulatively (line): how many dimensions matter."""
+    n_components = _check_positive_int("n_components", n_components)
+    sample = _check_positive_int("sample", sample)
+    from sklearn.decomposition import PCA
+
+    with _opened(cache) as cache:
+        layer = _layer_of(cache, layer)
+        n = len(cache)
+        if n < 2:
+            raise TransferCacheError(f"explained variance needs at least 2 rows; cache {cache.path} has {n}")
+        rows = sample_rows(n, sample, seed)
+        features = read_rows(cache, rows, layer=layer)
+        k = min(n_components, features.shape[0], features.shape[1])
+        ratio = PCA(n_components=k, random_state=seed).fit(features).explained_variance_ratio_
+        title = f"Explained variance of the first {k} principal components of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
+    component = np.arange(1, k + 1)
+    fig = go.Figure(
+        [
+            go.Bar(x=component, y=(100 * ratio).astype(np.float32), name="per component",
+                   hovertemplate="PC%{x}: %{y:.2f}%<extra></extra>"),
+            go.Scatter(x=component, y=(100 * np.cumsum(ratio)).astype(np.float32), name="cumulative", mode="lines+markers",
+                       hovertemplate="PC1..PC%{x}: %{y:.1f}%<extra></extra>"),
+        ]
+    )
+    fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="explained variance (%)",
+                      yaxis_range=[0, 100], height=450)
+    return fig
+
+
+def tsne_figure(
+    cache, *, layer: str | None = None, sample: int = 2000, pca_dims: int = 50, perplexity: float = 30, seed: int = 0
+) -> go.Figure:
+    """t-SNE map of the transfer values (PCA to ``pca_dims`` first, as in seed 003), seeded, coloured by class."""
+    sample = _check_positive_int("sample", sample)
+    pca_dims = _check_positive_int("pca_dims", pca_dims)
+    if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not perplexity > 0:
+        raise TransferCacheError(f"perplexity must be a positive number; got {perplexity!r}")
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    with _opened(cache) as cache:
+        layer = _layer_of(cache, layer)
+        n = len(cache)
+        rows = sample_rows(n, sample, seed)
+        if perplexity >= len(rows):
+            raise TransferCacheError(
+                f"perplexity must be less than the number of points ({len(rows)}); got {perplexity}: "
+                f"pass a smaller perplexity, e.g. {max(1, (len(rows) - 1) // 3)}"
+            )
+        features = read_rows(cache, rows, layer=layer)
+        dim = features.shape[1]
+        reduced_to = min(pca_dims, features.shape[0], dim)
+        if reduced_to < dim:
+            features = PCA(n_components=reduced_to, random_state=seed).fit_transform(features)
+        coords = TSNE(n_components=2, perplexity=float(perplexity), init="pca", learning_rate="auto",
+                      random_state=seed).fit_transform(features.astype(np.float32))
+        fig = go.Figure(_scatter_traces(coords, rows, cache))
+        step = f"PCA to {reduced_to} dims, " if reduced_to < dim else ""
+        title = f"t-SNE of {_describe(cache, layer)} ({step}perplexity {perplexity:g}, seed {seed}): {_sample_note(len(rows), n)}"
+    fig.update_layout(title=title, legend_title_text="class", xaxis_title="t-SNE 1", yaxis_title="t-SNE 2", height=600)
+    return fig
+
+
+def class_counts_figure(cache) -> go.Figure:
+    """Images per class, stacked by the source's split: class balance at a glance."""
+    with _opened(cache) as cache:
+        labels = cache.labels
+        split = np.asarray(cache.split, dtype=object)
+        names = [class_name(cache.class_names, k) for k in range(len(cache.class_names))]
+        keys = list(range(len(names))) + ([-1] if (labels < 0).any() else [])
+        splits = [s for s in ("train", "val", "test", "") if (split == s).any()]
+        traces = []
+        for s in splits:
+            counts = [int(((labels == k) & (split == s)).sum()) for k in keys]
+            traces.append(go.Bar(x=[html.escape(class_name(cache.class_names, k)) for k in keys], y=counts,
+                                 name=s or "no split", hovertemplate="%{x}: %{y} images<extra>" + (s or "no split") + "</extra>"))
+        title = f"Images per class: {len(cache)} rows, {len(names)} classes" + (f", {len(cache.failed)} failed" if cache.failed else "")
+    fig = go.Figure(traces)
+    fig.update_layout(title=title, barmode="stack", xaxis_title="class", yaxis_title="images", xaxis_type="category", height=420)
+    return fig
+
+
+# --------------------------------------------------------------------------- run figures
+
+
+def _as_metrics(metrics) -> dict:
+    if isinstance(metrics, dict):
+        data = metrics
+    else:
+        path = Path(metrics)
+        data = _read_json(path / "metrics.json" if path.is_dir() else path) if path.exists() else None
+        if data is None:
+            raise TransferCacheError(f"{path} does not exist; pass metrics.json, its run folder, or the loaded dict")
+    for key in ("confusion_matrix", "class_names"):
+        if key not in data:
+            raise TransferCacheError(f"metrics lack '{key}'; expected the metrics.json written by transfer_cache.fit")
+    cm = np.asarray(data["confusion_matrix"], dtype=np.int64)
+    k = len(data["class_names"])
+    if cm.shape != (k, k):
+        raise TransferCacheError(f"confusion_matrix has shape {cm.shape} but there are {k} class names; metrics.json is damaged, fit again")
+    return data
+
+
+def _matrix_height(k: int) -> int:
+    return int(min(1600, max(450, 160 + 28 * k)))
+
+
+def confusion_matrix_figure(metrics, *, normalize: bool = False) -> go.Figure:
+    """Heatmap of metrics.json's confusion matrix (rows = true class, columns = predicted), counts in the cells.
+
+    ``normalize=True`` divides each row by its support, so the diagonal is per-class recall; the counts stay in the hover.
+    """
+    metrics = _as_metrics(metrics)
+    names = [html.escape(str(name)) for name in metrics["class_names"]]
+    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    k = len(names)
+    if normalize:
+        support = counts.sum(axis=1, keepdims=True)
+        z = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
+        text_template = "%{z:.2f}" if k <= 30 else ""
+        hover = "true %{y}<br>predicted %{x}<br>%{z:.1%} of the row (%{customdata} images)<extra></extra>"
+        title = "Confusion matrix, normalised by true class (diagonal = recall)"
+        colorbar = dict(title="fraction", tickformat=".0%")
+    else:
+        z = counts
+        text_template = "%{z}" if k <= 30 else ""
+        hover = "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"
+        title = f"Confusion matrix ({int(counts.sum())} test images, accuracy {float(np.trace(counts)) / max(1, counts.sum()):.1%})"
+        colorbar = dict(title="images")
+    fig = go.Figure(
+        go.Heatmap(z=z, x=names, y=names, customdata=counts, colorscale="Blues", texttemplate=text_template,
+                   hovertemplate=hover, colorbar=colorbar, zmin=0)
+    )
+    size = _matrix_height(k)
+    fig.update_layout(title=title, height=size, width=size + 120,
+                      xaxis=dict(title="predicted class", type="category", side="bottom", constrain="domain"),
+                      yaxis=dict(title="true class", type="category", autorange="reversed", scaleanchor="x"))
+    return fig
+
+
+def per_class_accuracy_figure(metrics) -> go.Figure:
+    """Per-class accuracy (recall: correct / images of that class) as bars, overall accuracy as a dashed line."""
+    metrics = _as_metrics(metrics)
+    names = [html.escape(str(name)) for name in metrics["class_names"]]
+    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    support = counts.sum(axis=1)
+    recall = np.divide(np.diag(counts), support, out=np.zeros(len(names)), where=support > 0)
+    per_class = metrics.get("per_class") or {}
+    detail = []
+    for name in metrics["class_names"]:
+        entry = per_class.get(name, {})
+        detail.append([float(entry.get("precision", math.nan)), float(entry.get("f1", math.nan))])
+    accuracy = float(np.trace(counts)) / max(1, int(counts.sum()))
+    fig = go.Figure(
+        go.Bar(x=names, y=recall, customdata=np.column_stack([support, np.asarray(detail).reshape(-1, 2)]),
+               text=[f"{v:.0%}" for v in recall], textposition="outside",
+               hovertemplate="%{x}<br>accuracy (recall) %{y:.1%} of %{customdata[0]:d} images"
+                             "<br>precision %{customdata[1]:.2f}, F1 %{customdata[2]:.2f}<extra></extra>",
+               marker_color=np.where(recall >= accuracy, "#4c78a8", "#e45756").tolist())
+    )
+    fig.add_hline(y=accuracy, line_dash="dash", line_color="#333", annotation_text=f"overall {accuracy:.1%}",
+                  annotation_position="top left")
+    fig.update_layout(title="Per-class accuracy (recall) on the test images; red = below the overall accuracy",
+                      xaxis=dict(title="class", type="category"), yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.1]),
+                      height=450)
+    return fig
+
+
+def _as_history(history) -> dict:
+    if isinstance(history, dict) and "history" in history and "config" in history:  # a loaded run
+        data = history["history"]
+    elif isinstance(history, dict):
+        data = history
+    else:
+        path = Path(history)
+        path = path / "history.json" if path.is_dir() else path
+        if not path.is_file():
+            raise TransferCacheError(f"{path} does not exist: only the dense head writes history.json; pass a dense run")
+        data = _read_json(path)
+    if not isinstance(data, dict) or not data or not all(isinstance(v, list) for v in data.values()):
+        raise TransferCacheError("history must be Keras History.history: a non-empty dict of metric name -> list of per-epoch values")
+    return data
+
+
+def training_curves_figure(history) -> go.Figure:
+    """Accuracy and loss per epoch, training and validation (from history.json): spot over- and under-fitting."""
+    history = _as_history(history)
+    loss_keys = [key for key in history if "loss" in key]
+    other_keys = [key for key in history if "loss" not in key and key not in ("lr", "learning_rate")]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
+    for col, keys in ((1, other_keys), (2, loss_keys)):
+        for key in sorted(keys, key=lambda name: (name.startswith("val_"), name)):
+            values = np.asarray(history[key], dtype=np.float64)
+            validation = key.startswith("val_")
+            fig.add_trace(
+                go.Scatter(x=np.arange(1, len(values) + 1), y=values, mode="lines+markers", name=key,
+                           line=dict(dash="dash" if validation else "solid", color="#e45756" if validation else "#4c78a8"),
+                           hovertemplate=f"{key}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"),
+                row=1, col=col,
+            )
+    epochs = max(len(v) for v in history.values())
+    fig.update_xaxes(title_text="epoch", dtick=1 if epochs <= 20 else None)
+    fig.update_yaxes(title_text="accuracy", row=1, col=1)
+    fig.update_yaxes(title_text="loss", row=1, col=2)
+    fig.update_layout(title=f"Training curves ({epochs} epochs; dashed = validation)", height=420)
+    return fig
+
+
+def leaderboard_figure(runs_dir: str | os.PathLike = "runs", *, sort_by: str = "accuracy", limit: int = 30) -> go.Figure:
+    """Runs from runs/index.csv side by side (accuracy, balanced accuracy, macro-F1), best first."""
+    metrics = ("accuracy", "balanced_accuracy", "macro_f1")
+    if sort_by not in metrics:
+        raise TransferCacheError(f"sort_by must be one of {', '.join(repr(m) for m in metrics)}; got {sort_by!r}")
+    limit = _check_positive_int("limit", limit)
+    rows = read_index(runs_dir)
+    if not rows:
+        raise TransferCacheError(f"the runs index {Path(runs_dir) / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
+    ranked = sorted(rows, key=lambda r: (-np.nan_to_num(r[sort_by], nan=-1.0), r["run_id"]))[:limit]
+    shown = ranked[::-1]  # horizontal bars draw bottom-up: the best run ends on top
+    labels = [f"{r['classifier']} · {r['backbone']} · {r['run_id'][-6:]}" for r in shown]
+    hover_data = [[r["run_id"], r["cache"], r["n_train"], r["n_test"], r["fit_seconds"]] for r in shown]
+    fig = go.Figure()
+    for metric in metrics:
+        values = [r[metric] for r in shown]
+        fig.add_trace(go.Bar(
+            y=labels, x=values, orientation="h", name=metric.replace("_", " "), customdata=hover_data,
+            text=[f"{v:.3f}" for v in values], textposition="auto",
+            hovertemplate=("%{customdata[0]}<br>" + metric + " %{x:.4f}<br>cache %{customdata[1]}"
+                           "<br>train %{customdata[2]}, test %{customdata[3]}, fit %{customdata[4]:.1f} s<extra></extra>"),
+        ))
+    note = f"top {len(ranked)} of {len(rows)} runs" if len(ranked) < len(rows) else f"{len(rows)} runs"
+    fig.update_layout(title=f"Leaderboard ({note}, sorted by {sort_by.replace('_', ' ')})", barmode="group",
+                      xaxis=dict(title="score", range=[0, 1.05]), yaxis=dict(type="category"),
+                      height=int(min(2400, 200 + 70 * len(shown))), legend_traceorder="normal")
+    return fig
+
+
+# --------------------------------------------------------------------------- misclassified gallery
+
+
+def thumbnail_png(image: np.ndarray, *, size: int = 96) -> str:
+    """A uint8 (H, W, 3) image as a ``data:image/png;base64`` URI, scaled so its long side is ``size`` (pixelated when upscaled)."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    scale = size / max(pil.size)
+    new_size = (max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale)))
+    pil = pil.resize(new_size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class _ImageFinder:
+    """Re-reads a cache's images by path: through its source (``sources.open_source``) or from ``source_root``/path."""
+
+    def __init__(self, cache: Cache):
+        self.config = cache.config
+        self._source = None
+        self._index: dict[str, int] | None = None
+        self._source_error = ""
+
+    def _open_source(self) -> None:
+        if self._index is not None:
+            return
+        self._index = {}
+        try:
+            from .sources import open_source
+        except ImportError:
+            self._source_error = "transfer_cache.sources is not available"
+            return
+        for spec in _source_specs(str(self.config.get("source") or "")):
+            try:  # the user already extracted these images: paths outside a manifest's folder were allowed then
+                self._source = open_source(spec, allow_outside_root=True)
+            except TransferCacheError as exc:
+                self._source_error = str(exc)
+                continue
+            self._index = {record.path: i for i, record in enumerate(self._source.records)}
+            return
+
+    def load(self, path: str) -> np.ndarray:
+        self._open_source()
+        if self._source is not None and path in self._index:
+            return self._source.load(self._index[path])
+        root = self.config.get("source_root")
+        if root:
+            file = Path(root) / path
+            if file.is_file():
+                return _decode_file(file)
+        reason = self._source_error or f"not found in source {self.config.get('source')!r}"
+        raise ImageError(f"cannot re-read {path}: {reason}")
+
+
+_FILE_KINDS = ("folder:", "csv:", "arrays:", "cifar:")
+
+
+def _source_specs(description: str) -> list[str]:
+    """What to pass to ``open_source`` for a cache's source description ("folder:/abs/root" -> "/abs/root")."""
+    if not description:
+        return []
+    specs = [description]
+    for prefix in _FILE_KINDS:
+        if description.startswith(prefix):
+            specs.insert(0, description[len(prefix):])
+    return specs
+
+
+def _decode_file(file: Path) -> np.ndarray:
+    data = file.read_bytes()
+    try:
+        from ._imaging import decode_image
+    except ImportError:
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return np.asarray(image.convert("RGB"))
+        except Exception as exc:  # PIL raises many types for bad files
+            raise ImageError(f"cannot decode {file}: {exc}") from exc
+    return decode_image(data)
+
+
+def misclassified(run, *, limit: int = 24) -> list[dict]:
+    """The test predictions that were wrong, most confident first: dicts with row, cache, path, true_name, pred_name, confidence."""
+    run = _as_run(run)
+    limit = _check_positive_int("limit", limit)
+    predictions = run["predictions"]
+    if predictions is None:
+        raise TransferCacheError(f"run {run['run_dir']} has no predictions.csv; fit again to get the misclassified images")
+    wrong = np.flatnonzero((predictions["true_label"] >= 0) & (predictions["true_label"] != predictions["pred_label"]))
+    order = wrong[np.argsort(-predictions["confidence"][wrong], kind="stable")][:limit]
+    keys = ("row", "cache", "path", "true_name", "pred_name", "confidence")
+    return [{key: predictions[key][i].item() if hasattr(predictions[key][i], "item") else predictions[key][i] for key in keys}
+            for i in order]
+
+
+def misclassified_figure(run_dir, *, limit: int = 24, columns: int = 6, thumb_size: int = 96) -> go.Figure:
+    """Thumbnails of misclassified test images (most confident mistakes first) with true and predicted class."""
+    columns = _check_positive_int("columns", columns)
+    thumb_size = _check_positive_int("thumb_size", thumb_size)
+    run = _as_run(run_dir)
+    wrong_total = 0
+    if run["predictions"] is not None:
+        p = run["predictions"]
+        wrong_total = int(((p["true_label"] >= 0) & (p["true_label"] != p["pred_label"])).sum())
+    items = misclassified(run, limit=limit)
+    tiles, unreadable = [], []
+    finders: dict[int, _ImageFinder] = {}
+    opened: list[Cache] = []
+    try:
+        for item in items:
+            index = int(item["cache"])
+            if index not in finders:
+                cache = open_run_cache(run, index)
+                opened.append(cache)
+                finders[index] = _ImageFinder(cache)
+            try:
+                image = finders[index].load(item["path"])
+            except ImageError as exc:
+                unreadable.append((item["path"], str(exc)))
+                continue
+            tiles.append((item, thumbnail_png(image, size=thumb_size)))
+    finally:
+        for cache in opened:
+            cache.close()
+    n_test = len(run["predictions"]["row"]) if run["predictions"] is not None else 0
+    title = f"Misclassified test images: {len(tiles)} shown of {wrong_total} wrong (of {n_test}), most confident first"
+    if unreadable:
+        title += f"; {len(unreadable)} could not be re-read"
+    if not tiles:
+        fig = go.Figure()
+        message = "No misclassified test images." if wrong_total == 0 else "None of the misclassified images could be re-read."
+        fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=16))
+        fig.update_layout(title=title, height=200, xaxis_visible=False, yaxis_visible=False)
+        return fig
+    cols = min(columns, len(tiles))
+    nrows = math.ceil(len(tiles) / cols)
+    subtitles = []
+    for item, _ in tiles:
+        name = "/".join(Path(item["path"]).parts[-2:])
+        name = name if len(name) <= 24 else "…" + name[-23:]
+        subtitles.append(f"{html.escape(name)}<br>true <b>{html.escape(str(item['true_name']))}</b>"
+                         f"<br>pred <b>{html.escape(str(item['pred_name']))}</b> ({item['confidence']:.2f})")
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=subtitles, horizontal_spacing=0.02,
+                        vertical_spacing=min(0.3 / nrows, 0.12) if nrows > 1 else 0.0)
+    for k, (item, uri) in enumerate(tiles):
+        fig.add_trace(go.Image(source=uri, name=html.escape(item["path"]),
+                               hovertemplate=html.escape(item["path"]) + "<extra></extra>"),
+                      row=k // cols + 1, col=k % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(title=title, height=int(140 + nrows * (thumb_size + 130)), margin=dict(t=150), showlegend=False)
+    return fig

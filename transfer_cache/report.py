@@ -1,0 +1,376 @@
+"""One self-contained HTML page for a run folder or a cache: opens offline, mails as one file.
+
+plotly.js is embedded once (the first figure carries it, the others reuse it), thumbnails are inline PNG data
+URIs, and large caches are sampled (seeded, stated in each title), so a report of a 2000-point cache stays a few
+megabytes, most of it plotly.js itself. ``python -m transfer_cache.report RUN_OR_CACHE`` writes it.
+
+A small script at the top of the page lists any JavaScript error in a red box, so a figure that fails to draw
+is visible to the reader (and to the headless-browser test) instead of silently blank.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import _cli
+from ._errors import TransferCacheError
+
+DEFAULT_SAMPLE = 2000
+_PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px; padding: 1em 2em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+.sub { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.metrics td.num { font-size: 1.2em; font-weight: 600; }
+.note { color: #555; font-size: .92em; } .figure { margin: 1em 0 2em; }
+#tc-js-errors { background: #fde8e8; border: 1px solid #e45756; padding: .5em 1em; color: #a00; }
+code { background: #f4f6f8; padding: 0 .2em; }
+"""
+
+_ERROR_BOX = """<div id="tc-js-errors" hidden><b>Some figures failed to render:</b><ul></ul></div>
+<script>
+(function () {
+  function show(message) {
+    var box = document.getElementById("tc-js-errors");
+    var item = document.createElement("li");
+    item.textContent = String(message);
+    box.querySelector("ul").appendChild(item);
+    box.hidden = false;
+  }
+  window.addEventListener("error", function (event) { show(event.message || event); });
+  window.addEventListener("unhandledrejection", function (event) { show("unhandled promise rejection: " + event.reason); });
+})();
+</script>"""
+
+
+# --------------------------------------------------------------------------- static export
+
+
+def save_png(fig, path: str | os.PathLike, *, width: int | None = None, height: int | None = None, scale: float = 1.0) -> Path:
+    """Write a figure as a PNG (needs the optional kaleido package, which drives a headless browser)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise TransferCacheError("static image export needs the kaleido package: pip install kaleido") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_image(str(path), format="png", width=width, height=height, scale=scale)
+    return path
+
+
+# --------------------------------------------------------------------------- page building blocks
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _table(rows, *, header=None, css_class="") -> str:
+    parts = [f'<table class="{css_class}">' if css_class else "<table>"]
+    if header:
+        parts.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>")
+    for row in rows:
+        cells = []
+        for cell in row:
+            numeric = isinstance(cell, (int, float)) and not isinstance(cell, bool)
+            text = f"{cell:.4f}" if isinstance(cell, float) else _esc(cell)
+            cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _kv_table(pairs) -> str:
+    return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in pairs) + "</table>"
+
+
+class _Page:
+    """Sections of HTML and figures, rendered in order with plotly.js embedded by the first figure only."""
+
+    def __init__(self, title: str, subtitle: str):
+        self.title = title
+        self.subtitle = subtitle
+        self.blocks: list = []
+        self.figures = 0
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(f"<h2>{_esc(text)}</h2>")
+
+    def html(self, fragment: str) -> None:
+        self.blocks.append(fragment)
+
+    def note(self, text: str) -> None:
+        self.blocks.append(f'<p class="note">{_esc(text)}</p>')
+
+    def figure(self, fig) -> None:
+        self.blocks.append(fig)
+        self.figures += 1
+
+    def render(self) -> str:
+        body = []
+        first = True
+        for block in self.blocks:
+            if isinstance(block, str):
+                body.append(block)
+                continue
+            body.append('<div class="figure">' + block.to_html(
+                full_html=False, include_plotlyjs=first, config=_PLOTLY_CONFIG, default_width="100%",
+            ) + "</div>")
+            first = False
+        created = _dt.datetime.now().isoformat(timespec="seconds")
+        from . import __version__
+
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_esc(self.title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{_ERROR_BOX}\n"
+            f"<h1>{_esc(self.title)}</h1>\n<p class=\"sub\">{_esc(self.subtitle)}</p>\n"
+            + "\n".join(body)
+            + f'\n<p class="note">Written by transfer_cache {_esc(__version__)} on {_esc(created)}. '
+            "Self-contained: opens offline; hover any point for its image path.</p>\n</body>\n</html>\n"
+        )
+
+
+def _cache_pairs(cache) -> list:
+    config = cache.config
+    versions = config.get("versions") or {}
+    return [
+        ("file", cache.path),
+        ("rows", len(cache)),
+        ("classes", f"{len(cache.class_names)}: {', '.join(map(str, cache.class_names[:30]))}"
+                    + (" ..." if len(cache.class_names) > 30 else "")),
+        ("failed images", len(cache.failed)),
+        ("source", config.get("source", "")),
+        ("backbone", f"{config.get('backbone')} (weights {config.get('weights')})"),
+        ("layers", ", ".join(cache.layers)),
+        ("pooling / feature size", f"{config.get('pooling')} / {config.get('feature_dim')}"),
+        ("input", f"{config.get('input_size')} px, resize {config.get('resize')} "
+                  f"(crop {config.get('crop_fraction')}, {config.get('interpolation')}), preprocessing {config.get('preprocessing')}"),
+        ("dtype", config.get("dtype")),
+        ("fingerprint", cache.fingerprint),
+        ("created", config.get("created", "")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else versions),
+    ]
+
+
+def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick) -> None:
+    from . import analysis
+
+    n = len(cache)
+    if n < 3:
+        page.note(f"PCA and t-SNE need at least 3 rows; this cache has {n}.")
+        return
+    page.heading("Transfer values: PCA")
+    page.note("Principal components of the cached vectors, coloured by class. Well separated clusters mean a simple "
+              "classifier will do well on these transfer values.")
+    page.figure(analysis.pca_figure(cache, layer=layer, sample=sample, seed=seed))
+    tick()
+    if variance:
+        page.figure(analysis.explained_variance_figure(cache, layer=layer, sample=sample, seed=seed))
+    tick()
+    if not tsne:
+        page.note("t-SNE skipped (--no-tsne).")
+        tick()
+        return
+    points = min(n, sample)
+    perplexity = float(min(30.0, max(2.0, (points - 1) // 3)))
+    page.heading("Transfer values: t-SNE")
+    page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, not distances, are meaningful.")
+    page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed))
+    tick()
+
+
+# --------------------------------------------------------------------------- the two reports
+
+
+def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool) -> _Page:
+    from . import analysis
+    from .cache import open_cache
+
+    with open_cache(path) as cache, _bar(5, progress) as bar:
+        page = _Page(f"Cache report: {path.name}", f"{len(cache)} images through {cache.config.get('backbone')} "
+                                                    f"({', '.join(cache.layers)}), fingerprint {cache.fingerprint}")
+        page.heading("Configuration")
+        page.html(_kv_table(_cache_pairs(cache)))
+        page.heading("Classes")
+        page.figure(analysis.class_counts_figure(cache))
+        bar.update()
+        _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update)
+        page.heading(f"Failed images ({len(cache.failed)})")
+        if cache.failed:
+            shown = cache.failed[:1000]
+            if len(cache.failed) > len(shown):
+                page.note(f"first {len(shown)} of {len(cache.failed)} shown")
+            page.html(_table(shown, header=("path", "reason")))
+        else:
+            page.note("Every image was read.")
+        bar.update()
+    return page
+
+
+def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool) -> _Page:
+    from . import analysis
+
+    run = analysis.load_run(run_dir)
+    config, metrics = run["config"], run["metrics"]
+    with _bar(7, progress) as bar:
+        page = _Page(
+            f"Run report: {config.get('run_id', run_dir.name)}",
+            f"{config.get('classifier')} on {config.get('backbone')} transfer values, "
+            f"{metrics.get('n_train')} training and {metrics.get('n_test')} test images",
+        )
+        page.heading("Metrics")
+        summary = [[metrics.get("accuracy"), metrics.get("balanced_accuracy"), metrics.get("macro_f1"),
+                    metrics.get("n_train"), metrics.get("n_test"), metrics.get("fit_seconds"), metrics.get("predict_seconds")]]
+        page.html(_table(summary, header=("accuracy", "balanced accuracy", "macro F1", "train", "test", "fit s", "predict s"),
+                         css_class="metrics"))
+        if metrics.get("cv_scores"):
+            scores = [float(s) for s in metrics["cv_scores"]]
+            mean = sum(scores) / len(scores)
+            std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
+            page.note(f"{len(scores)}-fold cross-validation accuracy {mean:.4f} ± {std:.4f}: " + ", ".join(f"{s:.4f}" for s in scores))
+        split = config.get("split") or {}
+        page.html(_kv_table([
+            ("classifier", config.get("classifier")),
+            ("parameters", json.dumps(config.get("params", {}), sort_keys=True)),
+            ("split", ", ".join(f"{k} {v}" for k, v in split.items()) if isinstance(split, dict) else split),
+            ("layer", config.get("layer")),
+            ("caches", "; ".join(f"{c.get('path')} ({c.get('rows')} rows, fingerprint {c.get('fingerprint')})"
+                                 for c in config.get("caches", []))),
+            ("created", config.get("created")),
+            ("versions", ", ".join(f"{k} {v}" for k, v in (config.get("versions") or {}).items())),
+            ("run folder", run_dir),
+        ]))
+        per_class = metrics.get("per_class") or {}
+        if per_class:
+            rows = [[name, *(float(per_class[name].get(k, float("nan"))) for k in ("precision", "recall", "f1")),
+                     int(per_class[name].get("support", 0))] for name in metrics.get("class_names", per_class) if name in per_class]
+            page.html(_table(rows, header=("class", "precision", "recall", "F1", "support")))
+        bar.update()
+
+        page.heading("Confusion matrix")
+        page.figure(analysis.confusion_matrix_figure(metrics))
+        page.figure(analysis.confusion_matrix_figure(metrics, normalize=True))
+        page.figure(analysis.per_class_accuracy_figure(metrics))
+        bar.update()
+
+        if run["history"]:
+            page.heading("Training curves")
+            page.figure(analysis.training_curves_figure(run["history"]))
+        bar.update()
+
+        try:
+            cache = analysis.open_run_cache(run)
+        except TransferCacheError as exc:
+            page.heading("Misclassified images and transfer values")
+            page.note(f"Left out: {exc}")
+            bar.update(4)
+            return page
+        with cache:
+            if run["predictions"] is not None:
+                page.heading("Misclassified test images")
+                page.figure(analysis.misclassified_figure(run))
+            bar.update()
+            _scatter_section(page, cache, layer=config.get("layer"), sample=sample, seed=seed, tsne=tsne, variance=False,
+                             tick=bar.update)
+    return page
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="report", unit="part", disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _default_out(target: Path, is_run: bool) -> Path:
+    return target / "report.html" if is_run else Path("reports") / f"{target.stem}.html"
+
+
+def _build(run_or_cache, *, out, sample, seed, tsne, progress) -> tuple[Path, _Page, bool]:
+    from .analysis import _check_positive_int, is_run_dir
+
+    target = Path(run_or_cache)
+    sample = _check_positive_int("sample", sample)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TransferCacheError(f"seed must be an integer; got {seed!r}")
+    if not target.exists():
+        raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)")
+    is_run = is_run_dir(target)
+    if target.is_dir() and not is_run:
+        raise TransferCacheError(
+            f"{target} is a folder but not a run folder (no config.json and metrics.json); pass runs/<run_id> or a cache file (.h5)"
+        )
+    out = Path(out) if out is not None else _default_out(target, is_run)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise TransferCacheError(f"the report is an HTML page: --out must end in .html; got {out}")
+    builder = _run_page if is_run else _cache_page
+    page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(page.render(), encoding="utf-8")
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return out, page, is_run
+
+
+def write_report(run_or_cache, *, out=None, sample: int = DEFAULT_SAMPLE, seed: int = 0, tsne: bool = True,
+                 progress: bool = False) -> Path:
+    """Write the HTML report of a run folder or a cache file and return its path.
+
+    Default place: ``<run_dir>/report.html`` for a run, ``reports/<cache name>.html`` for a cache. ``sample`` caps the
+    points of the PCA and t-SNE scatters (seeded by ``seed``); ``tsne=False`` skips the slowest figure.
+    """
+    return _build(run_or_cache, out=out, sample=sample, seed=seed, tsne=tsne, progress=progress)[0]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.report",
+        "Write one self-contained HTML report (opens offline) for a run folder or a cache file.",
+        epilog=(
+            "examples:\n"
+            "  python -m transfer_cache.report runs/20250101-120000-logreg-a1b2c3\n"
+            "  python -m transfer_cache.report caches/digits-1a2b3c.efficientnet_lite0.0123abcd4567ef89.h5 "
+            "--out digits.html --sample 1000\n"
+        ),
+    )
+    parser.add_argument("target", metavar="RUN_OR_CACHE", help="a run folder written by transfer_cache.fit, or a cache .h5 file")
+    parser.add_argument("--out", metavar="FILE.html", default=None,
+                        help="where to write the page (default: RUN/report.html, or reports/<cache name>.html)")
+    parser.add_argument("--sample", metavar="N", type=int, default=DEFAULT_SAMPLE,
+                        help=f"at most N points in the PCA and t-SNE scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of t-SNE (default 0)")
+    parser.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip t-SNE (the slowest figure)")
+    return parser
+
+
+def _main(args) -> int:
+    started = time.perf_counter()
+    out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne, progress=True)
+    size = out.stat().st_size / 1e6
+    kind = "run" if is_run else "cache"
+    print(f"report: wrote {out} ({size:.1f} MB, {page.figures} figures) for {kind} {args.target} "
+          f"in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
