@@ -1,0 +1,245 @@
+"""Export a run as a model that classifies raw images: the cache's frozen feature extractor + the fitted head.
+
+Two forms, both with a JSON description (``transfer_cache.export`` format) that remembers the cache's feature
+configuration (resize policy, input size, crop, interpolation) and the class names, so ``predict`` prepares each
+image exactly as extraction did:
+
+* one Keras file ``NAME.keras`` (+ ``NAME.json`` beside it) for the ``dense``, ``logreg`` and ``linear_svm``
+  heads: a linear scikit-learn head becomes a Dense layer holding its (scaler- and temperature-folded)
+  ``coef_``/``intercept_`` with softmax; ``pixels`` (the raw-image CNN) is exported alone, as it has no backbone.
+  Input: a float32 batch (S, S, 3) of raw 0..255 RGB pixels; output: one probability per class.
+* a folder ``NAME/`` for the other scikit-learn heads: ``feature_model.keras``, the head as ``head.joblib`` with
+  its ``classifier.json`` and ``transfer_cache.json``. ``head.joblib`` is a **pickle**: loading it can run
+  arbitrary code, so only load exports you trust (a warning is printed for pickles not written on this machine).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import TransferCacheError
+from .classifiers import CLASSIFIERS, load_classifier
+
+__all__ = ["export_model", "load_exported", "ExportedModel", "SINGLE_FILE_HEADS"]
+
+EXPORT_FORMAT = "transfer_cache.export"
+EXPORT_VERSION = 1
+SINGLE_FILE_HEADS = ("dense", "logreg", "linear_svm", "pixels")
+FOLDER_DESCRIPTION = "transfer_cache.json"
+
+
+def _read_run(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise TransferCacheError(f"{run_dir} is not a run folder (no config.json); give a folder from runs/ written by fit")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _feature_config(run: dict) -> dict:
+    """The cache's feature configuration, as fit recorded it (or from the cache itself for older runs)."""
+    config = run.get("feature_config")
+    if config:
+        return dict(config)
+    from .cache import open_cache
+
+    path = run["caches"][0]["path"]
+    with open_cache(path) as cache:
+        return dict(cache.config)
+
+
+def _feature_model(config: dict, layer: str):
+    """The cache's feature extractor with exactly one output: the layer the run was fitted on."""
+    import keras
+
+    from .backbones import build_feature_model_from_config
+
+    model = build_feature_model_from_config(config)
+    layers = list(config["layers"])
+    if len(layers) > 1:
+        output = model.outputs[layers.index(layer)]
+        model = keras.Model(model.inputs, output, name=f"{model.name}_{layer}")
+    return model
+
+
+def _keras_head(head, feature_shape: tuple[int, ...]):
+    """The fitted head as a Keras model on one feature vector (or map), ending in class probabilities."""
+    import keras
+    from keras import layers
+
+    if head.name == "dense":
+        model = head.model_
+        if model.outputs[0].shape[-1] == 1:  # binary=sigmoid: [1 - p, p], like predict_proba
+            inputs = keras.Input(feature_shape, name="transfer_values")
+            p = model(inputs)
+            outputs = layers.Concatenate(name="probabilities")([layers.Rescaling(-1.0, offset=1.0)(p), p])
+            return keras.Model(inputs, outputs, name="dense_head_two_columns")
+        return model
+    W, b = head.dense_weights()
+    inputs = keras.Input(feature_shape, name="transfer_values")
+    x = layers.Flatten()(inputs) if len(feature_shape) > 1 else inputs
+    dense = layers.Dense(W.shape[1], activation="softmax", name="probabilities")
+    outputs = dense(x)
+    dense.set_weights([W.astype(np.float32), b.astype(np.float32)])
+    return keras.Model(inputs, outputs, name=f"{head.name}_head")
+
+
+def _description(run: dict, config: dict, *, kind: str, classifier: str, files: list[str]) -> dict:
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_VERSION,
+        "kind": kind,
+        "classifier": classifier,
+        "class_names": list(run["class_names"]),
+        "run_id": run.get("run_id"),
+        "layer": run.get("layer"),
+        "fingerprint": run.get("fingerprint") or config.get("fingerprint"),
+        "backbone": config.get("backbone"),
+        "input_size": int(config["input_size"]),
+        "resize": config.get("resize"),
+        "crop_fraction": config.get("crop_fraction"),
+        "interpolation": config.get("interpolation"),
+        "feature_config": config,
+        "files": files,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
+
+    For dense/logreg/linear_svm/pixels ``out_path`` is a ``.keras`` file (the suffix is added when missing) with a
+    ``.json`` description beside it; for the other heads it is a folder (see the module docstring).
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    out_path = Path(out_path)
+    run = _read_run(run_dir)
+    classifier = run.get("classifier")
+    if classifier not in CLASSIFIERS:
+        raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
+    head = load_classifier(run_dir / "model")
+    config = _feature_config(run)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    if classifier in SINGLE_FILE_HEADS:
+        if out_path.suffix != ".keras":
+            out_path = out_path.with_name(out_path.name + ".keras")
+        if classifier == "pixels":
+            size = int(head.params["size"])
+            config = {**config, "input_size": size}
+            model = head.model_
+        else:
+            features = _feature_model(config, run["layer"])
+            head_model = _keras_head(head, tuple(features.outputs[0].shape[1:]))
+            inputs = keras.Input(tuple(features.inputs[0].shape[1:]), dtype="float32", name="pixels")
+            model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
+        temporary = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.keras")
+        model.save(temporary)
+        os.replace(temporary, out_path)
+        _write_json(
+            out_path.with_suffix(".json"),
+            _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]),
+        )
+        return out_path
+
+    if out_path.suffix == ".keras":
+        raise TransferCacheError(
+            f"classifier '{classifier}' exports as a folder (feature model + joblib head), not one .keras file; "
+            f"give a folder path such as {out_path.with_suffix('')}"
+        )
+    if out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
+        raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
+    features = _feature_model(config, run["layer"])
+    temporary = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        shutil.copytree(run_dir / "model", temporary)
+        features.save(temporary / "feature_model.keras")
+        files = ["feature_model.keras"] + sorted(p.name for p in (run_dir / "model").iterdir())
+        _write_json(temporary / FOLDER_DESCRIPTION, _description(run, config, kind="folder", classifier=classifier, files=files))
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        os.replace(temporary, out_path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return out_path
+
+
+# --------------------------------------------------------------------------- loading an export
+
+
+def _register_custom_layers() -> None:
+    """The feature models contain transfer_cache's Preprocess layer; make sure Keras knows it before loading."""
+    from . import backbones
+
+    backbones.preprocess_layer("none")
+
+
+class ExportedModel:
+    """A loaded export: ``predict_proba(pixels)`` on float32 raw-RGB batches of ``input_size``, and its description."""
+
+    def __init__(self, path: Path, description: dict, model, head=None):
+        self.path = path
+        self.description = description
+        self.model = model  # the whole model (kind "keras") or the feature model (kind "folder")
+        self.head = head
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.description["class_names"])
+
+    @property
+    def config(self) -> dict:
+        """The configuration prepare_image needs (input size, resize policy, crop fraction, interpolation)."""
+        return {**self.description["feature_config"], "input_size": self.description["input_size"]}
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        batch = np.asarray(pixels, dtype=np.float32)
+        out = np.asarray(self.model(batch, training=False))
+        if self.head is not None:
+            out = self.head.predict_proba(out)
+        return np.asarray(out, dtype=np.float64)
+
+
+def load_exported(path: str | os.PathLike) -> ExportedModel:
+    """Open an export written by ``export_model`` (a ``.keras`` file with its ``.json``, or an export folder)."""
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise TransferCacheError(f"model {path} does not exist; write one with transfer_cache.export_model(run_dir, path)")
+    _register_custom_layers()
+    if path.is_dir():
+        description_path = path / FOLDER_DESCRIPTION
+    else:
+        description_path = path.with_suffix(".json")
+    if not description_path.exists():
+        raise TransferCacheError(
+            f"{path} has no export description ({description_path.name} is missing); export the run again with "
+            "transfer_cache.export_model"
+        )
+    description = json.loads(description_path.read_text(encoding="utf-8"))
+    if description.get("format") != EXPORT_FORMAT:
+        raise TransferCacheError(f"{description_path} is not a transfer_cache export description")
+    if int(description.get("format_version", 0)) > EXPORT_VERSION:
+        raise TransferCacheError(
+            f"{path} was exported in format {description['format_version']}, newer than this transfer_cache reads; upgrade it"
+        )
+    if description["kind"] == "keras":
+        return ExportedModel(path, description, keras.saving.load_model(path, compile=False))
+    features = keras.saving.load_model(path / "feature_model.keras", compile=False)
+    return ExportedModel(path, description, features, head=load_classifier(path))
