@@ -465,16 +465,42 @@ def test_float_arrays_use_one_range_per_file(tmp_path):
     assert source.load(1)[0, :, 0].tolist() == [0, 200]
 
 
+IMG1 = np.zeros((1, 2, 2), np.uint8)
+IMG2 = np.zeros((2, 2, 2), np.uint8)
+
+
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"pixels": np.zeros((1, 2, 2), np.uint8)}, "{w} has no 'images' (or 'x') array; got keys: pixels: save it with np.savez(path, images=..., labels=...)"),
-        ({"images": np.zeros((2, 2, 2, 2), np.uint8)}, "{w}: images must be an array of shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or (N, H, W, 4); got (2, 2, 2, 2)"),
+        (
+            {"pixels": IMG1},
+            "{w} has no 'images' (or 'x') array; got keys: pixels: save it with "
+            "np.savez(path, images=..., labels=...)",
+        ),
+        (
+            {"images": np.zeros((2, 2, 2, 2), np.uint8)},
+            "{w}: images must be an array of shape (N, H, W), (N, H, W, 1), (N, H, W, 3) or "
+            "(N, H, W, 4); got (2, 2, 2, 2)",
+        ),
         ({"images": np.zeros((0, 2, 2), np.uint8)}, "{w} holds no images"),
-        ({"images": np.zeros((2, 2, 2), np.uint8), "labels": np.array([0.0, 1.0])}, "{w}: labels must be integers of shape (2,) (one per image); got float64 (2,)"),
-        ({"images": np.zeros((2, 2, 2), np.uint8), "labels": np.array([0, 3]), "class_names": np.array(["a", "b"])}, "{w}: label 3 has no class name (2 class_names given): add the missing names"),
-        ({"images": np.zeros((1, 2, 2), np.uint8), "split": np.array(["dev"])}, "{w}: split values must be 'train', 'val', 'test' (or 'valid', 'validation', or empty); got 'dev'"),
-        ({"images": np.zeros((1, 2, 2), np.uint8), "class_names": np.array(["a", None], dtype=object)}, "{w} stores Python objects, which are never unpickled (unsafe): save images and labels as numeric arrays and class_names/split as string arrays (np.array(names, dtype=str))"),
+        (
+            {"images": IMG2, "labels": np.array([0.0, 1.0])},
+            "{w}: labels must be integers of shape (2,) (one per image); got float64 (2,)",
+        ),
+        (
+            {"images": IMG2, "labels": np.array([0, 3]), "class_names": np.array(["a", "b"])},
+            "{w}: label 3 has no class name (2 class_names given): add the missing names",
+        ),
+        (
+            {"images": IMG1, "split": np.array(["dev"])},
+            "{w}: split values must be 'train', 'val', 'test' (or 'valid', 'validation', or empty); "
+            "got 'dev'",
+        ),
+        (
+            {"images": IMG1, "class_names": np.array(["a", None], dtype=object)},
+            "{w} stores Python objects, which are never unpickled (unsafe): save images and labels as "
+            "numeric arrays and class_names/split as string arrays (np.array(names, dtype=str))",
+        ),
     ],
     ids=["no-images", "bad-shape", "empty", "float-labels", "label-without-name", "bad-split", "pickled-object"],
 )

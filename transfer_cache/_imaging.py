@@ -141,11 +141,9 @@ def _decode(data: bytes) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any decoder failure on untrusted bytes means "cannot decode"
         raise _decoder_error(exc) from None
     try:
-        oriented = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy for the usual unrotated image
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a readable image
-        oriented = None
-    if oriented is not None:
-        im = oriented
+        pass
     try:
         return _pil_to_rgb(im)
     except ImageError:
@@ -232,7 +230,9 @@ def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
       array (an all-dark [0, 255] image would otherwise be read as [0, 1]).
     """
     if float_range not in FLOAT_RANGES:
-        raise TransferCacheError(f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}")
+        raise TransferCacheError(
+            f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}"
+        )
     array = np.asarray(array)
     shape = array.shape
     if not (

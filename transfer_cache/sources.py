@@ -1,4 +1,4 @@
-"""Image sources: one interface over folders, CSV manifests, arrays, CIFAR batches, Keras and scikit-learn datasets.
+"""Image sources: one interface over folders, CSV manifests, arrays, CIFAR batches, Keras and sklearn datasets.
 
 The extraction asks a source only for its records (path, label, split), its class names, a
 content digest per image, and the decoded image (uint8 (H, W, 3) RGB via ``_imaging``). Listing
@@ -346,7 +346,12 @@ class FolderSource(_FileSource):
             per_class[class_name] += len(paths)
             records.extend(Record(path=p, label=index[class_name], split=split) for p in paths)
         if not records:
-            details = f" ({len(self.failed)} entries could not be used, e.g. {self.failed[0][0]}: {self.failed[0][1]})" if self.failed else ""
+            details = ""
+            if self.failed:
+                first_path, first_reason = self.failed[0]
+                details = (
+                    f" ({len(self.failed)} entries could not be used, e.g. {first_path}: {first_reason})"
+                )
             raise TransferCacheError(
                 f"folder '{root}' contains no images{details}: expected root/<class>/<image> or "
                 f"root/<split>/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)}"
@@ -725,7 +730,9 @@ class CifarSource(_ArraySource):
             self.name = "cifar100"
         else:
             meta_file, names_key, labels_key = "batches.meta", "label_names", "labels"
-            numbered = [p.name for p in self.root.glob("data_batch_*") if re.fullmatch(r"data_batch_\d+", p.name)]
+            numbered = [
+                p.name for p in self.root.glob("data_batch_*") if re.fullmatch(r"data_batch_\d+", p.name)
+            ]
             numbered.sort(key=lambda s: int(s.rsplit("_", 1)[1]))
             batches = [(b, "train") for b in numbered] + [("test_batch", "test")]
             self.name = "cifar10"
@@ -861,7 +868,9 @@ def open_source(spec: str | os.PathLike, *, allow_outside_root: bool = False) ->
     ``allow_outside_root`` lets a CSV manifest list files outside its own folder.
     """
     if not isinstance(spec, (str, os.PathLike)):
-        raise TransferCacheError(f"SOURCE must be a string or a path; got {type(spec).__name__}: {SOURCE_HELP}")
+        raise TransferCacheError(
+            f"SOURCE must be a string or a path; got {type(spec).__name__}: {SOURCE_HELP}"
+        )
     text = os.fspath(spec)
     if isinstance(text, bytes):
         text = os.fsdecode(text)
