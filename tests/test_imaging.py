@@ -129,11 +129,11 @@ def test_palette_without_transparency():
     assert decode_image(encode(im, "PNG"))[0].tolist() == [[10, 20, 30], [40, 50, 60]]
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
-def test_sixteen_bit_scaled_by_type_range(fmt):
-    values = np.array([[0, 257 * 100, 65535, 128]], np.uint16)
+@pytest.mark.parametrize("fmt, dtype, mode", [("PNG", "<u2", "I;16"), ("TIFF", "<u2", "I;16"), ("TIFF", ">u2", "I;16B")])
+def test_sixteen_bit_scaled_by_type_range(fmt, dtype, mode):
+    values = np.array([[0, 257 * 100, 65535, 128]], dtype)
     data = encode(Image.fromarray(values), fmt)
-    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    assert Image.open(io.BytesIO(data)).mode == mode
     out = decode_image(data)
     assert out[0, :, 0].tolist() == [0, 100, 255, 0]
     assert (out[..., 0] == out[..., 2]).all()

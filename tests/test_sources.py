@@ -719,3 +719,13 @@ def test_descriptions_reopen_the_same_source(class_folder, cifar10_folder, tmp_p
         open_source(f"folder:{cifar10_folder[0]}")
     with raises(f"SOURCE 'csv:{class_folder}' must name a file: {SOURCE_HELP}"):
         open_source(f"csv:{class_folder}")
+
+
+def test_cifar10_test_batch_only(cifar10_folder):
+    root, expected = cifar10_folder
+    (root / "data_batch_1").unlink()
+    (root / "data_batch_2").unlink()
+    source = open_source(root)
+    assert isinstance(source, CifarSource)
+    assert [r.path for r in source.records] == ["test_batch/0", "test_batch/1"]
+    np.testing.assert_array_equal(source.load(1), expected["test_batch"][0][1])

@@ -702,7 +702,8 @@ def _read_cifar_pickle(path: pathlib.Path) -> dict:
 
 
 def _is_cifar_folder(path: pathlib.Path) -> bool:
-    return ((path / "data_batch_1").is_file() and (path / "batches.meta").is_file()) or (
+    cifar10 = (path / "data_batch_1").is_file() or (path / "test_batch").is_file()
+    return (cifar10 and (path / "batches.meta").is_file()) or (
         (path / "meta").is_file() and ((path / "train").is_file() or (path / "test").is_file())
     )
 
