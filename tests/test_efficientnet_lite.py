@@ -263,3 +263,13 @@ def test_center_crop_converts_grayscale_and_validates():
         center_crop_for_eval(gray, 40, crop_fraction=1.5)
     with pytest.raises(TransferCacheError, match=re.escape("image must be a PIL.Image.Image; got ndarray")):
         center_crop_for_eval(np.zeros((4, 4, 3), np.uint8), 40)
+
+
+def test_saves_and_reloads_as_a_plain_keras_model(tmp_path, lite0):
+    import keras
+
+    path = tmp_path / "lite0.keras"
+    lite0.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = preprocess_lite(np.random.default_rng(3).integers(0, 256, size=(2, 224, 224, 3)).astype(np.uint8))
+    np.testing.assert_allclose(np.asarray(reloaded(x)), np.asarray(lite0(x)), rtol=1e-5, atol=1e-6)
