@@ -1,0 +1,220 @@
+"""Every head fits and scores on seeded Gaussian blobs; parameters parse and fail with exact messages."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from transfer_cache._errors import TransferCacheError
+from transfer_cache.classifiers import (
+    CLASSIFIERS,
+    is_trusted_pickle,
+    load_classifier,
+    make_classifier,
+    parse_grid,
+    parse_params,
+)
+
+FEATURE_HEADS = [name for name, klass in CLASSIFIERS.items() if klass.input_kind == "features"]
+FAST = {"dense": {"epochs": 8, "learning_rate": 1e-2, "hidden": "32", "batch_size": 64}}
+
+
+@pytest.fixture(autouse=True)
+def _own_trust_file(tmp_path, monkeypatch):
+    """Keep the list of trusted pickles inside the test's folder."""
+    monkeypatch.setenv("TRANSFER_CACHE_TRUST_FILE", str(tmp_path / "trusted.txt"))
+
+
+def blobs(n=200, d=16, k=3, seed=0, spread=1.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0.0, 4.0, size=(k, d))
+    y = np.arange(n) % k
+    rng.shuffle(y)
+    X = (centers[y] + rng.normal(0.0, spread, size=(n, d))).astype(np.float32)
+    return X, y.astype(np.int64)
+
+
+@pytest.mark.parametrize("name", FEATURE_HEADS)
+def test_each_head_fits_scores_and_round_trips(name, tmp_path):
+    X, y = blobs()
+    head = make_classifier(name, FAST.get(name), seed=0).fit(X[:150], y[:150])
+    proba = head.predict_proba(X[150:])
+    assert proba.shape == (50, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert np.mean(head.predict(X[150:]) == y[150:]) >= 0.9
+    head.save(tmp_path / "model")
+    again = load_classifier(tmp_path / "model")
+    assert type(again) is type(head)
+    assert again.params == head.params
+    np.testing.assert_allclose(again.predict_proba(X[150:]), proba, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear_svm", "knn", "random_forest", "sgd"])
+def test_class_absent_from_training_gets_zero_probability(name):
+    X, y = blobs()
+    head = make_classifier(name).fit(X, y, n_classes=4)
+    proba = head.predict_proba(X[:20])
+    assert proba.shape == (20, 4)
+    assert np.all(proba[:, 3] < 1e-12)
+
+
+def test_logreg_probabilities_are_sklearns_and_a_softmax_of_the_folded_weights():
+    X, y = blobs(seed=1)
+    head = make_classifier("logreg", {"C": 0.5}).fit(X, y)
+    expected = head.estimator_.predict_proba(head.scaler_.transform(X))
+    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-6)
+    W, b = head.dense_weights()
+    logits = X.astype(np.float64) @ W + b
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(head.predict_proba(X), softmax / softmax.sum(1, keepdims=True), atol=1e-12)
+
+
+def test_binary_logreg_folds_into_two_softmax_columns():
+    X, y = blobs(k=2, seed=3, spread=3.0)
+    head = make_classifier("logreg").fit(X, y)
+    assert head.dense_weights()[0].shape == (16, 2)
+    np.testing.assert_allclose(head.predict_proba(X), head.estimator_.predict_proba(head.scaler_.transform(X)), atol=1e-6)
+
+
+def test_linear_svm_temperature_is_fitted_and_softens_overconfidence():
+    X, y = blobs(seed=2, spread=3.0)
+    head = make_classifier("linear_svm").fit(X, y)
+    assert head.temperature_ > 0 and head.temperature_ != 1.0
+    decision = head.estimator_.decision_function(head.scaler_.transform(X))
+    z = decision / head.temperature_
+    expected = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_linear_heads_load_from_npz_without_unpickling(tmp_path):
+    X, y = blobs()
+    head = make_classifier("logreg").fit(X, y)
+    head.save(tmp_path / "m")
+    (tmp_path / "m" / "head.joblib").unlink()  # the safe format alone is enough
+    np.testing.assert_allclose(load_classifier(tmp_path / "m").predict_proba(X), head.predict_proba(X), atol=1e-12)
+
+
+def test_untrusted_pickle_warns_and_trusted_one_does_not(tmp_path, monkeypatch, capsys):
+    X, y = blobs()
+    make_classifier("knn").fit(X, y).save(tmp_path / "m")
+    assert is_trusted_pickle(tmp_path / "m" / "head.joblib")
+    load_classifier(tmp_path / "m")
+    assert "pickle" not in capsys.readouterr().err
+    monkeypatch.setenv("TRANSFER_CACHE_TRUST_FILE", str(tmp_path / "other-machine.txt"))
+    load_classifier(tmp_path / "m")
+    err = capsys.readouterr().err
+    assert "is a joblib pickle not written by a run on this machine" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_sgd_streams_chunks_and_never_sees_all_rows_at_once():
+    X, y = blobs(n=1200)
+    sizes = []
+
+    def chunks():
+        for start in range(0, 1000, 100):
+            sizes.append(100)
+            yield X[start : start + 100], y[start : start + 100]
+
+    head = make_classifier("sgd", {"epochs": 3}).fit_stream(chunks, n_classes=3)
+    assert max(sizes) == 100 and len(sizes) == 10 * (1 + 3)  # one scaler pass + three epochs
+    assert np.mean(head.predict(X[1000:]) == y[1000:]) >= 0.9
+
+
+def test_dense_is_reproducible_from_its_seed_and_keeps_history():
+    X, y = blobs()
+    a = make_classifier("dense", {"epochs": 3, "hidden": "32"}, seed=7).fit(X[:150], y[:150], X[150:], y[150:])
+    b = make_classifier("dense", {"epochs": 3, "hidden": "32"}, seed=7).fit(X[:150], y[:150], X[150:], y[150:])
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-6)
+    assert set(a.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(a.history["loss"]) == 3
+
+
+def test_dense_seed_002_head_and_sigmoid_binary_head():
+    X, y = blobs()
+    seed_002 = make_classifier(
+        "dense", {"hidden": "none", "batch_norm": "true", "optimizer": "adam", "learning_rate": "1e-2", "epochs": 5}
+    ).fit(X, y)
+    kinds = [type(layer).__name__ for layer in seed_002.model_.layers]
+    assert kinds == ["InputLayer", "BatchNormalization", "Dropout", "Dense"]
+    assert np.mean(seed_002.predict(X) == y) >= 0.9
+    X2, y2 = blobs(k=2, seed=5)
+    binary = make_classifier("dense", {"binary": "sigmoid", "epochs": 20, "learning_rate": 1e-3, "class_weight": "balanced", "batch_size": 64}).fit(X2, y2)
+    assert binary.model_.outputs[0].shape[-1] == 1
+    proba = binary.predict_proba(X2)
+    assert proba.shape == (200, 2) and np.mean(np.argmax(proba, 1) == y2) >= 0.9
+    with pytest.raises(TransferCacheError, match=re.escape(
+        "binary=sigmoid needs exactly two classes; this data has 3; drop --param binary=sigmoid"
+    )):
+        make_classifier("dense", {"binary": "sigmoid", "epochs": 1}).fit(X, y)
+
+
+def test_dense_early_stopping_stops_before_the_epoch_limit():
+    X, y = blobs()
+    head = make_classifier("dense", {"epochs": 60, "early_stopping": 2, "learning_rate": 5e-2, "hidden": "16", "batch_size": 150}).fit(
+        X[:150], y[:150], X[150:], y[150:]
+    )
+    assert len(head.history["loss"]) < 60
+
+
+def test_pixels_cnn_learns_coloured_images():
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    images = rng.integers(0, 60, size=(90, 16, 16, 3)).astype(np.uint8)
+    images[np.arange(90), :, :, y] += 150
+    head = make_classifier("pixels", {"size": 16, "epochs": 8, "learning_rate": 1e-3, "hidden": "32"}).fit(images[:60], y[:60])
+    assert np.mean(head.predict(images[60:]) == y[60:]) >= 0.9
+
+
+def test_parse_params_types_and_routing():
+    parsed = parse_params(["dense", "knn"], ["hidden=1024,256", "dropout=0.5", "batch_norm=true", "knn.n_neighbors=3"])
+    assert parsed["dense"] == {"hidden": (1024, 256), "dropout": 0.5, "batch_norm": True}
+    assert parsed["knn"] == {"n_neighbors": 3}
+    assert parse_params("random_forest", ["max_depth=none", "max_features=0.5"])["random_forest"] == {
+        "max_depth": None, "max_features": 0.5,
+    }
+    assert make_classifier("dense", {"hidden": "none"}).params["hidden"] == []
+
+
+@pytest.mark.parametrize(
+    "names, items, message",
+    [
+        ("knn", ["foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        ("knn", ["n_neighbors=abc"], "parameter 'n_neighbors' of classifier 'knn' must be an integer; got 'abc'"),
+        ("knn", ["weights=far"], "parameter 'weights' of classifier 'knn' must be one of 'uniform', 'distance'; got 'far'"),
+        ("dense", ["batch_norm=maybe"], "parameter 'batch_norm' of classifier 'dense' must be true or false; got 'maybe'"),
+        ("dense", ["hidden=12,x"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers (or none); got '12,x'"),
+        ("logreg", ["C"], "--param must look like key=value; got 'C'"),
+        (["logreg", "knn"], ["foo=1"], "unknown parameter 'foo': none of logreg, knn accepts it; use name.key=value for one classifier"),
+        (["logreg", "knn"], ["knn.C=1"], "unknown parameter 'C' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        ("nope", [], "unknown classifier 'nope'; choose from dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd, pixels"),
+    ],
+)
+def test_parameter_mistakes_have_exact_messages(names, items, message):
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        parse_params(names, items)
+
+
+def test_grid_is_parsed_and_searchable_with_gridsearchcv():
+    from sklearn.model_selection import GridSearchCV
+
+    assert parse_grid("dense", ["hidden=1024;512,256", "dropout=0.1,0.2"]) == {
+        "hidden": [(1024,), (512, 256)], "dropout": [0.1, 0.2],
+    }
+    X, y = blobs()
+    grid = parse_grid("knn", ["n_neighbors=1,7"])
+    search = GridSearchCV(make_classifier("knn"), grid, cv=3).fit(X, y, n_classes=3)
+    assert search.best_params_["n_neighbors"] in (1, 7)
+    assert search.best_estimator_.predict_proba(X[:5]).shape == (5, 3)
+
+
+def test_unfitted_and_bad_label_mistakes():
+    X, y = blobs()
+    with pytest.raises(TransferCacheError, match=re.escape("classifier 'logreg' is not fitted yet; call fit first")):
+        make_classifier("logreg").predict(X)
+    with pytest.raises(TransferCacheError, match=re.escape("training labels must be >= 0 (-1 marks unlabelled rows: leave them out)")):
+        make_classifier("logreg").fit(X, np.full(len(X), -1))
+    with pytest.raises(TransferCacheError, match=re.escape("n_neighbors=50 is more than the 10 training rows; pass a smaller --param n_neighbors=K")):
+        make_classifier("knn", {"n_neighbors": 50}).fit(X[:10], y[:10])
