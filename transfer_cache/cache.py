@@ -202,10 +202,10 @@ class WorkParts:
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"part-{self._next:08d}.npz"
         temporary = self.folder / f"part-{self._next:08d}.tmp.npz"
-        arrays = {"ids": np.asarray(list(ids), dtype="U64")}
+        arrays = {"ids": np.asarray(list(ids), dtype="U80")}  # a digest, or "digest:view" for an augmented view
         for k, array in enumerate(features):
             arrays[f"f{k}"] = np.asarray(array)
-        arrays["failed_ids"] = np.asarray([digest for digest, _ in failed], dtype="U64")
+        arrays["failed_ids"] = np.asarray([digest for digest, _ in failed], dtype="U80")
         arrays["failed_reasons"] = np.asarray([reason for _, reason in failed], dtype=str)
         try:
             with open(temporary, "wb") as handle:
@@ -311,6 +311,12 @@ class Cache:
             list(zip(_decode(failed["paths"][()]), _decode(failed["reasons"][()]))) if failed is not None else []
         )
         self.failed_ids: list[str] = _decode(failed["ids"][()]) if failed is not None and "ids" in failed else []
+        augmented = self._file.get("augmented")
+        # rows that have augmented views, and their (M, K, D) vectors (absent when extracted without --augment)
+        self.view_rows = augmented["rows"][()].astype(np.int64) if augmented is not None else np.zeros(0, np.int64)
+        self.views: h5py.Dataset | None = augmented["features"] if augmented is not None else None
+        if self.views is not None and self.views.shape[0] != self.view_rows.shape[0]:
+            raise TransferCacheError(f"cache {self.path} is inconsistent: /augmented rows and features differ; delete it and extract again")
 
     def features_for(self, layer: str) -> h5py.Dataset:
         node = self._file["features"]
@@ -329,6 +335,11 @@ class Cache:
                 f"cache {self.path} holds several layers {self.layers}: use features_for(layer) to choose one"
             )
         return self.features_for(self.layers[0])
+
+    @property
+    def n_views(self) -> int:
+        """Augmented views per training image (0 when the cache has none)."""
+        return int(self.views.shape[1]) if self.views is not None else 0
 
     @property
     def feature_dim(self) -> int:
@@ -404,6 +415,9 @@ def write_cache(
     feature_shapes: Sequence[tuple[int, ...]] | None = None,
     block_rows: int = 4096,
     failed_ids: Sequence[str] = (),
+    view_rows: Sequence[int] | None = None,
+    view_features=None,
+    views: int = 0,
 ) -> Path:
     """Write a complete cache atomically: a temporary file in the same folder, fsync, then ``os.replace``.
 
@@ -411,6 +425,8 @@ def write_cache(
     returning one array per layer for that block of rows, together with ``feature_shapes`` (the per-row
     shape of each layer); the latter streams, so memory stays flat however many rows there are.
     ``attrs`` must hold the fingerprint fields; ``fingerprint``, ``format`` and ``feature_dim`` are added.
+    Augmented views (one layer only): ``view_rows`` (the rows that have them) and ``view_features(start, stop)``
+    returning the (stop - start, views, D) block for those entries of ``view_rows``.
     """
     path = Path(path)
     n = len(rows.ids)
@@ -452,6 +468,15 @@ def write_cache(
                 stop = min(n, start + block_rows)
                 for target, block in zip(targets, feature_rows(start, stop)):
                     target[start:stop] = np.asarray(block, dtype=dtype).reshape((stop - start,) + target.shape[1:])
+            if view_rows is not None and views:
+                group = out.create_group("augmented")
+                group.create_dataset("rows", data=np.asarray(view_rows, dtype=np.int64))
+                m = len(view_rows)
+                shape = (views,) + tuple(feature_shapes[0])
+                target = _feature_dataset(group, "features", m, shape, dtype)
+                for start in range(0, m, block_rows):
+                    stop = min(m, start + block_rows)
+                    target[start:stop] = np.asarray(view_features(start, stop), dtype=dtype)
             out.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int64))
             out.create_dataset("ids", data=np.asarray(rows.ids, dtype="S64"))
             out.create_dataset("paths", data=np.asarray(rows.paths, dtype=object), dtype=_STRING)

@@ -85,10 +85,17 @@ def parse_shard(shard) -> tuple[int, int] | None:
 
 
 def _default_layer_names(spec, input_size: int) -> list[str]:
-    """The name of the backbone's last feature map, found on a randomly initialised copy (nothing is downloaded)."""
+    """The backbone's last feature map, found on a randomly initialised copy (nothing is downloaded).
+
+    That is the last layer with a spatial (4-D) output, so --pooling always has a map to pool, even for a
+    network whose headless form already ends in a pooled vector (EfficientNet-Lite's ``avg_pool``).
+    """
     from .backbones import _build_base
 
     base = _build_base(spec, input_size, None, include_top=False)
+    for layer in reversed(base.layers):
+        if len(layer.output.shape) == 4:
+            return [layer.name]
     return [base.layers[-1].name]
 
 
@@ -118,6 +125,9 @@ def feature_config(
     resize: str | None = None,
     preprocessing: str | None = None,
     dtype: str = "float32",
+    augment: int = 0,
+    augment_recipe: str = "standard",
+    augment_seed: int = 0,
 ) -> dict:
     """Validate the user's choices and return every field of the fingerprint (nothing is computed)."""
     spec = get_spec(backbone)
@@ -129,7 +139,16 @@ def feature_config(
     validate_resize(resize=resize, interpolation=spec.interpolation, crop_fraction=crop_fraction)
     size = int(input_size or spec.input_size)
     _, weights_name, weights_identity = resolve_weights(spec, weights)
+    if not isinstance(augment, int) or augment < 0:
+        raise TransferCacheError(f"augment must be a whole number of views, 0 or more; got {augment!r}")
+    augmentation = 0
+    if augment:
+        from .augment import get_recipe
+
+        augmentation = {"views": augment, "recipe": get_recipe(augment_recipe).describe(), "seed": int(augment_seed)}
     layers = _parse_layers(layer) or _default_layer_names(spec, size)
+    if augment and len(layers) > 1:
+        raise TransferCacheError(f"--augment works with one feature layer; got {len(layers)} ({', '.join(layers)})")
     return {
         "backbone": spec.name,
         "weights": weights_name,
@@ -142,7 +161,7 @@ def feature_config(
         "interpolation": spec.interpolation,
         "preprocessing": preprocessing or spec.preprocessing,
         "dtype": dtype,
-        "augment": 0,
+        "augment": augmentation,
         "format_version": FORMAT_VERSION,
     }
 
@@ -165,6 +184,9 @@ def extract(
     preprocessing: str | None = None,
     batch_size: int = 32,
     dtype: str = "float32",
+    augment: int = 0,
+    augment_recipe: str = "standard",
+    augment_seed: int = 0,
     cache_dir=None,
     shard=None,
     lock_timeout: float = 0.0,
@@ -175,6 +197,8 @@ def extract(
 
     ``source`` is a folder, a CSV manifest, an .npz/.npy file, a CIFAR batch folder, ``keras:cifar10`` style names,
     ``sklearn:digits``, or a ``sources.Source``. All arguments are validated before any work starts.
+    ``augment=K`` also stores K seeded augmented views (``augment_recipe``) of every training image (split
+    "train", or every image of a source without splits: fit keeps each image's views on its side of the split).
     """
     from .sources import Source, open_source
 
@@ -191,6 +215,9 @@ def extract(
         resize=resize,
         preprocessing=preprocessing,
         dtype=dtype,
+        augment=augment,
+        augment_recipe=augment_recipe,
+        augment_seed=augment_seed,
     )
     src = source if isinstance(source, Source) else open_source(str(source), allow_outside_root=allow_outside_root)
     indices = list(range(len(src)))
@@ -243,19 +270,28 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
         parts.remove()
         return result
 
-    to_compute: list[int] = []
+    n_views = config["augment"]["views"] if config["augment"] else 0
+    known_views: dict[str, int] = {}
+    if existing is not None and n_views:
+        known_views = {existing.ids[row]: m for m, row in enumerate(existing.view_rows.tolist())}
+
+    # work items: (image index, view); view 0 is the clean image, 1..K its augmented views
+    items: list[tuple[int, int]] = []
     seen: set[str] = set()
     for i in planned:
         digest = digests[i]
-        if digest in known_rows or digest in parts or digest in known_failed or digest in seen:
+        if digest in known_failed or digest in seen:
             continue
         seen.add(digest)
-        to_compute.append(i)
+        if digest not in known_rows and digest not in parts:
+            items.append((i, 0))
+        if n_views and _augmentable(src.records[i]) and digest not in known_views:
+            items.extend((i, v) for v in range(1, n_views + 1) if f"{digest}:{v}" not in parts)
 
     # 3. compute what is new, one durable part per batch
     compute_seconds, shapes, computed = 0.0, None, 0
-    if to_compute:
-        compute_seconds, shapes, computed = _compute(src, to_compute, digests, config, parts, batch_size, progress)
+    if items:
+        compute_seconds, shapes, computed = _compute(src, items, digests, config, parts, batch_size, progress)
     failed_now = dict(known_failed)
     failed_now.update(parts.failed)
 
@@ -263,6 +299,7 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
     rows = Rows(ids=[], paths=[], labels=[], split=[], failed=list(listing_failed))
     failed_ids: list[str] = [""] * len(rows.failed)  # parallel to rows.failed; "" = rejected while listing
     sources_of_rows: list[tuple[str, int]] = []
+    row_images: list[int] = []  # the source index of each row
     for i in planned:
         digest = digests[i]
         record = src.records[i]
@@ -274,6 +311,7 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
             rows.failed.append((record.path, failed_now.get(digest, "not computed")))
             failed_ids.append(digest)
             continue
+        row_images.append(i)
         rows.ids.append(digest)
         rows.paths.append(record.path)
         rows.labels.append(int(record.label))
@@ -312,8 +350,32 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
+    view_rows = None
+    view_features = None
+    if n_views:
+        view_rows = [
+            row
+            for row, i in enumerate(row_images)
+            if _augmentable(src.records[i])
+            and (rows.ids[row] in known_views or all(f"{rows.ids[row]}:{v}" in parts for v in range(1, n_views + 1)))
+        ]
+
+        def view_features(start: int, stop: int):
+            block = np.empty((stop - start, n_views) + tuple(shapes[0]), dtype=config["dtype"])
+            for k, row in enumerate(view_rows[start:stop]):
+                digest = rows.ids[row]
+                if f"{digest}:1" in parts:
+                    for v in range(n_views):
+                        block[k, v] = parts.features(f"{digest}:{v + 1}")[0]
+                else:
+                    block[k] = existing.views[known_views[digest]]
+            return block
+
     try:
-        write_cache(path, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes, failed_ids=failed_ids)
+        write_cache(
+            path, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes, failed_ids=failed_ids,
+            view_rows=view_rows, view_features=view_features, views=n_views,
+        )
     finally:
         if existing is not None:
             existing.close()
@@ -368,7 +430,13 @@ def _full_batch(pixels: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate([pixels, padding])
 
 
-def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int, progress: bool):
+def _augmentable(record) -> bool:
+    """Training images get augmented views; so does every image of a source without splits (fit then keeps
+    each image's views on the same side of its split). Validation and test images never do."""
+    return record.split in ("train", "")
+
+
+def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
     import tensorflow as tf
 
     from .backbones import build_feature_model
@@ -388,9 +456,27 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
         outputs = model(tf.cast(pixels, tf.float32), training=False)
         return outputs if isinstance(outputs, (list, tuple)) else [outputs]
 
+    augment = None
+    if config["augment"]:
+        from .augment import Recipe, augment_image, view_rng
+
+        described = dict(config["augment"]["recipe"])
+        recipe = Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in described.items()})
+        seed = int(config["augment"]["seed"])
+        work_size = 2 * int(config["input_size"])
+
+        def augment(image, index, view):
+            return augment_image(image, recipe=recipe, rng=view_rng(digests[index], view, seed), work_size=work_size)
+
+    def key(position: int) -> str:
+        index, view = items[position]
+        return digests[index] if view == 0 else f"{digests[index]}:{view}"
+
     batches = image_batches(
         src,
-        to_compute,
+        [index for index, _ in items],
+        views=[view for _, view in items],
+        augment=augment,
         input_size=config["input_size"],
         resize=config["resize"],
         crop_fraction=config["crop_fraction"],
@@ -399,12 +485,12 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
     )
     shapes, computed = None, 0
     begin = time.perf_counter()
-    with _progress(len(to_compute), f"extracting ({config['backbone']})", progress) as bar:
-        for pixels, index, ok, reason in batches:
+    with _progress(len(items), f"extracting ({config['backbone']})", progress) as bar:
+        for pixels, position, ok, reason in batches:
             ok = ok.numpy()
-            index = index.numpy()
-            failed = [(digests[int(i)], r.decode("utf-8")) for i, good, r in zip(index, ok, reason.numpy()) if not good]
-            good_ids = [digests[int(i)] for i, good in zip(index, ok) if good]
+            position = position.numpy()
+            failed = [(key(int(p)), r.decode("utf-8")) for p, good, r in zip(position, ok, reason.numpy()) if not good]
+            good_ids = [key(int(p)) for p, good in zip(position, ok) if good]
             if good_ids:
                 outputs = infer(_full_batch(pixels.numpy()[ok], batch_size))
                 arrays = [np.asarray(output)[: len(good_ids)].astype(config["dtype"]) for output in outputs]
@@ -412,8 +498,8 @@ def _compute(src, to_compute, digests, config, parts: WorkParts, batch_size: int
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
             parts.write(good_ids, arrays, failed)
-            computed += len(good_ids)
-            bar.update(len(index))
+            computed += sum(1 for p, good in zip(position, ok) if good and items[int(p)][1] == 0)
+            bar.update(len(position))
     return time.perf_counter() - begin, shapes, computed
 
 
@@ -448,6 +534,9 @@ def build_parser():
     parser.add_argument("--preprocessing", default=None, help="override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="stored precision (default float32)")
+    parser.add_argument("--augment", type=int, default=0, metavar="K", help="also store K seeded augmented views of each training image")
+    parser.add_argument("--augment-recipe", default="standard", help="standard, imagedatagenerator (the seeds' settings) or flip")
+    parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
     parser.add_argument("--cache-dir", default=None, help="where caches live (default $TRANSFER_CACHE_DIR or ./caches)")
     parser.add_argument("--shard", default=None, help="extract only shard K of N (K/N, 0-based) into its own file")
     parser.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for another extraction of the same cache")
@@ -484,6 +573,9 @@ def _main(args) -> int:
         preprocessing=args.preprocessing,
         batch_size=args.batch_size,
         dtype=args.dtype,
+        augment=args.augment,
+        augment_recipe=args.augment_recipe,
+        augment_seed=args.augment_seed,
         cache_dir=args.cache_dir,
         shard=args.shard,
         lock_timeout=args.lock_timeout,

@@ -55,19 +55,28 @@ def image_batches(
     crop_fraction: float,
     interpolation: str,
     batch_size: int,
+    views=None,
+    augment=None,
     parallel_calls: int | None = None,
 ):
-    """A tf.data.Dataset of batches ``(pixels uint8 (B,S,S,3), index int64 (B,), ok bool (B,), reason string (B,))``.
+    """A tf.data.Dataset of batches ``(pixels uint8 (B,S,S,3), position int64 (B,), ok bool (B,), reason string (B,))``.
 
-    ``indices`` are positions in ``source``; order is kept (deterministic), so batch k always holds the same images.
+    Item ``position`` is image ``indices[position]`` of ``source``; with ``views`` (a view number per item, 0 = the
+    clean image) an item with view v > 0 is ``augment(image, index, v)`` before resizing. Order is kept
+    (deterministic), so batch k always holds the same items.
     """
     import tensorflow as tf
 
+    indices = np.asarray(indices, dtype=np.int64)
+    views = np.zeros_like(indices) if views is None else np.asarray(views, dtype=np.int64)
     blank = np.zeros((input_size, input_size, 3), np.uint8)
 
-    def load(index):
+    def load(position):
+        index, view = int(indices[position]), int(views[position])
         try:
-            image = source.load(int(index))
+            image = source.load(index)
+            if view:
+                image = augment(image, index, view)
             pixels = _imaging.resize_image(
                 image, size=input_size, policy=resize, crop_fraction=crop_fraction, interpolation=interpolation
             )
@@ -77,15 +86,15 @@ def image_batches(
         except Exception as exc:  # an unexpected decoder failure is still one bad image, never a crash
             return blank, False, f"cannot read image: {type(exc).__name__}: {exc}".encode("utf-8")
 
-    def load_tf(index):
-        pixels, ok, reason = tf.numpy_function(load, [index], [tf.uint8, tf.bool, tf.string], stateful=False)
+    def load_tf(position):
+        pixels, ok, reason = tf.numpy_function(load, [position], [tf.uint8, tf.bool, tf.string], stateful=False)
         pixels.set_shape((input_size, input_size, 3))
         ok.set_shape(())
         reason.set_shape(())
-        return pixels, index, ok, reason
+        return pixels, position, ok, reason
 
     autotune = tf.data.AUTOTUNE
-    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+    dataset = tf.data.Dataset.range(len(indices))
     dataset = dataset.map(load_tf, num_parallel_calls=parallel_calls or autotune, deterministic=True)
     dataset = dataset.batch(batch_size).prefetch(autotune)
     options = tf.data.Options()

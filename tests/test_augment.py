@@ -1,0 +1,89 @@
+"""Augmented views stored at extraction: seeded, reproducible, only for training images, incremental."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from transfer_cache import TransferCacheError
+from transfer_cache.augment import RECIPES, augment_image, get_recipe, view_rng
+from transfer_cache.cache import open_cache
+from transfer_cache.extract import extract
+
+from conftest import make_class_folder, write_image
+
+TINY = dict(backbone="tiny", weights="none", progress=False)
+
+
+@pytest.fixture
+def split_folder(tmp_path):
+    return make_class_folder(tmp_path / "images", per_class=3, splits=["train", "test"])
+
+
+def test_views_exist_for_training_images_only_and_are_reproducible(split_folder, tmp_path):
+    first = extract(str(split_folder), cache_dir=tmp_path / "a", augment=3, **TINY)
+    second = extract(str(split_folder), cache_dir=tmp_path / "b", augment=3, **TINY)
+    with open_cache(first.path) as a, open_cache(second.path) as b:
+        assert a.n_views == 3 and a.views.shape == (9, 3, 32)
+        assert set(a.split[a.view_rows]) == {"train"}
+        assert not set(np.flatnonzero(a.split == "test")) & set(a.view_rows.tolist())
+        np.testing.assert_array_equal(a.views[:], b.views[:])
+        clean = a.features[:][a.view_rows]
+        assert not np.allclose(a.views[:, 0], clean)  # a view is not the clean image
+        assert a.config["augment"]["views"] == 3 and a.config["augment"]["recipe"]["name"] == "standard"
+
+
+def test_another_seed_gives_other_views_and_another_cache(split_folder, tmp_path):
+    one = extract(str(split_folder), cache_dir=tmp_path, augment=2, augment_seed=0, **TINY)
+    two = extract(str(split_folder), cache_dir=tmp_path, augment=2, augment_seed=1, **TINY)
+    plain = extract(str(split_folder), cache_dir=tmp_path, **TINY)
+    assert len({one.path, two.path, plain.path}) == 3
+    with open_cache(one.path) as a, open_cache(two.path) as b, open_cache(plain.path) as c:
+        assert not np.allclose(a.views[:], b.views[:])
+        np.testing.assert_allclose(a.features[:], c.features[:], rtol=1e-6, atol=1e-6)  # clean rows unchanged
+        assert c.views is None and c.n_views == 0
+
+
+def test_new_images_get_views_and_old_views_are_copied(split_folder, tmp_path):
+    first = extract(str(split_folder), cache_dir=tmp_path, augment=2, **TINY)
+    with open_cache(first.path) as cache:
+        before = {cache.ids[row]: cache.views[m] for m, row in enumerate(cache.view_rows)}
+    write_image(split_folder / "train" / "cat" / "extra.png", seed=77)
+    second = extract(str(split_folder), cache_dir=tmp_path, augment=2, **TINY)
+    assert second.computed == 1 and second.reused == 18
+    with open_cache(second.path) as cache:
+        after = {cache.ids[row]: cache.views[m] for m, row in enumerate(cache.view_rows)}
+    assert len(after) == 10
+    for digest, views in before.items():
+        np.testing.assert_array_equal(after[digest], views)
+    assert extract(str(split_folder), cache_dir=tmp_path, augment=2, **TINY).hit
+
+
+def test_augment_image_is_a_pure_function_of_its_seed():
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    for recipe in RECIPES.values():
+        a = augment_image(image, recipe=recipe, rng=view_rng("ab" * 32, 1, 0))
+        b = augment_image(image, recipe=recipe, rng=view_rng("ab" * 32, 1, 0))
+        c = augment_image(image, recipe=recipe, rng=view_rng("ab" * 32, 2, 0))
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+        assert not np.array_equal(a, c) or recipe.name == "flip"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"augment": -1}, "augment must be a whole number of views, 0 or more; got -1"),
+        ({"augment": 2, "augment_recipe": "wild"}, "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip'; got 'wild'"),
+        ({"augment": 2, "layer": "conv2,conv3"}, "--augment works with one feature layer; got 2 (conv2, conv3)"),
+    ],
+)
+def test_bad_augmentation_arguments(split_folder, tmp_path, kwargs, message):
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        extract(str(split_folder), cache_dir=tmp_path, **TINY, **kwargs)
+
+
+def test_recipe_lookup():
+    assert get_recipe("imagedatagenerator").rotation == 40.0
