@@ -1,0 +1,284 @@
+"""fit(): splits, run folders, the index, leaderboards and the CLI, on small synthetic caches written with write_cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+
+from transfer_cache._errors import TransferCacheError
+from transfer_cache.cache import Rows, write_cache
+from transfer_cache.classifiers import KNN
+from transfer_cache.fit import INDEX_COLUMNS, fit, main
+
+CLASSES = ["ant", "bee", "cow"]
+
+
+@pytest.fixture(autouse=True)
+def _own_trust_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFER_CACHE_TRUST_FILE", str(tmp_path / "trusted.txt"))
+
+
+def make_cache(path, *, n=200, seed=0, split=None, labels=None, backbone="tiny", pooling="avg", layers=("feat",),
+               d=16, class_names=CLASSES):
+    """Three separable Gaussian blobs as a real cache file (one feature array per layer)."""
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    y = np.arange(n) % k if labels is None else np.asarray(labels)
+    centers = np.random.default_rng(99).normal(0.0, 4.0, size=(k, d))
+    features = [(centers[np.maximum(y, 0)] + rng.normal(0, 1.0, size=(n, d))).astype(np.float32) for _ in layers]
+    attrs = dict(
+        backbone=backbone, weights="none", weights_sha256="random", layers=list(layers), pooling=pooling,
+        input_size=32, resize="squash", crop_fraction=1.0, interpolation="bilinear", preprocessing="tf",
+        dtype="float32", augment=0, class_names=list(class_names), source="sklearn:digits", source_root="",
+    )
+    rows = Rows(
+        ids=[f"{seed:08x}{i:056x}" for i in range(n)], paths=[f"img/{seed}_{i:04d}.png" for i in range(n)],
+        labels=[int(v) for v in y], split=list(split) if split is not None else [""] * n,
+    )
+    return write_cache(path, attrs=attrs, rows=rows, features=features)
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_folder_and_index_are_as_specified(tmp_path):
+    cache = make_cache(tmp_path / "c.h5")
+    runs = tmp_path / "runs"
+    (result,) = fit([cache], classifier="logreg", runs_dir=runs, progress=False)
+
+    assert re.fullmatch(r"\d{8}-\d{6}-logreg-[0-9a-f]{6}", result.run_id)
+    assert result.run_dir == runs / result.run_id
+    assert sorted(p.name for p in result.run_dir.iterdir()) == ["config.json", "metrics.json", "model", "predictions.csv"]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    for key in ("run_id", "classifier", "params", "caches", "layer", "split", "seed", "created", "versions", "backbone", "class_names"):
+        assert key in config
+    assert config["caches"][0]["path"] == str(cache.resolve()) and config["caches"][0]["rows"] == 200
+    assert config["split"] == {"method": "stratified", "test_size": 0.2, "seed": 0, "cv": 0}
+    assert set(config["versions"]) == {"transfer_cache", "tensorflow", "keras", "scikit-learn", "numpy", "h5py"}
+    assert config["params"]["C"] == 1.0 and config["class_names"] == CLASSES and config["backbone"] == "tiny"
+
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "class_names",
+                "n_train", "n_test", "fit_seconds", "predict_seconds"):
+        assert key in metrics
+    assert (metrics["n_train"], metrics["n_test"]) == (160, 40)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == 40
+    assert set(metrics["per_class"]) == set(CLASSES)
+    assert sum(v["support"] for v in metrics["per_class"].values()) == 40
+
+    rows = read_csv(result.run_dir / "predictions.csv")
+    assert list(rows[0]) == ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence",
+                             "prob_ant", "prob_bee", "prob_cow"]
+    assert len(rows) == 40
+    accuracy = np.mean([r["true_label"] == r["pred_label"] for r in rows])
+    assert accuracy == pytest.approx(metrics["accuracy"])
+    counted = np.zeros((3, 3), int)
+    for r in rows:
+        counted[int(r["true_label"]), int(r["pred_label"])] += 1
+        assert r["path"] == f"img/0_{int(r['row']):04d}.png"
+        assert CLASSES[int(r["true_label"])] == r["true_name"] and int(r["true_label"]) == int(r["row"]) % 3
+    np.testing.assert_array_equal(counted, matrix)
+
+    (index_row,) = read_csv(runs / "index.csv")
+    assert tuple(index_row) == INDEX_COLUMNS
+    assert index_row["run_id"] == result.run_id and index_row["run_dir"] == str(result.run_dir.resolve())
+    assert float(index_row["accuracy"]) == pytest.approx(metrics["accuracy"], abs=1e-6)
+    assert index_row["fingerprint"] == config["caches"][0]["fingerprint"]
+
+
+def test_several_classifiers_give_a_sorted_leaderboard_and_append_to_the_index(tmp_path, capsys):
+    cache = make_cache(tmp_path / "c.h5")
+    runs = tmp_path / "runs"
+    assert main([str(cache), "--classifier", "logreg,knn,random_forest", "--runs-dir", str(runs), "--quiet",
+                 "--param", "knn.n_neighbors=3", "--param", "n_estimators=20"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    table = [line for line in out if re.match(r"\s+\d+\s+\w", line)]
+    assert [line.split()[1] for line in table] and len(table) == 3
+    scores = [float(line.split()[2]) for line in table]
+    assert scores == sorted(scores, reverse=True)
+    assert out[-1].startswith("3 runs in ") and "(160 train / 40 test rows); best " in out[-1]
+    index = read_csv(runs / "index.csv")
+    assert [r["classifier"] for r in index] == ["logreg", "knn", "random_forest"]
+    knn_config = json.loads((runs / index[1]["run_id"] / "config.json").read_text())
+    assert knn_config["params"] == {"n_neighbors": 3, "weights": "uniform", "metric": "euclidean"}
+    main([str(cache), "--classifier", "knn", "--runs-dir", str(runs), "--quiet"])
+    assert len(read_csv(runs / "index.csv")) == 4
+
+
+def test_stratified_split_is_reproducible_from_its_seed(tmp_path):
+    cache = make_cache(tmp_path / "c.h5")
+
+    def test_rows(seed):
+        (run,) = fit([cache], classifier="knn", seed=seed, runs_dir=tmp_path / "runs", progress=False)
+        return sorted(int(r["row"]) for r in read_csv(run.run_dir / "predictions.csv"))
+
+    first, again, other = test_rows(3), test_rows(3), test_rows(4)
+    assert first == again and first != other
+    labels = np.arange(200) % 3
+    assert np.bincount(labels[first]).tolist() == [14, 13, 13]  # stratified: 40 rows in class proportion
+
+
+def test_source_split_is_used_when_the_cache_has_one(tmp_path):
+    split = ["train"] * 150 + ["test"] * 50
+    cache = make_cache(tmp_path / "c.h5", split=split)
+    (run,) = fit([cache], classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    assert (run.metrics["n_train"], run.metrics["n_test"]) == (150, 50)
+    assert json.loads((run.run_dir / "config.json").read_text())["split"]["method"] == "source"
+    assert sorted(int(r["row"]) for r in read_csv(run.run_dir / "predictions.csv")) == list(range(150, 200))
+    (forced,) = fit([cache], classifier="logreg", split="stratified", runs_dir=tmp_path / "runs", progress=False)
+    assert forced.metrics["n_test"] == 40
+
+
+def test_train_val_split_without_test_tests_on_val(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", split=["train"] * 170 + ["val"] * 30)
+    (run,) = fit([cache], classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    assert (run.metrics["n_train"], run.metrics["n_test"]) == (170, 30)
+
+
+def test_cross_validation_reports_folds_and_predicts_every_row_once(tmp_path, capsys):
+    cache = make_cache(tmp_path / "c.h5")
+    assert main([str(cache), "--classifier", "logreg", "--cv", "4", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert re.search(r"\(cv \d\.\d{4} ± \d\.\d{4} over 4 folds\)", capsys.readouterr().out)
+    (row,) = read_csv(tmp_path / "runs" / "index.csv")
+    metrics = json.loads((tmp_path / "runs" / row["run_id"] / "metrics.json").read_text())
+    assert len(metrics["cv_scores"]) == 4
+    assert metrics["cv_accuracy_mean"] == pytest.approx(np.mean(metrics["cv_scores"]))
+    assert metrics["n_test"] == 200
+    rows = read_csv(tmp_path / "runs" / row["run_id"] / "predictions.csv")
+    assert sorted(int(r["row"]) for r in rows) == list(range(200))
+
+
+def test_grid_search_records_the_best_parameters(tmp_path):
+    cache = make_cache(tmp_path / "c.h5")
+    (run,) = fit([cache], classifier="knn", grid=["n_neighbors=1,5,9"], cv=3, runs_dir=tmp_path / "runs", progress=False)
+    config = json.loads((run.run_dir / "config.json").read_text())
+    assert config["grid_best_params"]["n_neighbors"] in (1, 5, 9)
+    assert config["params"]["n_neighbors"] == config["grid_best_params"]["n_neighbors"]
+    assert len(config["grid_results"]) == 3 and config["split"]["method"] == "stratified"
+
+
+def test_two_caches_with_the_same_fingerprint_are_concatenated(tmp_path):
+    a = make_cache(tmp_path / "a.h5", n=90, seed=1)
+    b = make_cache(tmp_path / "b.h5", n=60, seed=2)
+    (run,) = fit([a, b], classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    assert run.metrics["n_train"] + run.metrics["n_test"] == 150
+    rows = read_csv(run.run_dir / "predictions.csv")
+    assert {r["cache"] for r in rows} == {"0", "1"}
+    assert all(r["path"].startswith(f"img/{int(r['cache']) + 1}_") for r in rows)
+
+
+def test_test_cache_gives_train_and_test_and_class_names_merge_by_name(tmp_path):
+    train = make_cache(tmp_path / "train.h5", n=120, seed=1)
+    test = make_cache(tmp_path / "test.h5", n=30, seed=2, class_names=["ant", "bee", "cow"])
+    (run,) = fit([train], test_cache=test, classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    assert (run.metrics["n_train"], run.metrics["n_test"]) == (120, 30)
+    config = json.loads((run.run_dir / "config.json").read_text())
+    assert config["split"]["method"] == "caches" and [c["role"] for c in config["caches"]] == ["train", "test"]
+    assert run.accuracy >= 0.9
+
+
+def test_caches_of_different_fingerprints_are_refused_with_the_exact_message(tmp_path):
+    a = make_cache(tmp_path / "a.h5")
+    b = make_cache(tmp_path / "b.h5", pooling="max")
+    from transfer_cache.cache import open_cache
+
+    with open_cache(a) as ca, open_cache(b) as cb:
+        fa, fb = ca.fingerprint, cb.fingerprint
+    message = (
+        f"caches have different feature configurations: {a} (fingerprint {fa}, backbone tiny) vs {b} (fingerprint "
+        f"{fb}, backbone tiny); extract both with the same --backbone/--layer/--pooling/--input-size"
+    )
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        fit([a, b], classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        fit([a], test_cache=b, classifier="logreg", runs_dir=tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unlabelled_rows_are_left_out_with_a_note(tmp_path, capsys):
+    labels = np.arange(200) % 3
+    labels[:20] = -1
+    cache = make_cache(tmp_path / "c.h5", labels=labels)
+    (run,) = fit([cache], classifier="knn", runs_dir=tmp_path / "runs", progress=True)
+    assert run.metrics["n_train"] + run.metrics["n_test"] == 180
+    assert "note: 20 unlabelled rows (label -1) are left out of training and testing" in capsys.readouterr().err
+    assert json.loads((run.run_dir / "config.json").read_text())["notes"][0].startswith("20 unlabelled rows")
+
+
+def test_a_multi_layer_cache_needs_a_layer(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", layers=("low", "high"))
+    with pytest.raises(TransferCacheError, match=re.escape(
+        f"cache {cache} holds several layers (low, high); choose one with --layer NAME"
+    )):
+        fit([cache], classifier="knn", runs_dir=tmp_path / "runs", progress=False)
+    (run,) = fit([cache], classifier="knn", layer="high", runs_dir=tmp_path / "runs", progress=False)
+    assert json.loads((run.run_dir / "config.json").read_text())["layer"] == "high"
+
+
+def test_sgd_streams_from_hdf5_blocks(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=900)
+    (run,) = fit([cache], classifier="sgd", params=["chunk_rows=128", "epochs=3"], runs_dir=tmp_path / "runs", progress=False)
+    assert run.accuracy >= 0.9 and run.metrics["n_train"] == 720
+
+
+def test_dense_writes_history(tmp_path):
+    cache = make_cache(tmp_path / "c.h5")
+    (run,) = fit([cache], classifier="dense", params=["epochs=2", "hidden=16"], runs_dir=tmp_path / "runs", progress=False)
+    history = json.loads((run.run_dir / "history.json").read_text())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"} and len(history["loss"]) == 2
+    assert (run.run_dir / "model" / "head.keras").exists()
+
+
+def test_an_interrupted_run_leaves_no_folder_and_no_index_row(tmp_path, monkeypatch):
+    cache = make_cache(tmp_path / "c.h5")
+    runs = tmp_path / "runs"
+    fit([cache], classifier="logreg", runs_dir=runs, progress=False)
+
+    def killed(self, folder):  # fault injection: the process is interrupted while the model is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KNN, "_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit([cache], classifier="knn", runs_dir=runs, progress=False)
+    assert [p.name for p in runs.iterdir() if "knn" in p.name] == []
+    assert [r["classifier"] for r in read_csv(runs / "index.csv")] == ["logreg"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--classifier", "nope"], "unknown classifier 'nope'; choose from dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd, pixels"),
+        (["--classifier", "knn", "--param", "foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        (["--test-size", "1.5"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 1.5"),
+        (["--cv", "1"], "cv must be 0 (no cross-validation) or a number of folds >= 2; got 1"),
+        (["--split", "random"], "split must be one of 'auto', 'source', 'stratified', 'cv', 'caches'; got 'random'"),
+        (["--split", "source"], "--split source needs train and test (or val) rows in the cache; its rows have splits ['']; use --split stratified"),
+        (["--classifier", "knn,logreg", "--grid", "C=1,2"], "--grid searches one classifier; got 2 (knn, logreg)"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    cache = make_cache(tmp_path / "c.h5")
+    assert main([str(cache), "--runs-dir", str(tmp_path / "runs"), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == f"python -m transfer_cache.fit: error: {message}\n"
+    assert not (tmp_path / "runs" / "index.csv").exists()
+
+
+def test_cli_missing_cache_exits_2(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.h5"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "nope.h5 does not exist; run python -m transfer_cache.extract first" in err
+
+
+def test_report_flag_writes_a_report_per_run(tmp_path):
+    pytest.importorskip("transfer_cache.report")
+    cache = make_cache(tmp_path / "c.h5", n=90)
+    (run,) = fit([cache], classifier="knn", report=True, runs_dir=tmp_path / "runs", progress=False)
+    assert run.report is not None and run.report.exists() and run.report.stat().st_size > 0
