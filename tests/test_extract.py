@@ -310,3 +310,28 @@ def test_public_api_is_importable_lazily():
     assert tc.open_cache is open_cache
     with pytest.raises(AttributeError):
         tc.nonexistent
+
+
+def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp_path, cache_dir):
+    """The embedded backbone end to end: real photos, real ImageNet weights, the reference evaluation crop."""
+    import keras
+    from skimage import data as photos
+
+    from transfer_cache._efficientnet_lite import build_efficientnet_lite, center_crop_for_eval, preprocess_lite
+
+    root = tmp_path / "photos"
+    pictures = {"coffee": photos.coffee(), "chelsea": photos.chelsea(), "rocket": photos.rocket()}
+    for name, array in pictures.items():
+        (root / name).mkdir(parents=True)
+        Image.fromarray(array).save(root / name / f"{name}.png")
+
+    result = extract(str(root), cache_dir=cache_dir, progress=False)  # the default backbone
+    full = build_efficientnet_lite("efficientnet_lite0", include_top=True)
+    pooled = keras.Model(full.inputs, [full.get_layer("avg_pool").output, full.output])
+    crops = np.stack([center_crop_for_eval(Image.fromarray(pictures[n]), 224) for n in sorted(pictures)]).astype("float32")
+    features, probabilities = (np.asarray(t) for t in pooled(preprocess_lite(crops)))
+    with open_cache(result.path) as cache:
+        assert cache.config["backbone"] == "efficientnet_lite0" and cache.config["weights"] == "imagenet"
+        assert cache.paths == ["chelsea/chelsea.png", "coffee/coffee.png", "rocket/rocket.png"]
+        np.testing.assert_allclose(cache.features[:], features, rtol=1e-4, atol=1e-4)
+    assert probabilities.argmax(axis=1).tolist()[1] == 967  # espresso

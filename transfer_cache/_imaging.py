@@ -341,7 +341,8 @@ def resize_image(
         side = max(1, int(float(crop_fraction) * min(height, width)))
         top = (height - side + 1) // 2
         left = (width - side + 1) // 2
-        out = pil.resize((size, size), resample, box=(left, top, left + side, top + side))
+        # crop first, then resize: filtering never reaches past the crop (the reference evaluation crop does this)
+        out = pil.crop((left, top, left + side, top + side)).resize((size, size), resample)
     else:  # pad
         scale = size / max(height, width)
         new_w = min(size, max(1, round(width * scale)))

@@ -136,8 +136,8 @@ def feature_config(
         raise TransferCacheError(f"dtype must be one of {', '.join(repr(d) for d in DTYPES)}; got {dtype!r}")
     resize = resize or spec.resize
     crop_fraction = spec.crop_fraction if resize == "center-crop" and resize == spec.resize else 1.0
-    validate_resize(resize=resize, interpolation=spec.interpolation, crop_fraction=crop_fraction)
     size = int(input_size or spec.input_size)
+    validate_resize(size=size, policy=resize, interpolation=spec.interpolation, crop_fraction=crop_fraction)
     _, weights_name, weights_identity = resolve_weights(spec, weights)
     if not isinstance(augment, int) or augment < 0:
         raise TransferCacheError(f"augment must be a whole number of views, 0 or more; got {augment!r}")

@@ -12,23 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _imaging
-from ._errors import ImageError, TransferCacheError
-
-RESIZE_POLICIES = ("squash", "center-crop", "pad")
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
-
-
-def validate_resize(*, resize: str, interpolation: str, crop_fraction: float) -> None:
-    if resize not in RESIZE_POLICIES:
-        raise TransferCacheError(
-            f"resize policy must be one of {', '.join(repr(p) for p in RESIZE_POLICIES)}; got {resize!r}"
-        )
-    if interpolation not in INTERPOLATIONS:
-        raise TransferCacheError(
-            f"interpolation must be one of {', '.join(repr(p) for p in INTERPOLATIONS)}; got {interpolation!r}"
-        )
-    if not 0.0 < float(crop_fraction) <= 1.0:
-        raise TransferCacheError(f"crop fraction must be in (0, 1]; got {crop_fraction!r}")
+from ._errors import ImageError
+from ._imaging import INTERPOLATIONS, RESIZE_POLICIES, validate_resize  # noqa: F401  (re-exported for callers)
 
 
 def prepare_image(image, *, config: dict) -> np.ndarray:
