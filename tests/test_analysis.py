@@ -189,6 +189,15 @@ def scatter_points(fig) -> int:
 # --------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True)
+def single_openmp_thread():
+    """t-SNE's OpenMP threads spin and slow down badly on a shared, busy 2-core machine; one thread is steady."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture
 def blob_cache(tmp_path) -> Path:
     labels = np.repeat(np.arange(3), 40)
@@ -431,3 +440,61 @@ def test_leaderboard_sorts_runs_from_the_index(tmp_path):
         analysis.leaderboard_figure(runs, sort_by="f1")
     with pytest.raises(TransferCacheError, match=re.escape(f"no runs index at {tmp_path / 'index.csv'}")):
         analysis.leaderboard_figure(tmp_path)
+
+
+# --------------------------------------------------------------------------- real extract + fit run folders
+
+
+def make_real_runs(base: Path, classifiers=("logreg", "dense")) -> tuple[Path, list[Path]]:
+    """Extract a PNG folder with the tiny backbone and fit (by default) logreg and a 3-epoch dense head with transfer_cache.fit."""
+    from transfer_cache.extract import extract
+    from transfer_cache.fit import fit
+
+    make_image_folder(base / "images", per_class=16)
+    result = extract(str(base / "images"), backbone="tiny", weights="none", cache_dir=base / "caches", progress=False)
+    params = {name: ({"epochs": 3} if name == "dense" else {}) for name in classifiers}
+    runs = fit([result.path], classifier=list(classifiers), params=params, runs_dir=base / "runs",
+               progress=False)
+    return Path(result.path), [Path(r.run_dir) for r in runs]
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    return make_real_runs(tmp_path_factory.mktemp("real"))
+
+
+def test_real_runs_figures_match_their_files(real_runs):
+    cache_path, run_dirs = real_runs
+    for run_dir in run_dirs:
+        run = analysis.load_run(run_dir)
+        heatmap = analysis.confusion_matrix_figure(run["metrics"]).data[0]
+        assert np.asarray(heatmap.z).tolist() == run["metrics"]["confusion_matrix"]
+        assert list(heatmap.x) == run["config"]["class_names"] == list(CLASSES)
+        assert len(run["predictions"]["row"]) == run["metrics"]["n_test"]
+    dense = analysis.load_run(run_dirs[1])
+    assert dense["history"] is not None
+    curves = {trace.name: list(trace.y) for trace in analysis.training_curves_figure(run_dirs[1]).data}
+    assert curves == pytest.approx(dense["history"])
+    with open_cache(cache_path) as cache:
+        assert scatter_points(analysis.pca_figure(cache)) == len(cache) == 48
+
+
+def test_real_run_gallery_rereads_images_through_the_source(real_runs):
+    _, run_dirs = real_runs
+    for run_dir in run_dirs:
+        items = analysis.misclassified(run_dir, limit=100)
+        images = [t for t in analysis.misclassified_figure(run_dir, limit=100).data if t.type == "image"]
+        assert len(images) == len(items)
+        for trace, item in zip(images, items):
+            label = CLASSES.index(item["path"].split("/")[0])
+            assert tuple(decode_data_uri(trace.source)[0, 0]) == colour_of(label, int(item["path"][-6:-4]))
+
+
+def test_real_leaderboard_matches_the_index(real_runs):
+    _, run_dirs = real_runs
+    index = analysis.read_index(run_dirs[0].parent)
+    fig = analysis.leaderboard_figure(run_dirs[0].parent)
+    assert len(index) == 2
+    best = max(index, key=lambda r: (r["accuracy"], r["run_id"] == min(x["run_id"] for x in index)))
+    assert fig.data[0].x[-1] == pytest.approx(best["accuracy"])
+    assert {float(v) for v in fig.data[0].x} == {r["accuracy"] for r in index}

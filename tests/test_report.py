@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_run
+from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_real_runs, make_run, single_openmp_thread  # noqa: F401 (autouse)
 from transfer_cache import report
 from transfer_cache._errors import TransferCacheError
 
@@ -220,7 +220,9 @@ def _chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProc
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
-def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+def test_report_renders_in_headless_chromium(tmp_path):
+    """A real run (tiny backbone extraction, dense head fitted by transfer_cache.fit) opened in a real browser."""
+    _, (run_dir,) = make_real_runs(tmp_path / "real", classifiers=("dense",))  # dense: has training curves and, with 3 epochs on random features, mistakes
     out = report.write_report(run_dir, sample=30)
     page = out.read_text()
     n_figures = len(embedded_figures(page))

@@ -318,11 +318,24 @@ def explained_variance_figure(
 
 
 def tsne_figure(
-    cache, *, layer: str | None = None, sample: int = 2000, pca_dims: int = 50, perplexity: float = 30, seed: int = 0
+    cache,
+    *,
+    layer: str | None = None,
+    sample: int = 2000,
+    pca_dims: int = 50,
+    perplexity: float = 30,
+    seed: int = 0,
+    n_jobs: int | None = None,
 ) -> go.Figure:
-    """t-SNE map of the transfer values (PCA to ``pca_dims`` first, as in seed 003), seeded, coloured by class."""
+    """t-SNE map of the transfer values (PCA to ``pca_dims`` first, as in seed 003), seeded, coloured by class.
+
+    ``n_jobs`` caps scikit-learn's OpenMP threads (None: all cores). On a machine already busy with other work,
+    ``n_jobs=1`` is often several times faster, because spinning OpenMP threads fight for the cores.
+    """
     sample = _check_positive_int("sample", sample)
     pca_dims = _check_positive_int("pca_dims", pca_dims)
+    if n_jobs is not None:
+        n_jobs = _check_positive_int("n_jobs", n_jobs)
     if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not perplexity > 0:
         raise TransferCacheError(f"perplexity must be a positive number; got {perplexity!r}")
     from sklearn.decomposition import PCA
@@ -342,8 +355,11 @@ def tsne_figure(
         reduced_to = min(pca_dims, features.shape[0], dim)
         if reduced_to < dim:
             features = PCA(n_components=reduced_to, random_state=seed).fit_transform(features)
-        coords = TSNE(n_components=2, perplexity=float(perplexity), init="pca", learning_rate="auto",
-                      random_state=seed).fit_transform(features.astype(np.float32))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=n_jobs, user_api="openmp"):
+            coords = TSNE(n_components=2, perplexity=float(perplexity), init="pca", learning_rate="auto",
+                          random_state=seed).fit_transform(features.astype(np.float32))
         fig = go.Figure(_scatter_traces(coords, rows, cache))
         step = f"PCA to {reduced_to} dims, " if reduced_to < dim else ""
         title = f"t-SNE of {_describe(cache, layer)} ({step}perplexity {perplexity:g}, seed {seed}): {_sample_note(len(rows), n)}"
@@ -591,7 +607,7 @@ def _source_specs(description: str) -> list[str]:
     specs = [description]
     for prefix in _FILE_KINDS:
         if description.startswith(prefix):
-            specs.insert(0, description[len(prefix):])
+            specs.append(description[len(prefix):])  # older sources.py: the bare path
     return specs
 
 

@@ -162,7 +162,7 @@ def _cache_pairs(cache) -> list:
     ]
 
 
-def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick) -> None:
+def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick, n_jobs=None) -> None:
     from . import analysis
 
     n = len(cache)
@@ -185,14 +185,14 @@ def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne:
     perplexity = float(min(30.0, max(2.0, (points - 1) // 3)))
     page.heading("Transfer values: t-SNE")
     page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, not distances, are meaningful.")
-    page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed))
+    page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
     tick()
 
 
 # --------------------------------------------------------------------------- the two reports
 
 
-def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool) -> _Page:
+def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> _Page:
     from . import analysis
     from .cache import open_cache
 
@@ -204,7 +204,8 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
         page.heading("Classes")
         page.figure(analysis.class_counts_figure(cache))
         bar.update()
-        _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update)
+        _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update,
+                         n_jobs=n_jobs)
         page.heading(f"Failed images ({len(cache.failed)})")
         if cache.failed:
             shown = cache.failed[:1000]
@@ -217,7 +218,7 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
     return page
 
 
-def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool) -> _Page:
+def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> _Page:
     from . import analysis
 
     run = analysis.load_run(run_dir)
@@ -281,7 +282,7 @@ def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bo
                 page.figure(analysis.misclassified_figure(run))
             bar.update()
             _scatter_section(page, cache, layer=config.get("layer"), sample=sample, seed=seed, tsne=tsne, variance=False,
-                             tick=bar.update)
+                             tick=bar.update, n_jobs=n_jobs)
     return page
 
 
@@ -295,11 +296,13 @@ def _default_out(target: Path, is_run: bool) -> Path:
     return target / "report.html" if is_run else Path("reports") / f"{target.stem}.html"
 
 
-def _build(run_or_cache, *, out, sample, seed, tsne, progress) -> tuple[Path, _Page, bool]:
+def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> tuple[Path, _Page, bool]:
     from .analysis import _check_positive_int, is_run_dir
 
     target = Path(run_or_cache)
     sample = _check_positive_int("sample", sample)
+    if n_jobs is not None:
+        n_jobs = _check_positive_int("n_jobs", n_jobs)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TransferCacheError(f"seed must be an integer; got {seed!r}")
     if not target.exists():
@@ -313,7 +316,7 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress) -> tuple[Path, _P
     if out.suffix.lower() not in (".html", ".htm"):
         raise TransferCacheError(f"the report is an HTML page: --out must end in .html; got {out}")
     builder = _run_page if is_run else _cache_page
-    page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress)
+    page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -325,13 +328,14 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress) -> tuple[Path, _P
 
 
 def write_report(run_or_cache, *, out=None, sample: int = DEFAULT_SAMPLE, seed: int = 0, tsne: bool = True,
-                 progress: bool = False) -> Path:
+                 n_jobs: int | None = None, progress: bool = False) -> Path:
     """Write the HTML report of a run folder or a cache file and return its path.
 
     Default place: ``<run_dir>/report.html`` for a run, ``reports/<cache name>.html`` for a cache. ``sample`` caps the
-    points of the PCA and t-SNE scatters (seeded by ``seed``); ``tsne=False`` skips the slowest figure.
+    points of the PCA and t-SNE scatters (seeded by ``seed``); ``tsne=False`` skips the slowest figure; ``n_jobs``
+    caps t-SNE's threads (None: all cores).
     """
-    return _build(run_or_cache, out=out, sample=sample, seed=seed, tsne=tsne, progress=progress)[0]
+    return _build(run_or_cache, out=out, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs)[0]
 
 
 # --------------------------------------------------------------------------- command line
@@ -355,12 +359,15 @@ def build_parser():
                         help=f"at most N points in the PCA and t-SNE scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of t-SNE (default 0)")
     parser.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip t-SNE (the slowest figure)")
+    parser.add_argument("--n-jobs", metavar="N", type=int, default=None,
+                        help="threads for t-SNE (default: all cores; 1 is often faster on a busy machine)")
     return parser
 
 
 def _main(args) -> int:
     started = time.perf_counter()
-    out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne, progress=True)
+    out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
+                               progress=True, n_jobs=args.n_jobs)
     size = out.stat().st_size / 1e6
     kind = "run" if is_run else "cache"
     print(f"report: wrote {out} ({size:.1f} MB, {page.figures} figures) for {kind} {args.target} "
