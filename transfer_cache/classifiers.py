@@ -18,8 +18,8 @@ loading one that is not on it. The linear heads (``logreg``, ``linear_svm``) als
 they never need unpickling.
 
 ``linear_svm`` gives probabilities as a temperature-scaled softmax of ``LinearSVC.decision_function`` (one
-scalar temperature fitted by minimising the log-loss on the training rows), not ``CalibratedClassifierCV``: it
-keeps the head linear, so it exports exactly as a Dense layer with softmax, and costs one fit instead of five.
+scalar temperature fitted by minimising the log-loss of 3-fold out-of-fold decision values on the training rows),
+not ``CalibratedClassifierCV``: it keeps the head linear, so it exports exactly as a Dense layer with softmax.
 
 ``pixels`` is the raw-pixel baseline, not a head on transfer values: the "simple CNN" of seed 000 (three
 Conv2D(2x2, relu) + MaxPool blocks with 32, 32, 64 filters -> Flatten -> Dense(1024, relu) -> Dropout(0.2) ->
@@ -427,13 +427,13 @@ class _LinearClassifier(_SklearnClassifier):
             intercept = np.concatenate([[0.0], intercept])
         return coef.T, intercept
 
-    def _temperature(self, X, y) -> float:
+    def _temperature(self, X_scaled, y) -> float:
         return 1.0
 
     def _fit(self, X, y, X_val, y_val) -> None:
         super()._fit(X, y, X_val, y_val)
         W, b = self._raw_logits_params()
-        self.temperature_ = float(self._temperature(self._scaled(X) @ W + b, y))
+        self.temperature_ = float(self._temperature(self._scaled(X), y))
         self._fold(W, b)
 
     def _fold(self, W: np.ndarray, b: np.ndarray) -> None:
@@ -539,11 +539,26 @@ class LinearSVM(_LinearClassifier):
         p = self._params
         return LinearSVC(C=p["C"], max_iter=p["max_iter"], class_weight=_sk_class_weight(p["class_weight"]), random_state=self.seed)
 
-    def _temperature(self, logits, y) -> float:
+    def _temperature(self, X_scaled, y) -> float:
+        """One temperature minimising the log-loss of out-of-fold decision values (3 folds; training ones if too few rows).
+
+        Out-of-fold values keep separable training data from driving the temperature to zero (all-or-nothing
+        probabilities).
+        """
         from scipy.optimize import minimize_scalar
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         present = np.asarray(self.estimator_.classes_)
         column = np.searchsorted(present, y)
+        counts = np.bincount(column)
+        if len(present) > 1 and counts.min() >= 3:
+            folds = StratifiedKFold(3, shuffle=True, random_state=self.seed)
+            logits = cross_val_predict(self._estimator(), X_scaled, y, cv=folds, method="decision_function")
+        else:
+            logits = self.estimator_.decision_function(X_scaled)
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.ndim == 1:
+            logits = np.stack([np.zeros_like(logits), logits], axis=1)
 
         def log_loss(log_t: float) -> float:
             z = logits / math.exp(log_t)
