@@ -76,7 +76,7 @@ def test_augment_image_is_a_pure_function_of_its_seed():
     "kwargs, message",
     [
         ({"augment": -1}, "augment must be a whole number of views, 0 or more; got -1"),
-        ({"augment": 2, "augment_recipe": "wild"}, "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip'; got 'wild'"),
+        ({"augment": 2, "augment_recipe": "wild"}, "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip', 'mild'; got 'wild'"),
         ({"augment": 2, "layer": "conv2,conv3"}, "--augment works with one feature layer; got 2 (conv2, conv3)"),
     ],
 )

@@ -62,6 +62,16 @@ RECIPES = {
         fill="nearest",
     ),
     "flip": Recipe(name="flip", horizontal_flip=True),
+    # for images a mirror would change (digits, letters, text): small rotations and crops, no flip
+    "mild": Recipe(
+        name="mild",
+        horizontal_flip=False,
+        rotation=10.0,
+        crop_scale=(0.75, 1.0),
+        crop_ratio=(0.9, 1.1),
+        brightness=0.1,
+        contrast=0.1,
+    ),
 }
 
 

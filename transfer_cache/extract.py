@@ -535,7 +535,7 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="stored precision (default float32)")
     parser.add_argument("--augment", type=int, default=0, metavar="K", help="also store K seeded augmented views of each training image")
-    parser.add_argument("--augment-recipe", default="standard", help="standard, imagedatagenerator (the seeds' settings) or flip")
+    parser.add_argument("--augment-recipe", default="standard", help="standard, imagedatagenerator (the seeds' settings), flip, or mild (no flip: digits, text)")
     parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
     parser.add_argument("--cache-dir", default=None, help="where caches live (default $TRANSFER_CACHE_DIR or ./caches)")
     parser.add_argument("--shard", default=None, help="extract only shard K of N (K/N, 0-based) into its own file")
