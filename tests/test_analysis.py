@@ -318,6 +318,24 @@ def test_class_counts_per_split(tmp_path):
     assert "26 rows, 3 classes, 1 failed" in fig.layout.title.text
 
 
+def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
+    monkeypatch.setattr(analysis, "_READ_BLOCK_BYTES", 16 * 4 * 5)  # streamed in blocks of 5 rows
+    labels = np.array([0, 1, 2, -1, 2, 2] * 7)
+    path = make_blob_cache(tmp_path / "s.h5", labels=labels)
+    fig = analysis.class_similarity_figure(path)
+    with open_cache(path) as cache:
+        X = cache.features[:].astype(np.float64)
+    labelled = labels >= 0
+    means = np.stack([X[labels == k].mean(0) for k in range(3)]) - X[labelled].mean(0)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    np.testing.assert_allclose(fig.data[0].z, means @ means.T, atol=1e-5)
+    assert list(fig.data[0].x) == list(CLASSES)
+    assert "35 labelled rows" in fig.layout.title.text
+    one_class = make_blob_cache(tmp_path / "one.h5", labels=[0] * 5)
+    with pytest.raises(TransferCacheError, match=re.escape("class similarity needs labelled rows of at least 2 classes; the cache has 1")):
+        analysis.class_similarity_figure(one_class)
+
+
 # --------------------------------------------------------------------------- run folders
 
 

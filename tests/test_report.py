@@ -105,9 +105,9 @@ def test_cache_report_lists_config_counts_and_failures(big_cache, tmp_path):
     out = report.write_report(big_cache, out=tmp_path / "r" / "cache.html", sample=50)
     page = out.read_text()
     figures = embedded_figures(page)
-    assert [title_of(f).split(" ")[0] for f in figures] == ["Images", "PCA", "Explained", "t-SNE"]
-    assert count_points(figures[1]) == 50 and count_points(figures[3]) == 50
-    assert "sampled 50 of 120 rows" in title_of(figures[1])
+    assert [title_of(f).split(" ")[0] for f in figures] == ["Images", "Similarity", "PCA", "Explained", "t-SNE"]
+    assert count_points(figures[2]) == 50 and count_points(figures[4]) == 50
+    assert "sampled 50 of 120 rows" in title_of(figures[2])
     assert "cat/broken.png" in page and "truncated image: image file is truncated" in page
     assert "Failed images (1)" in page
 
@@ -115,8 +115,8 @@ def test_cache_report_lists_config_counts_and_failures(big_cache, tmp_path):
 def test_cache_report_without_tsne_and_all_rows(big_cache, tmp_path):
     page = report.write_report(big_cache, out=tmp_path / "c.html", sample=5000, tsne=False).read_text()
     figures = embedded_figures(page)
-    assert len(figures) == 3
-    assert count_points(figures[1]) == 120 and "all 120 rows" in title_of(figures[1])
+    assert len(figures) == 4
+    assert count_points(figures[2]) == 120 and "all 120 rows" in title_of(figures[2])
     assert "t-SNE skipped" in page
 
 

@@ -386,6 +386,59 @@ def class_counts_figure(cache) -> go.Figure:
     return fig
 
 
+def class_means(cache, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(per-class mean vectors (K, D), rows per class (K,), overall mean (D,)) over every labelled row, read in blocks."""
+    with _opened(cache) as cache:
+        dataset = cache.features_for(_layer_of(cache, layer))
+        n = dataset.shape[0]
+        dim = int(np.prod(dataset.shape[1:]))
+        k = len(cache.class_names)
+        sums = np.zeros((k, dim), dtype=np.float64)
+        counts = np.zeros(k, dtype=np.int64)
+        block = max(1, _READ_BLOCK_BYTES // max(1, dim * dataset.dtype.itemsize))
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            labels = cache.labels[start:stop]
+            keep = (labels >= 0) & (labels < k)
+            if keep.any():
+                chunk = np.asarray(dataset[start:stop], dtype=np.float64).reshape(stop - start, dim)[keep]
+                np.add.at(sums, labels[keep], chunk)
+                counts += np.bincount(labels[keep], minlength=k)
+    means = np.divide(sums, counts[:, None], out=np.zeros_like(sums), where=counts[:, None] > 0)
+    overall = sums.sum(axis=0) / max(1, counts.sum())
+    return means, counts, overall
+
+
+def class_similarity_figure(cache, *, layer: str | None = None) -> go.Figure:
+    """Cosine similarity of the class mean vectors after removing the overall mean: which classes the backbone confuses.
+
+    Raw transfer values are mostly non-negative (ReLU), so uncentred class means all look alike; centring shows
+    the structure. Classes without labelled rows are left out.
+    """
+    with _opened(cache) as cache:
+        means, counts, overall = class_means(cache, layer=layer)
+        present = np.flatnonzero(counts > 0)
+        names = [html.escape(class_name(cache.class_names, int(k))) for k in present]
+        total = int(counts.sum())
+    if len(present) < 2:
+        raise TransferCacheError(f"class similarity needs labelled rows of at least 2 classes; the cache has {len(present)}")
+    centred = means[present] - overall
+    norms = np.linalg.norm(centred, axis=1, keepdims=True)
+    unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+    similarity = np.clip(unit @ unit.T, -1.0, 1.0)
+    k = len(present)
+    fig = go.Figure(go.Heatmap(
+        z=similarity.astype(np.float32), x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
+        texttemplate="%{z:.2f}" if k <= 30 else "",
+        hovertemplate="%{y} vs %{x}: cosine %{z:.3f}<extra></extra>", colorbar=dict(title="cosine"),
+    ))
+    size = _matrix_height(k)
+    fig.update_layout(title=f"Similarity of class mean vectors (centred, cosine; {total} labelled rows)", height=size,
+                      width=size + 120, xaxis=dict(type="category", constrain="domain"),
+                      yaxis=dict(type="category", autorange="reversed", scaleanchor="x"))
+    return fig
+
+
 # --------------------------------------------------------------------------- run figures
 
 

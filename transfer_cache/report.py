@@ -203,6 +203,10 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
         page.html(_kv_table(_cache_pairs(cache)))
         page.heading("Classes")
         page.figure(analysis.class_counts_figure(cache))
+        if len(set(cache.labels[cache.labels >= 0].tolist())) >= 2:
+            page.note("How alike the classes look to the backbone: cosine similarity of each class's mean transfer "
+                      "vector, after removing the overall mean. High off-diagonal values predict confusions.")
+            page.figure(analysis.class_similarity_figure(cache))
         bar.update()
         _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update,
                          n_jobs=n_jobs)
