@@ -304,16 +304,14 @@ def explained_variance_figure(
         ratio = PCA(n_components=k, random_state=seed).fit(features).explained_variance_ratio_
         title = f"Explained variance of the first {k} principal components of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
     component = np.arange(1, k + 1)
-    fig = go.Figure(
-        [
-            go.Bar(x=component, y=(100 * ratio).astype(np.float32), name="per component",
-                   hovertemplate="PC%{x}: %{y:.2f}%<extra></extra>"),
-            go.Scatter(x=component, y=(100 * np.cumsum(ratio)).astype(np.float32), name="cumulative", mode="lines+markers",
-                       hovertemplate="PC1..PC%{x}: %{y:.1f}%<extra></extra>"),
-        ]
-    )
-    fig.update_layout(title=title, xaxis_title="principal component", yaxis_title="explained variance (%)",
-                      yaxis_range=[0, 100], height=450)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=component, y=(100 * ratio).astype(np.float32), name="per component (left axis)",
+                         hovertemplate="PC%{x}: %{y:.2f}%<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=component, y=(100 * np.cumsum(ratio)).astype(np.float32), name="cumulative (right axis)",
+                             mode="lines+markers", hovertemplate="PC1..PC%{x}: %{y:.1f}%<extra></extra>"), secondary_y=True)
+    fig.update_yaxes(title_text="per component (%)", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="cumulative (%)", range=[0, 100], showgrid=False, secondary_y=True)
+    fig.update_layout(title=title, xaxis_title="principal component", height=450)
     return fig
 
 
@@ -461,7 +459,7 @@ def _as_metrics(metrics) -> dict:
 
 
 def _matrix_height(k: int) -> int:
-    return int(min(1600, max(450, 160 + 28 * k)))
+    return int(min(1600, max(450, 160 + 40 * k)))
 
 
 def confusion_matrix_figure(metrics, *, normalize: bool = False) -> go.Figure:

@@ -91,7 +91,9 @@ def _table(rows, *, header=None, css_class="") -> str:
 
 
 def _kv_table(pairs) -> str:
-    return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in pairs) + "</table>"
+    """A two-column table; rows without a value are left out."""
+    return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in pairs
+                               if v not in (None, "")) + "</table>"
 
 
 class _Page:
