@@ -365,6 +365,7 @@ def test_confusion_matrix_cells_equal_metrics(folder_run):
     assert list(heatmap.x) == list(CLASSES) and list(heatmap.y) == list(CLASSES)
     assert heatmap.texttemplate == "%{z}"
     assert fig.layout.yaxis.autorange == "reversed"  # first class on top, as printed by seed 003
+    assert np.asarray(analysis.confusion_matrix_figure(analysis.load_run(run_dir)).data[0].z).tolist() == metrics["confusion_matrix"]
     normalised = analysis.confusion_matrix_figure(run_dir, normalize=True).data[0]
     counts = np.asarray(metrics["confusion_matrix"])
     np.testing.assert_allclose(normalised.z, counts / counts.sum(1, keepdims=True))

@@ -237,7 +237,7 @@ def _scatter_traces(coords: np.ndarray, rows: np.ndarray, cache: Cache) -> list:
             mode="markers",
             text=[html.escape(p) for p in paths[mask]],
             customdata=rows[mask].astype(np.int32),
-            hovertemplate="%{text}<br>" + html.escape(name).replace("%", "%%") + "<br>row %{customdata}<extra></extra>",
+            hovertemplate="%{text}<br>" + html.escape(name) + "<br>row %{customdata}<extra></extra>",
         )
         pts = coords[mask].astype(np.float32)
         if coords.shape[1] == 3:
@@ -441,7 +441,9 @@ def class_similarity_figure(cache, *, layer: str | None = None) -> go.Figure:
 
 
 def _as_metrics(metrics) -> dict:
-    if isinstance(metrics, dict):
+    if isinstance(metrics, dict) and "metrics" in metrics and "config" in metrics:  # a loaded run
+        data = metrics["metrics"]
+    elif isinstance(metrics, dict):
         data = metrics
     else:
         path = Path(metrics)
