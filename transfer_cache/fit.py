@@ -5,6 +5,12 @@ The split is chosen once for all classifiers of a command, so their scores are c
 * ``source``: the cache's own split, when its labelled rows hold train and test (or train and val) rows. With
   train/val/test, Keras heads use val as validation data and the other classifiers train on train + val.
 * ``stratified``: ``train_test_split(test_size, stratify=labels, random_state=seed)`` when there is no split.
+* ``unstratified``: ``train_test_split(test_size, random_state=seed)`` without stratification (seed 004's split), over
+  the labelled rows in cache order.
+* ``keras``: exactly the files ``keras.utils.image_dataset_from_directory(validation_split=test_size,
+  subset="validation", seed=seed)`` puts in its validation subset (seed 002): the class folders' image files in
+  Keras' listing order, shuffled by ``np.random.RandomState(seed)``, the last ``int(test_size * n)`` validated on.
+  Files Keras would list but that could not be decoded keep their place in that order and are left out.
 * ``cv``: ``--cv K`` alone runs StratifiedKFold(K, shuffle=True, random_state=seed) over all labelled rows; the
   metrics are those of the out-of-fold predictions (every row predicted once by a model that never saw it),
   ``cv_scores`` holds the per-fold accuracies, and the saved model is refitted on all labelled rows.
@@ -46,13 +52,17 @@ from ._errors import ImageError, TransferCacheError
 from .cache import Cache, open_cache, fsync_dir
 from .classifiers import CLASSIFIERS, Classifier, make_classifier, parse_grid, parse_params
 
-__all__ = ["RunResult", "fit", "format_leaderboard", "main", "INDEX_COLUMNS"]
+__all__ = [
+    "RunResult", "fit", "format_confusion", "format_leaderboard", "keras_file_order", "keras_validation_split", "main",
+    "INDEX_COLUMNS",
+]
 
 INDEX_COLUMNS = (
     "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
     "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir",
 )
-SPLITS = ("auto", "source", "stratified", "cv", "caches")
+SPLITS = ("auto", "source", "stratified", "unstratified", "keras", "cv", "caches")
+KERAS_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras image_dataset_utils.ALLOWLIST_FORMATS
 _BLOCK_ROWS = 4096
 
 
@@ -276,6 +286,10 @@ def _choose_split(data: _Data, *, split: str, test_size: float, seed: int, cv: i
             f"--split source needs train and test (or val) rows in the cache; its rows have splits {sorted(kinds)}; "
             "use --split stratified"
         )
+    if split == "unstratified":
+        return _Split("unstratified", *_unstratified(everything, test_size, seed), np.empty(0, np.int64))
+    if split == "keras":
+        return _keras_split(data, test_size, seed)
     if split in ("auto", "source") and has_source:
         train = np.flatnonzero(data.split == "train")
         if "test" in kinds:
@@ -309,6 +323,79 @@ def _stratified(labels: np.ndarray, rows: np.ndarray, test_size: float, seed: in
             "raise --test-size or add images"
         ) from None
     return np.sort(train), np.sort(test)
+
+
+def _unstratified(rows: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """train_test_split without stratification, as seed 004 calls it."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        train, test = train_test_split(rows, test_size=test_size, random_state=seed)
+    except ValueError as exc:
+        raise TransferCacheError(f"cannot split {len(rows)} rows with test_size={test_size}: {exc}; raise --test-size or add images") from None
+    return np.sort(train), np.sort(test)
+
+
+def keras_file_order(paths: Sequence[str], *, seed: int) -> list[int]:
+    """Indices of ``paths`` in the order ``image_dataset_from_directory(shuffle=True, seed=seed)`` lists them.
+
+    ``paths`` are relative to the directory Keras is given (``class/[sub/]file``). Keras takes the class folders
+    in sorted order (hidden ones skipped), walks each with roots sorted and file names sorted, keeps the allowed
+    image extensions, then shuffles the whole list with ``np.random.RandomState(seed).shuffle``. Paths Keras would
+    not list are left out.
+    """
+    import posixpath
+
+    listed = []
+    for i, path in enumerate(paths):
+        parts = path.split("/")
+        if len(parts) < 2 or parts[0].startswith(".") or not parts[-1].lower().endswith(KERAS_IMAGE_FORMATS):
+            continue
+        listed.append((parts[0], posixpath.dirname(path), parts[-1], i))
+    order = [entry[3] for entry in sorted(listed)]
+    np.random.RandomState(seed).shuffle(order)
+    return order
+
+
+def keras_validation_split(paths: Sequence[str], *, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, validation) indices of ``paths`` as ``image_dataset_from_directory`` selects its two subsets."""
+    order = keras_file_order(paths, seed=seed)
+    n_val = int(validation_split * len(order))
+    if n_val == 0 or n_val == len(order):
+        raise TransferCacheError(
+            f"--split keras with validation split {validation_split} keeps {n_val} of {len(order)} files for validation "
+            "(Keras takes int(split * files)); give a fraction that leaves files on both sides, e.g. 0.2"
+        )
+    return order[:-n_val], order[-n_val:]
+
+
+def _keras_split(data: _Data, test_size: float, seed: int) -> _Split:
+    """Seed 002's split: the training/validation files of image_dataset_from_directory(validation_split, seed)."""
+    if len(data.caches) != 1:
+        raise TransferCacheError(
+            f"--split keras reproduces image_dataset_from_directory on one directory; got {len(data.caches)} caches; "
+            "fit one cache of that directory"
+        )
+    cache = data.caches[0]
+    kinds = sorted(set(data.split.tolist()) - {""})
+    if kinds or not str(cache.config.get("source", "")).startswith("folder:"):
+        raise TransferCacheError(
+            f"--split keras needs a cache of one folder of class folders (root/<class>/<image>), as "
+            f"image_dataset_from_directory reads; {cache.path} comes from {cache.config.get('source')!r}"
+            + (f" with splits {kinds}" if kinds else "") + "; use --split source or --split stratified"
+        )
+    failed_paths = [path for path, _ in cache.failed]
+    all_paths = list(data.paths) + failed_paths
+    train, val = keras_validation_split(all_paths, validation_split=test_size, seed=seed)
+    n = len(data.paths)
+    lost = sum(1 for i in train + val if i >= n)
+    if lost:
+        data.notes.append(f"{lost} files Keras would list could not be decoded; they keep their place in the split and are left out")
+    skipped = n - sum(1 for i in train + val if i < n)
+    if skipped:
+        data.notes.append(f"{skipped} rows are not .bmp/.gif/.jpeg/.jpg/.png files, which Keras does not list; they are not used")
+    pick = lambda indices: np.sort(np.asarray([i for i in indices if i < n], dtype=np.int64))  # noqa: E731
+    return _Split("keras", pick(train), pick(val), np.empty(0, np.int64))
 
 
 def _folds(labels: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -673,7 +760,7 @@ def _write_run(
             for cache, role in zip(data.caches, data.roles)
         ],
         "layer": data.layer,
-        "split": {"method": split.method, "test_size": test_size if split.method == "stratified" else None, "seed": seed,
+        "split": {"method": split.method, "test_size": test_size if split.method in ("stratified", "unstratified", "keras") else None, "seed": seed,
                   "cv": cv},
         "seed": seed,
         "created": now.isoformat(timespec="seconds"),
@@ -847,6 +934,17 @@ def format_leaderboard(results: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def format_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
+    """The confusion matrix as seed 003 prints it: one bracketed row per true class, then its index and name."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    width = max(3, len(str(int(matrix.max()))) if matrix.size else 1)
+    lines = ["Confusion Matrix:"]
+    for k, (row, name) in enumerate(zip(matrix, class_names)):
+        lines.append("[" + " ".join(f"{int(v):>{width}}" for v in row) + f"] ({k}) {name}")
+    lines.append(" " + " ".join(f"({k})".rjust(width) for k in range(len(class_names))))
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- command line
 
 EPILOG = """examples:
@@ -855,6 +953,9 @@ EPILOG = """examples:
   python -m transfer_cache.fit CACHE --classifier knn --grid n_neighbors=1,3,5,9 --cv 5 --n-jobs 2
   python -m transfer_cache.fit CACHE --classifier logreg --cv 5
   python -m transfer_cache.fit TRAIN_CACHE --test-cache TEST_CACHE --classifier svm --report
+  python -m transfer_cache.fit CACHE --classifier dense --split keras --validation-split 0.2 --seed 123
+  python -m transfer_cache.fit CACHE --classifier logreg --split unstratified --test-size 0.1 --seed 42 --print-confusion
+
 
 classifiers: dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd (out of core), pixels (raw-pixel CNN baseline).
 --param key=value goes to every listed classifier that accepts it; name.key=value targets one (knn.n_neighbors=3).
@@ -873,14 +974,21 @@ def build_parser():
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a hyper-parameter (repeatable)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="grid-search candidates (repeatable)")
     parser.add_argument("--runs-dir", default="runs", help="where run folders go (default ./runs)")
-    parser.add_argument("--test-size", type=float, default=0.2, help="test fraction of a stratified split (default 0.2)")
+    parser.add_argument(
+        "--test-size", "--validation-split", dest="test_size", type=float, default=0.2,
+        help="held-out fraction: the test rows of --split stratified/unstratified, the validation files of --split keras (default 0.2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of every classifier (default 0)")
     parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation (or the folds of --grid)")
-    parser.add_argument("--split", default="auto", help="auto, source, stratified, cv or caches (default auto)")
+    parser.add_argument(
+        "--split", default="auto",
+        help="auto, source, stratified, unstratified, keras (image_dataset_from_directory's files), cv or caches (default auto)",
+    )
     parser.add_argument("--test-cache", default=None, help="a cache of test images (same fingerprint)")
     parser.add_argument("--layer", default=None, help="which cached layer to use when the cache holds several")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel workers for the grid search, knn and forests")
     parser.add_argument("--report", action="store_true", help="write an HTML report for each run")
+    parser.add_argument("--print-confusion", action="store_true", help="print each run's confusion matrix with class names")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     return parser
 
@@ -893,6 +1001,10 @@ def _main(args) -> int:
         grid=args.grid or None, n_jobs=args.n_jobs, report=args.report, progress=not args.quiet,
     )
     print(format_leaderboard(results))
+    if args.print_confusion:
+        for result in results:
+            print(f"{result.classifier} ({result.run_id}):")
+            print(format_confusion(result.metrics["confusion_matrix"], result.metrics["class_names"]))
     for result in results:
         if result.report is not None:
             print(f"report: {result.report}")
