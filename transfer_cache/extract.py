@@ -192,6 +192,11 @@ def extract(
     lock_timeout: float = 0.0,
     allow_outside_root: bool = False,
     progress: bool = True,
+    engine: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    shards: int | None = None,
+    mixed_precision: bool = False,
 ) -> ExtractResult:
     """Extract (or reuse) the transfer values of every image in ``source`` and return where the cache is.
 
@@ -199,12 +204,26 @@ def extract(
     ``sklearn:digits``, or a ``sources.Source``. All arguments are validated before any work starts.
     ``augment=K`` also stores K seeded augmented views (``augment_recipe``) of every training image (split
     "train", or every image of a source without splits: fit keeps each image's views on its side of the split).
+    ``shards=N`` extracts N shard files and merges them (``engine="dask"`` runs them on a Dask ``LocalCluster`` of
+    ``workers`` processes, or on the cluster at ``scheduler``; see ``distributed.run_sharded``). ``mixed_precision``
+    computes in float16 on GPUs (ignored, with a warning, when none is visible); several GPUs are used together
+    through a ``tf.distribute.MirroredStrategy``.
     """
     from .sources import Source, open_source
 
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TransferCacheError(f"batch size must be a whole number of at least 1; got {batch_size!r}")
+    if not isinstance(mixed_precision, bool):
+        raise TransferCacheError(f"mixed_precision must be True or False; got {mixed_precision!r}")
+    if _wants_sharded_run(engine=engine, scheduler=scheduler, workers=workers, shards=shards, shard=shard):
+        return _extract_sharded(
+            source, engine=engine, scheduler=scheduler, workers=workers, shards=shards, progress=progress,
+            backbone=backbone, layer=layer, pooling=pooling, input_size=input_size, weights=weights, resize=resize,
+            preprocessing=preprocessing, batch_size=batch_size, dtype=dtype, augment=augment,
+            augment_recipe=augment_recipe, augment_seed=augment_seed, cache_dir=cache_dir, lock_timeout=lock_timeout,
+            allow_outside_root=allow_outside_root, mixed_precision=mixed_precision,
+        )
     shard_k_n = parse_shard(shard)
     config = feature_config(
         backbone=backbone,
@@ -234,10 +253,53 @@ def extract(
     )
     with cache_lock(path, timeout=lock_timeout):
         sweep_temporaries(path)
-        return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
+        return _extract_locked(
+            src, indices, config, path, batch_size, progress, started, shard_k_n, mixed_precision=mixed_precision
+        )
 
 
-def _extract_locked(src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n) -> ExtractResult:
+ENGINES = ("local", "dask")
+
+
+def _wants_sharded_run(*, engine, scheduler, workers, shards, shard) -> bool:
+    """Check the engine options; True when the work is to be cut into shards (and merged) rather than done here."""
+    if engine not in ENGINES:
+        raise TransferCacheError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}; got {engine!r}")
+    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
+        raise TransferCacheError(f"shards must be a whole number of at least 1; got {shards!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise TransferCacheError(f"workers must be a whole number of at least 1; got {workers!r}")
+    if engine == "local" and (scheduler is not None or workers is not None):
+        raise TransferCacheError("--scheduler and --workers apply to --engine dask; add --engine dask or drop them")
+    sharded = engine == "dask" or shards is not None
+    if sharded and shard not in (None, ""):
+        raise TransferCacheError("give --shard K/N (extract one shard here) or --shards N (extract all and merge), not both")
+    return sharded
+
+
+def _extract_sharded(source, *, engine, scheduler, workers, shards, progress, **options) -> ExtractResult:
+    from .distributed import run_sharded_result
+    from .sources import Source
+
+    if isinstance(source, Source):
+        raise TransferCacheError(
+            "a sharded extraction needs the source as a spec string or path (each shard opens it itself); got a Source "
+            "object: pass the folder, manifest or name you opened it from"
+        )
+    workers = workers or 2
+    result = run_sharded_result(
+        str(source), shards=shards or workers, engine=engine, scheduler=scheduler, workers=workers, progress=progress,
+        **options,
+    )
+    return ExtractResult(
+        path=result.path, rows=result.rows, computed=result.computed, reused=result.reused, failed=result.failed,
+        seconds=result.seconds, compute_seconds=result.seconds, hit=result.hit,
+    )
+
+
+def _extract_locked(
+    src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n, *, mixed_precision: bool = False
+) -> ExtractResult:
     # 1. who is who: the content digest of every image
     listing_failed = list(getattr(src, "failed", []))
     digests: dict[int, str] = {}
@@ -291,7 +353,9 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
     # 3. compute what is new, one durable part per batch
     compute_seconds, shapes, computed = 0.0, None, 0
     if items:
-        compute_seconds, shapes, computed = _compute(src, items, digests, config, parts, batch_size, progress)
+        compute_seconds, shapes, computed = _compute(
+            src, items, digests, config, parts, batch_size, progress, mixed_precision=mixed_precision
+        )
     failed_now = dict(known_failed)
     failed_now.update(parts.failed)
 
@@ -347,6 +411,7 @@ def _extract_locked(src, indices, config, path: Path, batch_size: int, progress:
         source_kind=src.kind,
         source_root=str(src.root or ""),
         shard=f"{shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "",
+        compute_precision=_compute_precision(mixed_precision, warn=False),
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -436,25 +501,95 @@ def _augmentable(record) -> bool:
     return record.split in ("train", "")
 
 
-def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
+def _compute_precision(mixed_precision: bool, *, warn: bool = True) -> str:
+    """The Keras dtype policy of the forward pass: mixed_float16 only where it pays, on GPUs."""
+    if not mixed_precision:
+        return "float32"
     import tensorflow as tf
 
+    if not tf.config.list_physical_devices("GPU"):
+        if warn:
+            print("warning: --mixed-precision needs a GPU and none is visible; computing in float32", file=sys.stderr)
+        return "float32"
+    return "mixed_float16"
+
+
+def _gpu_devices() -> list[str] | None:
+    """All local GPUs when there are several (then a MirroredStrategy spreads each batch over them), else None."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return [gpu.name for gpu in gpus] if len(gpus) > 1 else None
+
+
+def _make_infer(build_model, *, devices: Sequence[str] | None = None, policy: str = "float32"):
+    """The compiled forward pass: uint8 batch in, one array per layer out, in batch order.
+
+    With several ``devices``, the model is built under a ``tf.distribute.MirroredStrategy`` and each batch is cut
+    into one contiguous slice per device (padded to equal slices), so the result order is the input order.
+    """
+    import keras
+    import tensorflow as tf
+
+    def forward(model, pixels):
+        outputs = model(tf.cast(pixels, tf.float32), training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return [tf.cast(output, tf.float32) for output in outputs]
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        if not devices or len(devices) < 2:
+            model = build_model()
+        else:
+            strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+            with strategy.scope():
+                model = build_model()
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+    if not devices or len(devices) < 2:
+        return tf.function(lambda pixels: forward(model, pixels), reduce_retracing=True)
+
+    replicas = strategy.num_replicas_in_sync
+
+    @tf.function(reduce_retracing=True)
+    def step(distributed_pixels):
+        return strategy.run(lambda pixels: forward(model, pixels), args=(distributed_pixels,))
+
+    def infer(pixels):
+        pixels = np.asarray(pixels)
+        per_device = -(-len(pixels) // replicas)
+        padded = _full_batch(pixels, per_device * replicas)
+        slices = [padded[r * per_device : (r + 1) * per_device] for r in range(replicas)]
+        distributed_pixels = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(slices[context.replica_id_in_sync_group])
+        )
+        outputs = step(distributed_pixels)
+        return [
+            np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(output)])[: len(pixels)]
+            for output in outputs
+        ]
+
+    return infer
+
+
+def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool, *, mixed_precision: bool = False):
     from .backbones import build_feature_model
     from .pipeline import image_batches
 
-    model, _ = build_feature_model(
-        backbone=config["backbone"],
-        layers=config["layers"],
-        pooling=config["pooling"],
-        input_size=config["input_size"],
-        weights=config["weights"],
-        preprocessing=config["preprocessing"],
-    )
+    def build_model():
+        model, _ = build_feature_model(
+            backbone=config["backbone"],
+            layers=config["layers"],
+            pooling=config["pooling"],
+            input_size=config["input_size"],
+            weights=config["weights"],
+            preprocessing=config["preprocessing"],
+        )
+        return model
 
-    @tf.function(reduce_retracing=True)
-    def infer(pixels):
-        outputs = model(tf.cast(pixels, tf.float32), training=False)
-        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    infer = _make_infer(build_model, devices=_gpu_devices(), policy=_compute_precision(mixed_precision))
 
     augment = None
     if config["augment"]:
@@ -510,6 +645,7 @@ EPILOG = """examples:
   python -m transfer_cache.extract data/flowers --backbone efficientnet_lite0 --batch-size 64
   python -m transfer_cache.extract data/train --backbone inception_v3 --input-size 150 --layer mixed7 --pooling flatten
   python -m transfer_cache.extract data/cats_dogs --backbone vgg16 --layer fc2 --weights vgg16_weights.h5
+  python -m transfer_cache.extract data/big --engine dask --workers 2 --shards 8
   python -m transfer_cache.extract --list-backbones
 
 SOURCE is a folder (root/<class>/<image> or root/<split>/<class>/<image>), a CSV manifest (path,label[,split]),
@@ -539,6 +675,11 @@ def build_parser():
     parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
     parser.add_argument("--cache-dir", default=None, help="where caches live (default $TRANSFER_CACHE_DIR or ./caches)")
     parser.add_argument("--shard", default=None, help="extract only shard K of N (K/N, 0-based) into its own file")
+    parser.add_argument("--shards", type=int, default=None, help="cut the images into N shards, extract each, then merge")
+    parser.add_argument("--engine", default="local", choices=ENGINES, help="run the shards here (local) or on Dask (dask)")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786; default: a local cluster)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes of the local Dask cluster (default 2)")
+    parser.add_argument("--mixed-precision", action="store_true", help="compute in float16 on GPUs (ignored without a GPU)")
     parser.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for another extraction of the same cache")
     parser.add_argument("--allow-outside-root", action="store_true", help="let a CSV manifest name files outside its folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -581,6 +722,11 @@ def _main(args) -> int:
         lock_timeout=args.lock_timeout,
         allow_outside_root=args.allow_outside_root,
         progress=not args.quiet,
+        engine=args.engine,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        shards=args.shards,
+        mixed_precision=args.mixed_precision,
     )
     for path, reason in result.failed[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
