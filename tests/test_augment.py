@@ -87,3 +87,74 @@ def test_bad_augmentation_arguments(split_folder, tmp_path, kwargs, message):
 
 def test_recipe_lookup():
     assert get_recipe("imagedatagenerator").rotation == 40.0
+
+
+# --------------------------------------------------------------------------- fit uses the views
+
+
+def _augmented_cache(tmp_path, *, views=3, splits=("train", "test")):
+    root = make_class_folder(tmp_path / "images", per_class=6, splits=list(splits) if splits else None)
+    return extract(str(root), cache_dir=tmp_path / "caches", augment=views, **TINY).path
+
+
+def test_fit_trains_sklearn_heads_on_every_view_and_tests_on_clean_rows(tmp_path):
+    from transfer_cache.fit import fit
+
+    path = _augmented_cache(tmp_path)
+    with_views = fit(path, classifier="logreg", runs_dir=tmp_path / "runs", progress=False)[0]
+    without = fit(path, classifier="logreg", runs_dir=tmp_path / "runs", views="none", progress=False)[0]
+    assert with_views.metrics["n_train"] == without.metrics["n_train"] == 18  # images, not rows
+    assert with_views.metrics["n_test"] == without.metrics["n_test"] == 18
+    config = __import__("json").loads((with_views.run_dir / "config.json").read_text())
+    assert config["augmented_views"] == 3
+    assert "augmented_views" not in __import__("json").loads((without.run_dir / "config.json").read_text())
+
+
+def test_dense_head_samples_one_view_per_image_each_epoch(tmp_path):
+    from transfer_cache.classifiers import make_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype("float32")
+    y = (X[:, 0] > 0).astype(int)
+    views = X[:, None, :] + rng.normal(scale=0.1, size=(40, 4, 8)).astype("float32")
+    mask = np.arange(40) < 30
+    head = make_classifier("dense", {"hidden": 16, "epochs": 3, "batch_size": 8}, seed=0)
+    head.fit(X, y, views=views, view_mask=mask, n_classes=2)
+    assert len(head.history["loss"]) == 3
+    again = make_classifier("dense", {"hidden": 16, "epochs": 3, "batch_size": 8}, seed=0)
+    again.fit(X, y, views=views, view_mask=mask, n_classes=2)
+    np.testing.assert_allclose(head.predict_proba(X), again.predict_proba(X), rtol=1e-5, atol=1e-6)  # seeded
+    plain = make_classifier("dense", {"hidden": 16, "epochs": 3, "batch_size": 8}, seed=0).fit(X, y, n_classes=2)
+    assert not np.allclose(head.predict_proba(X), plain.predict_proba(X))
+
+
+def test_views_are_grouped_with_their_image_in_cross_validation(tmp_path):
+    """With an unsplit source every image has views; each fold trains on its training images' views only."""
+    from transfer_cache.classifiers import _with_views
+    from transfer_cache.fit import _choose_split, _load_data
+
+    path = _augmented_cache(tmp_path, views=2, splits=None)
+    data = _load_data([path], None, None)
+    data.use_views = True
+    try:
+        split = _choose_split(data, split="auto", test_size=0.2, seed=0, cv=3, grid=False)
+        features = data.features(np.arange(len(data.labels)))
+        for train, test in split.folds:
+            views, mask = data.views(train)
+            assert mask.all() and views.shape == (len(train), 2, 32)
+            X, y = _with_views(features[train], data.labels[train], views, mask)
+            assert len(X) == 3 * len(train)
+            # no row of the expanded training set is a view of a test image
+            test_views, _ = data.views(test)
+            for vector in test_views.reshape(-1, 32):
+                assert not np.any(np.all(np.isclose(X, vector, atol=1e-7), axis=1))
+    finally:
+        data.close()
+
+
+def test_views_none_is_validated(tmp_path):
+    from transfer_cache.fit import fit
+
+    path = _augmented_cache(tmp_path, views=1)
+    with pytest.raises(TransferCacheError, match=re.escape("views must be one of 'auto', 'none'; got 'all'")):
+        fit(path, classifier="logreg", runs_dir=tmp_path / "runs", views="all", progress=False)

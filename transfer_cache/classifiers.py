@@ -257,6 +257,13 @@ def _class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
 # --------------------------------------------------------------------------- the interface
 
 
+def _with_views(X: np.ndarray, y: np.ndarray, views: np.ndarray, view_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every augmented view as one more training row, labelled as its image."""
+    chosen = views[view_mask]
+    extra = chosen.reshape((-1,) + X.shape[1:])
+    return np.concatenate([X, extra]), np.concatenate([y, np.repeat(y[view_mask], chosen.shape[1])])
+
+
 class Classifier(BaseEstimator, ClassifierMixin):
     """Base class: a named head with declared hyper-parameters. Subclasses implement _fit, _proba, _save, _load."""
 
@@ -305,8 +312,16 @@ class Classifier(BaseEstimator, ClassifierMixin):
         return f"{type(self).__name__}({inner})"
 
     # ---- the small interface
-    def fit(self, X, y, X_val=None, y_val=None, *, n_classes: int | None = None) -> "Classifier":
-        """Train on (X, y); ``n_classes`` fixes the number of probability columns (default: max label + 1)."""
+    def fit(
+        self, X, y, X_val=None, y_val=None, *, n_classes: int | None = None, views=None, view_mask=None
+    ) -> "Classifier":
+        """Train on (X, y); ``n_classes`` fixes the number of probability columns (default: max label + 1).
+
+        ``views`` (N, K, D), aligned with X, holds augmented views of the rows where ``view_mask`` is true (see
+        ``extract --augment``): Keras heads see one randomly chosen view (or the clean row) of each image per
+        epoch; the others train on every view as an extra row with its image's label. Both are aligned with X, so
+        a cross-validation split keeps every view on the side of its image.
+        """
         y = np.asarray(y, dtype=np.int64)
         if y.ndim != 1 or len(y) != len(X):
             raise TransferCacheError(f"X has {len(X)} rows but y has {len(y)} labels; give one label per row")
@@ -320,7 +335,20 @@ class Classifier(BaseEstimator, ClassifierMixin):
         self.classes_ = np.arange(self.n_classes_)
         if self.seed is not None:
             np.random.seed(int(self.seed) % (2**32))
-        self._fit(X, y, X_val, None if y_val is None else np.asarray(y_val, dtype=np.int64))
+        y_val = None if y_val is None else np.asarray(y_val, dtype=np.int64)
+        if views is not None:
+            views = np.asarray(views, dtype=np.float32)
+            view_mask = np.ones(len(X), bool) if view_mask is None else np.asarray(view_mask, dtype=bool)
+            if views.shape[0] != len(X) or view_mask.shape != (len(X),):
+                raise TransferCacheError(f"views must be aligned with X ({len(X)} rows); got {views.shape[0]} rows of views")
+            if self.is_keras:
+                self._train_views = (views, view_mask)
+            else:
+                X, y = _with_views(np.asarray(X, dtype=np.float32), y, views, view_mask)
+        try:
+            self._fit(X, y, X_val, y_val)
+        finally:
+            self._train_views = None
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -753,6 +781,34 @@ class SGD(_SklearnClassifier):
 _OPTIMIZER = Param("rmsprop", "str", ("rmsprop", "adam", "sgd"))
 
 
+def _view_sampler(X: np.ndarray, y: np.ndarray, views: np.ndarray, view_mask: np.ndarray, *, batch_size: int, seed: int):
+    """A Keras PyDataset that, each epoch, replaces every row that has views by one of (clean, view 1..K), seeded."""
+    import keras
+
+    class ViewSampler(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.rows = np.flatnonzero(view_mask)
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(X) / batch_size))
+
+        def __getitem__(self, index: int):
+            chosen = self.order[index * batch_size : (index + 1) * batch_size]
+            return self.epoch_X[chosen], y[chosen]
+
+        def on_epoch_end(self) -> None:
+            pick = self.rng.integers(0, views.shape[1] + 1, size=len(self.rows))  # 0 = the clean row
+            self.epoch_X = X.copy()
+            replaced = pick > 0
+            self.epoch_X[self.rows[replaced]] = views[self.rows[replaced], pick[replaced] - 1]
+            self.order = self.rng.permutation(len(X))
+
+    return ViewSampler()
+
+
 class _KerasClassifier(Classifier):
     """Shared training loop of the Keras heads: optimizer, class weights, early stopping, history."""
 
@@ -791,10 +847,19 @@ class _KerasClassifier(Classifier):
                 )
             )
         weights = _class_weights(y, 2 if sigmoid else self.n_classes_) if p["class_weight"] == "balanced" else None
-        history = self.model_.fit(
-            self._inputs(X), self._targets(y, sigmoid), validation_data=validation, epochs=p["epochs"],
-            batch_size=p["batch_size"], class_weight=weights, callbacks=callbacks, shuffle=True, verbose=0,
-        )
+        train_views = getattr(self, "_train_views", None)
+        if train_views is not None:  # one view (or the clean row) of each image per epoch
+            data = _view_sampler(
+                self._inputs(X), self._targets(y, sigmoid), *train_views, batch_size=p["batch_size"], seed=int(self.seed)
+            )
+            history = self.model_.fit(
+                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks, verbose=0
+            )
+        else:
+            history = self.model_.fit(
+                self._inputs(X), self._targets(y, sigmoid), validation_data=validation, epochs=p["epochs"],
+                batch_size=p["batch_size"], class_weight=weights, callbacks=callbacks, shuffle=True, verbose=0,
+            )
         self.history = {key: [float(v) for v in values] for key, values in history.history.items()}
 
     def _inputs(self, X) -> np.ndarray:

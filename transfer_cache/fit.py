@@ -63,6 +63,7 @@ INDEX_COLUMNS = (
 )
 SPLITS = ("auto", "source", "stratified", "unstratified", "keras", "cv", "caches")
 KERAS_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras image_dataset_utils.ALLOWLIST_FORMATS
+VIEWS = ("auto", "none")
 _BLOCK_ROWS = 4096
 
 
@@ -100,6 +101,7 @@ class _Data:
     split: np.ndarray
     paths: list[str]
     notes: list[str] = field(default_factory=list)
+    use_views: bool = False  # train on the caches' augmented views (extract --augment)
 
     @property
     def config(self) -> dict:
@@ -118,6 +120,24 @@ class _Data:
             order = np.argsort(cache_rows, kind="stable")
             out[mine[order]] = _read_rows(cache.features_for(self.layer), cache_rows[order])
         return out
+
+    def views(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Augmented views aligned with ``rows``: (len(rows), K, D) and a mask of the rows that have them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        first = self.caches[0]
+        out = np.zeros((len(rows), first.n_views) + tuple(first.views.shape[2:]), dtype=np.float32)
+        mask = np.zeros(len(rows), dtype=bool)
+        for k, cache in enumerate(self.caches):
+            where = {int(row): m for m, row in enumerate(cache.view_rows)}
+            mine = [(j, where[int(self.row_of[r])]) for j, r in enumerate(rows) if self.cache_of[r] == k and int(self.row_of[r]) in where]
+            if not mine:
+                continue
+            positions = np.asarray([j for j, _ in mine])
+            view_rows = np.asarray([m for _, m in mine])
+            order = np.argsort(view_rows, kind="stable")
+            out[positions[order]] = _read_rows(cache.views, view_rows[order])
+            mask[positions] = True
+        return out, mask
 
     def chunks(self, rows: np.ndarray, *, seed: int, block_rows: int = _BLOCK_ROWS):
         """A callable giving a fresh shuffled pass of (X, y) chunks over ``rows``, one HDF5 block at a time."""
@@ -701,7 +721,13 @@ def _fit_model(model: Classifier, data: _Data, inputs: _Inputs, train: np.ndarra
         return
     X_val = inputs.get(model, val) if len(val) else None
     y_val = data.labels[val] if len(val) else None
-    model.fit(inputs.get(model, train), data.labels[train], X_val, y_val, n_classes=K)
+    views, view_mask = data.views(train) if _takes_views(model, data) else (None, None)
+    model.fit(inputs.get(model, train), data.labels[train], X_val, y_val, n_classes=K, views=views, view_mask=view_mask)
+
+
+def _takes_views(model: Classifier, data: _Data) -> bool:
+    """Augmented views feed every head that trains on cached vectors in memory (not pixels, not streaming sgd)."""
+    return data.use_views and model.input_kind == "features" and model.name != "sgd"
 
 
 def _predict(model: Classifier, data: _Data, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
@@ -725,7 +751,11 @@ def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, tr
         model, grid, cv=StratifiedKFold(cv, shuffle=True, random_state=model.seed), scoring="accuracy",
         n_jobs=1 if model.is_keras else n_jobs, refit=True, error_score="raise",
     )
-    search.fit(inputs.get(model, train), labels, n_classes=len(data.class_names))
+    views, view_mask = data.views(train) if _takes_views(model, data) else (None, None)
+    fit_params = {"n_classes": len(data.class_names)}
+    if views is not None:  # aligned with the rows, so each fold keeps an image's views on its own side
+        fit_params.update(views=views, view_mask=view_mask)
+    search.fit(inputs.get(model, train), labels, **fit_params)
     results = [
         {"params": _jsonable(p), "mean_accuracy": float(m), "std_accuracy": float(s)}
         for p, m, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
@@ -831,12 +861,15 @@ def fit(
     grid: dict | Sequence[str] | None = None,
     n_jobs: int = 1,
     report: bool = False,
+    views: str = "auto",
     progress: bool = True,
 ) -> list[RunResult]:
     """Train each classifier on the cached vectors and write one run folder per classifier under ``runs_dir``.
 
     ``params``: ``["C=0.5", "knn.n_neighbors=3"]`` strings or a dict ({key: value}, or {classifier: {key: value}}).
-    ``grid``: ``["C=0.1,1,10"]`` (one classifier only). Returns the runs in the order fitted.
+    ``grid``: ``["C=0.1,1,10"]`` (one classifier only). ``views``: "auto" trains on the augmented views of a cache
+    made with ``extract --augment`` (training rows only; test rows are always the clean images), "none" ignores them.
+    Returns the runs in the order fitted.
     """
     names = _names(classifier)
     if isinstance(params, dict) and params and all(key in names and isinstance(value, dict) for key, value in params.items()):
@@ -850,6 +883,8 @@ def fit(
         grids[names[0]] = parse_grid(names[0], grid)
     for name in names:  # reject bad values before any work (construction validates every parameter)
         make_classifier(name, parsed[name], seed=seed, n_jobs=n_jobs)
+    if views not in VIEWS:
+        raise TransferCacheError(f"views must be one of {', '.join(repr(v) for v in VIEWS)}; got {views!r}")
     if split not in SPLITS:
         raise TransferCacheError(f"split must be one of {', '.join(repr(s) for s in SPLITS)}; got {split!r}")
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0.0 < float(test_size) < 1.0:
@@ -866,6 +901,13 @@ def fit(
     data = _load_data(cache_paths, test_cache, layer)
     try:
         chosen = _choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
+        counts = {cache.n_views for cache in data.caches}
+        if views == "auto" and len(counts) == 1 and counts != {0}:
+            data.use_views = True
+            data.notes.append(
+                f"training on {counts.pop()} augmented views per training image (test rows are the clean images; "
+                "--views none ignores them)"
+            )
         for note in data.notes:
             _note(note, progress)
         if any(CLASSIFIERS[name].input_kind == "pixels" for name in names):
@@ -884,6 +926,8 @@ def fit(
                     name, parsed[name], grids.get(name), data=data, split=chosen, inputs=inputs, seed=seed, cv=cv,
                     n_jobs=n_jobs,
                 )
+            if _takes_views(make_classifier(name, parsed[name], seed=seed), data):
+                outcome.extra["augmented_views"] = data.caches[0].n_views
             if any(issubclass(w.category, ConvergenceWarning) for w in caught):
                 message = f"{name} did not converge within its iteration limit; consider raising max_iter (or epochs)"
                 outcome.extra.setdefault("notes", []).append(message)
@@ -956,7 +1000,6 @@ EPILOG = """examples:
   python -m transfer_cache.fit CACHE --classifier dense --split keras --validation-split 0.2 --seed 123
   python -m transfer_cache.fit CACHE --classifier logreg --split unstratified --test-size 0.1 --seed 42 --print-confusion
 
-
 classifiers: dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd (out of core), pixels (raw-pixel CNN baseline).
 --param key=value goes to every listed classifier that accepts it; name.key=value targets one (knn.n_neighbors=3).
 Each run is written to RUNS_DIR/<run_id>/ and listed in RUNS_DIR/index.csv.
@@ -988,6 +1031,7 @@ def build_parser():
     parser.add_argument("--layer", default=None, help="which cached layer to use when the cache holds several")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel workers for the grid search, knn and forests")
     parser.add_argument("--report", action="store_true", help="write an HTML report for each run")
+    parser.add_argument("--views", default="auto", choices=VIEWS, help="auto: train on a cache's augmented views (extract --augment); none: ignore them")
     parser.add_argument("--print-confusion", action="store_true", help="print each run's confusion matrix with class names")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
     return parser
@@ -998,7 +1042,7 @@ def _main(args) -> int:
     results = fit(
         args.caches, classifier=args.classifier, params=args.param, layer=args.layer, test_size=args.test_size,
         seed=args.seed, cv=args.cv, split=args.split, test_cache=args.test_cache, runs_dir=args.runs_dir,
-        grid=args.grid or None, n_jobs=args.n_jobs, report=args.report, progress=not args.quiet,
+        grid=args.grid or None, n_jobs=args.n_jobs, report=args.report, views=args.views, progress=not args.quiet,
     )
     print(format_leaderboard(results))
     if args.print_confusion:
