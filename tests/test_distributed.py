@@ -137,3 +137,82 @@ def test_a_source_object_is_refused(images, tmp_path):
     expected = "a sharded run needs the source as a spec string or path (each worker opens it itself); got a "
     with pytest.raises(TransferCacheError, match=re.escape(expected)):
         run_sharded(open_source(str(root)), shards=2, cache_dir=tmp_path, **TINY)
+
+
+# --------------------------------------------------------------------------- through extract()
+
+
+def test_extract_with_shards_runs_them_and_merges(images, tmp_path):
+    root, single = images
+    result = extract(str(root), shards=3, cache_dir=tmp_path, progress=False, **TINY)
+    assert result.path == tmp_path / single.name and result.rows == 12 and result.computed == 12
+    _assert_same_cache(single, result.path)
+    assert extract(str(root), cache_dir=tmp_path, progress=False, **TINY).hit
+
+
+def test_extract_cli_with_dask_engine(images, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from transfer_cache.extract import main
+
+    root, single = images
+    with __import__("distributed").LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        argv = [str(root), "--backbone", "tiny", "--weights", TINY["weights"], "--cache-dir", str(tmp_path), "--quiet",
+                "--engine", "dask", "--scheduler", cluster.scheduler_address, "--shards", "2"]
+        assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("12 rows written (12 computed, 0 reused), 0 failed, ")
+    _assert_same_cache(single, tmp_path / single.name)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(engine="ray"), "engine must be one of 'local', 'dask'; got 'ray'"),
+        (dict(workers=2), "--scheduler and --workers apply to --engine dask; add --engine dask or drop them"),
+        (dict(shards=2, shard="0/2"), "give --shard K/N (extract one shard here) or --shards N (extract all and merge), not both"),
+        (dict(shards=0), "shards must be a whole number of at least 1; got 0"),
+        (dict(mixed_precision="yes"), "mixed_precision must be True or False; got 'yes'"),
+    ],
+)
+def test_extract_engine_options_are_checked(images, tmp_path, kwargs, expected):
+    root, _ = images
+    with pytest.raises(TransferCacheError, match=re.escape(expected)):
+        extract(str(root), cache_dir=tmp_path, progress=False, **TINY, **kwargs)
+
+
+def test_mixed_precision_without_a_gpu_computes_in_float32(images, tmp_path, capsys):
+    root, single = images
+    result = extract(str(root), cache_dir=tmp_path, progress=False, mixed_precision=True, **TINY)
+    assert "warning: --mixed-precision needs a GPU and none is visible; computing in float32" in capsys.readouterr().err
+    _assert_same_cache(single, result.path)
+    with open_cache(result.path) as cache:
+        assert cache.config["compute_precision"] == "float32"
+
+
+def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
+    """Two logical CPUs stand in for two GPUs: the replicated forward pass equals the single-device one, row for row."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from transfer_cache.backbones import build_feature_model
+        from transfer_cache.extract import _make_infer
+        build = lambda: build_feature_model(backbone="tiny", weights="none", layers=["conv2", "conv3"])[0]
+        one = _make_infer(build)
+        two = _make_infer(build, devices=["/cpu:0", "/cpu:1"])
+        for n in (7, 8, 1):
+            x = np.random.default_rng(n).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            for a, b in zip(one(x), two(x)):
+                a, b = np.asarray(a), np.asarray(b)
+                assert a.shape == b.shape == (n, a.shape[1]), (a.shape, b.shape)
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
