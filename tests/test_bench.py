@@ -1,0 +1,78 @@
+"""The benchmark command on tiny settings (it must run and write valid JSON), its test images, and memory flatness."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+from PIL import Image
+
+from transfer_cache import TransferCacheError
+from transfer_cache.bench import main, memory_flatness, run_bench, write_test_images
+
+
+def test_bench_cli_with_tiny_settings_writes_valid_json(tmp_path, capsys):
+    target = tmp_path / "bench.json"
+    argv = ["--backbone", "tiny", "--weights", "none", "--images", "12", "--repeats", "1", "--batch-size", "4",
+            "--epochs", "1", "--hvass-images", "3", "--io-mb", "1", "--skip", "memory", "--json", str(target), "--quiet"]
+    assert main(argv) == 0
+    report = json.loads(target.read_text())
+    assert 0 < report["pipeline_efficiency"] < 10
+    assert report["pipeline_efficiency"] == pytest.approx(
+        report["extract_images_per_second"]["median"] / report["backbone_images_per_second"]["median"]
+    )
+    assert (report["backbone"], report["images"], report["batch_size"], report["input_size"]) == ("tiny", 12, 4, 32)
+    assert report["seeds_frozen_base"]["epochs"] == 1 and report["seeds_frozen_base"]["speedup"] > 0
+    assert report["hvass_one_per_call"]["images"] == 3 and report["hvass_one_per_call"]["images_per_second"] > 0
+    synthetic = report["cache_read"]["synthetic_cache"]
+    assert synthetic["megabytes"] == pytest.approx(1.0, rel=0.05) and synthetic["warm_mb_per_second"] > 0
+    assert report["cache_read"]["extracted_cache"]["megabytes"] == pytest.approx(12 * 32 * 4 / 1e6)
+    assert "memory" not in report
+    out = capsys.readouterr().out
+    assert "pipeline efficiency (goal >= 0.95)" in out and f"(JSON: {target})" in out
+
+
+def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
+    folder = write_test_images(tmp_path / "a", 10, seed=3)
+    again = write_test_images(tmp_path / "b", 10, seed=3)
+    files = sorted(folder.rglob("*.jpg"))
+    assert len(files) == 10 and len({f.parent.name for f in files}) >= 5  # one class per sample photograph
+    contents = [f.read_bytes() for f in files]
+    assert len(set(contents)) == 10
+    assert contents == [f.read_bytes() for f in sorted(again.rglob("*.jpg"))]
+    for f in files:
+        with Image.open(f) as image:
+            assert image.format == "JPEG"
+            assert all(min(256, side) <= side <= 500 for side in image.size) and max(image.size) >= 256
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(images=0), "images must be a whole number of at least 1; got 0"),
+        (dict(repeats=0), "repeats must be a whole number of at least 1; got 0"),
+        (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
+        (dict(skip=("gpu",)), "skip must name parts among 'backbone', 'extract', 'seeds', 'hvass', 'io', 'memory'; got 'gpu'"),
+        (dict(skip=("backbone",)), "pipeline efficiency needs both 'backbone' and 'extract': skip both or neither"),
+        (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
+    ],
+)
+def test_arguments_are_checked_first(kwargs, expected):
+    with pytest.raises(TransferCacheError, match=re.escape(expected)):
+        run_bench(**{"backbone": "tiny", "weights": "none", **kwargs})
+
+
+def test_cli_reports_a_bad_json_folder(tmp_path, capsys):
+    assert main(["--backbone", "tiny", "--weights", "none", "--json", str(tmp_path / "no" / "b.json")]) == 2
+    assert "folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_peak_memory_stays_flat_from_1x_to_10x_images(tmp_path):
+    """Loose on purpose: 10x the images may cost a little (row metadata), never 10x the memory."""
+    figures = memory_flatness(options={"backbone": "tiny", "weights": "none", "batch_size": 32}, images=150, scale=10, workdir=tmp_path)
+    assert figures["images_scaled"] == 1500
+    assert figures["peak_rss_mb_scaled"] < 1.25 * figures["peak_rss_mb_1x"], figures
+    assert math.isfinite(figures["extra_mb_per_1000_images"])
