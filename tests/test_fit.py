@@ -258,7 +258,7 @@ def test_an_interrupted_run_leaves_no_folder_and_no_index_row(tmp_path, monkeypa
         (["--classifier", "knn", "--param", "foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
         (["--test-size", "1.5"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 1.5"),
         (["--cv", "1"], "cv must be 0 (no cross-validation) or a number of folds >= 2; got 1"),
-        (["--split", "random"], "split must be one of 'auto', 'source', 'stratified', 'cv', 'caches'; got 'random'"),
+        (["--split", "random"], "split must be one of 'auto', 'source', 'stratified', 'unstratified', 'keras', 'cv', 'caches'; got 'random'"),
         (["--split", "source"], "--split source needs train and test (or val) rows in the cache; its rows have splits ['']; use --split stratified"),
         (["--classifier", "knn,logreg", "--grid", "C=1,2"], "--grid searches one classifier; got 2 (knn, logreg)"),
     ],

@@ -26,7 +26,9 @@ from plotly import colors as _colors
 from plotly.subplots import make_subplots
 
 from ._errors import ImageError, TransferCacheError
+from ._imaging import decode_image
 from .cache import Cache, open_cache
+from .sources import reopen
 
 UNLABELLED = "unlabelled"
 _READ_BLOCK_BYTES = 64 << 20
@@ -624,18 +626,9 @@ class _ImageFinder:
             return
         self._index = {}
         try:
-            from .sources import open_source
-        except ImportError:
-            self._source_error = "transfer_cache.sources is not available"
-            return
-        for spec in _source_specs(str(self.config.get("source") or "")):
-            try:  # the user already extracted these images: paths outside a manifest's folder were allowed then
-                self._source = open_source(spec, allow_outside_root=True)
-            except TransferCacheError as exc:
-                self._source_error = str(exc)
-                continue
-            self._index = {record.path: i for i, record in enumerate(self._source.records)}
-            return
+            self._source, self._index = reopen(str(self.config.get("source") or ""))
+        except TransferCacheError as exc:
+            self._source_error = str(exc)
 
     def load(self, path: str) -> np.ndarray:
         self._open_source()
@@ -645,38 +638,9 @@ class _ImageFinder:
         if root:
             file = Path(root) / path
             if file.is_file():
-                return _decode_file(file)
+                return decode_image(file.read_bytes())
         reason = self._source_error or f"not found in source {self.config.get('source')!r}"
         raise ImageError(f"cannot re-read {path}: {reason}")
-
-
-_FILE_KINDS = ("folder:", "csv:", "arrays:", "cifar:")
-
-
-def _source_specs(description: str) -> list[str]:
-    """What to pass to ``open_source`` for a cache's source description ("folder:/abs/root" -> "/abs/root")."""
-    if not description:
-        return []
-    specs = [description]
-    for prefix in _FILE_KINDS:
-        if description.startswith(prefix):
-            specs.append(description[len(prefix):])  # older sources.py: the bare path
-    return specs
-
-
-def _decode_file(file: Path) -> np.ndarray:
-    data = file.read_bytes()
-    try:
-        from ._imaging import decode_image
-    except ImportError:
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                return np.asarray(image.convert("RGB"))
-        except Exception as exc:  # PIL raises many types for bad files
-            raise ImageError(f"cannot decode {file}: {exc}") from exc
-    return decode_image(data)
 
 
 def misclassified(run, *, limit: int = 24) -> list[dict]:

@@ -435,18 +435,12 @@ def _folds(labels: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.
 # --------------------------------------------------------------------------- pixels (the raw-image baseline)
 
 
-def _source_spec(description: str) -> str:
-    """A cache's source description ("folder:/abs/root", "sklearn:digits") -> what open_source accepts."""
-    kind, _, rest = description.partition(":")
-    return rest if kind in ("folder", "csv", "arrays", "cifar") else description
-
-
 def _images(data: _Data, rows: np.ndarray, size: int, progress: bool) -> np.ndarray:
     """Re-read the images of ``rows`` through each cache's source (matched by path), resized as extraction did."""
     from tqdm import tqdm
 
     from .pipeline import prepare_image
-    from .sources import open_source
+    from .sources import reopen
 
     out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
     sources = {}
@@ -455,13 +449,12 @@ def _images(data: _Data, rows: np.ndarray, size: int, progress: bool) -> np.ndar
             continue
         description = str(cache.config.get("source", ""))
         try:
-            source = open_source(_source_spec(description))
+            sources[k] = reopen(description)
         except TransferCacheError as exc:
             raise TransferCacheError(
                 f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({description}) cannot be "
                 f"opened: {exc}"
             ) from None
-        sources[k] = (source, {record.path: i for i, record in enumerate(source.records)})
     config = dict(data.config)
     config["input_size"] = size
     for j, row in enumerate(tqdm(rows, desc="reading images", unit="img", disable=not progress, leave=False)):
@@ -952,11 +945,8 @@ def _note(message: str, progress: bool) -> None:
 
 
 def _reports(results: list[RunResult], progress: bool) -> None:
-    try:
-        from . import report as report_module
-    except ImportError:
-        _note("--report skipped: transfer_cache.report is not available in this installation", True)
-        return
+    from . import report as report_module  # imported here: report is the stage downstream of fit
+
     for result in results:
         result.report = Path(report_module.write_report(result.run_dir))
 

@@ -930,3 +930,13 @@ __all__ = [
     "SklearnSource",
     "open_source",
 ]
+
+
+def reopen(description: str) -> tuple[Source, dict[str, int]]:
+    """Open the source a cache was made from again, its records indexed by path (thumbnails, the raw-pixel baseline).
+
+    ``description`` is the cache's ``source`` attribute. Paths outside a manifest's folder are allowed here: the
+    user already chose to extract those images.
+    """
+    source = open_source(description, allow_outside_root=True)
+    return source, {record.path: i for i, record in enumerate(source.records)}
