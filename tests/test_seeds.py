@@ -396,3 +396,23 @@ def test_datasets_vehicles_from_a_cloned_folder(tmp_path, capsys):
 
     with pytest.raises(TransferCacheError, match=re.escape(f"{bad} does not have the seed's layout: {VEHICLES_LAYOUT}")):
         fetch("vehicles", dest=tmp_path / "d3", source=bad)
+
+
+def test_datasets_download_fails_fast_with_a_network_message(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    from transfer_cache import datasets
+
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused at once, as offline
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/flower_photos.tgz"
+    monkeypatch.setattr(datasets, "FLOWERS_URL", url)
+    start = time.perf_counter()
+    with pytest.raises(TransferCacheError, match=re.escape(f"could not download {url}: ")) as caught:
+        datasets.fetch("flowers", dest=tmp_path / "data", progress=False)
+    assert time.perf_counter() - start < 10
+    assert "this command needs the network" in str(caught.value)
+    assert not (tmp_path / "data" / "flower_photos").exists()
+    assert not list((tmp_path / "data").glob(".downloads/*"))
