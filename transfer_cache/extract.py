@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _cli
-from ._errors import TransferCacheError
+from ._errors import ImageError, TransferCacheError
 from .backbones import DEFAULT_BACKBONE, POOLINGS, get_spec, list_backbones, resolve_weights, validate_choices
 from .cache import (
     DTYPES,
@@ -307,6 +307,8 @@ def _extract_locked(
         for i in indices:
             try:
                 digests[i] = src.digest(i)
+            except ImageError as exc:  # unreadable (permissions) or gone since listing: one bad image, not a crash
+                listing_failed.append((src.records[i].path, str(exc)))
             except OSError as exc:
                 listing_failed.append((src.records[i].path, f"cannot read file: {exc.strerror or exc}"))
             bar.update(1)
