@@ -279,7 +279,9 @@ _MEMORY_CHILD = textwrap.dedent(
     from transfer_cache.extract import extract
     options = json.loads(sys.argv[1])
     result = extract(sys.argv[2], cache_dir=sys.argv[3], progress=False, **options)
+    import psutil  # the resident size at the end shows growth that the start-up peak would hide
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                      "end_rss_mb": psutil.Process().memory_info().rss / 2**20,
                       "rows": result.rows, "computed": result.computed, "images_per_second": result.images_per_second}))
     """
 )
@@ -310,6 +312,8 @@ def memory_flatness(*, options: dict, images: int, scale: int, workdir: Path, se
         "peak_rss_mb_1x": one["peak_rss_mb"],
         "peak_rss_mb_scaled": many["peak_rss_mb"],
         "ratio": many["peak_rss_mb"] / one["peak_rss_mb"],
+        "end_rss_mb_1x": one["end_rss_mb"],
+        "end_rss_mb_scaled": many["end_rss_mb"],
         "extra_mb_per_1000_images": (many["peak_rss_mb"] - one["peak_rss_mb"]) / (images * (scale - 1)) * 1000,
     }
 
@@ -504,6 +508,7 @@ def format_table(report: dict) -> str:
         row(f"peak RSS extracting {m['images_1x']} / {m['images_scaled']} images (MB)",
             f"{m['peak_rss_mb_1x']:.0f} / {m['peak_rss_mb_scaled']:.0f} (x{m['ratio']:.2f}, "
             f"+{m['extra_mb_per_1000_images']:.1f} MB per 1000 images)")
+        row("  resident at the end of the extraction (MB)", f"{m['end_rss_mb_1x']:.0f} / {m['end_rss_mb_scaled']:.0f}")
     return "\n".join(lines)
 
 
