@@ -53,6 +53,12 @@ FINGERPRINT_FIELDS = (
 
 _STRING = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
+# the fingerprint in a cache's file name (see cache_filename), with an optional shard suffix
+_NAME_FINGERPRINT = re.compile(r"\.([0-9a-f]{16})(?:\.shard\d+-of-\d+)?\.h5$")
+
+
+class NewerFormatError(TransferCacheError):
+    """A cache written by a newer transfer_cache: not damaged, so it is never deleted or overwritten."""
 
 
 def fingerprint(config: dict) -> str:
@@ -99,8 +105,9 @@ def fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _disk_error(exc: OSError, path: Path) -> TransferCacheError:
-    if exc.errno == errno.ENOSPC:
+def _disk_error(exc: Exception, path: Path) -> TransferCacheError:
+    # h5py reports a failed write inside HDF5 as RuntimeError/OSError whose text carries "errno = 28"
+    if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in str(exc):
         return TransferCacheError(
             f"no space left on the device while writing {path}: the previous cache (if any) is untouched and "
             "finished batches are kept for the next run; free some space or pass --cache-dir on another disk, then run again"
@@ -286,7 +293,7 @@ class Cache:
             raise TransferCacheError(f"{self.path} is an HDF5 file but not a transfer_cache cache (no format='{FORMAT}' attribute)")
         version = int(attrs.get("format_version", -1))
         if version > FORMAT_VERSION:
-            raise TransferCacheError(
+            raise NewerFormatError(
                 f"{self.path} was written in cache format {version}, newer than this transfer_cache reads "
                 f"(up to {FORMAT_VERSION}); upgrade with pip install -U transfer_cache"
             )
@@ -295,6 +302,18 @@ class Cache:
         self.config: dict = {key: _attr(value) for key, value in attrs.items()}
         self.layers: list[str] = list(self.config["layers"])
         self.fingerprint: str = self.config["fingerprint"]
+        if all(name in self.config for name in FINGERPRINT_FIELDS) and fingerprint(self.config) != self.fingerprint:
+            raise TransferCacheError(
+                f"cache {self.path} is inconsistent: its configuration attributes do not match its fingerprint "
+                f"{self.fingerprint} (edited by hand?); delete it and extract again"
+            )
+        named = _NAME_FINGERPRINT.search(self.path.name)
+        if named and named.group(1) != self.fingerprint:
+            raise TransferCacheError(
+                f"cache {self.path} holds fingerprint {self.fingerprint} but its name says {named.group(1)}: it was "
+                "renamed or copied from another feature configuration; give it back its name, or delete it and "
+                "extract again"
+            )
         self.class_names: list[str] = list(self.config.get("class_names", []))
         self.labels = self._file["labels"][()].astype(np.int64)
         n = self.labels.shape[0]
@@ -455,6 +474,8 @@ def write_cache(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    needed = _estimated_size(rows, feature_shapes, dtype, n_views=len(view_rows) * views if view_rows is not None else 0)
+    _reserve_space(path.with_name(f".{path.name}.tmp-{os.getpid()}.reserve"), needed, path)
     try:
         with h5py.File(temporary, "w") as out:
             for key, value in full.items():
@@ -490,13 +511,53 @@ def write_cache(
         fsync_file(temporary)
         os.replace(temporary, path)
         fsync_dir(path.parent)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         temporary.unlink(missing_ok=True)
         raise _disk_error(exc, path) from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def _estimated_size(rows: Rows, feature_shapes, dtype: np.dtype, *, n_views: int) -> int:
+    """An upper bound of the bytes a cache file takes: whole chunks of every feature dataset, strings, slack."""
+    n = len(rows.ids)
+    total = 1 << 20
+    for shape in feature_shapes:
+        row_bytes = int(np.prod(shape)) * dtype.itemsize
+        chunk = _chunk_rows(row_bytes, max(n, 1))
+        total += -(-n // chunk) * chunk * row_bytes + 64 * (-(-n // chunk))
+    if n_views:
+        total += n_views * int(np.prod(feature_shapes[0])) * dtype.itemsize + (1 << 20)
+    strings = list(rows.paths) + list(rows.split) + [p for p, _ in rows.failed] + [r for _, r in rows.failed]
+    total += sum(64 + len(text.encode("utf-8", "surrogateescape")) for text in strings)
+    total += 160 * (n + len(rows.failed))  # ids, labels, failed ids
+    return int(total * 1.05)
+
+
+def _reserve_space(reservation: Path, needed: int, path: Path) -> None:
+    """Refuse, before HDF5 writes a byte, a cache that cannot fit on its disk.
+
+    HDF5 handles a full disk badly: a write that fails while it flushes its caches can leave the library in a state
+    where the process later crashes. So the space is claimed first with ``posix_fallocate`` on a scratch file (which
+    counts quotas and reserved blocks exactly as the real write will), then released for the cache. Filesystems
+    without fallocate skip the check.
+    """
+    try:
+        fd = os.open(reservation, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise _disk_error(exc, path) from exc
+    try:
+        os.posix_fallocate(fd, 0, max(1, needed))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise _disk_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise _disk_error(exc, path) from exc
+    finally:
+        os.close(fd)
+        reservation.unlink(missing_ok=True)
 
 
 def _feature_dataset(parent: h5py.Group, name: str, n: int, shape: tuple[int, ...], dtype: np.dtype) -> h5py.Dataset:

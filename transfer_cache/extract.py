@@ -23,6 +23,7 @@ from .cache import (
     DTYPES,
     FORMAT_VERSION,
     Cache,
+    NewerFormatError,
     Rows,
     WorkParts,
     cache_filename,
@@ -463,6 +464,8 @@ def _open_existing(path: Path) -> Cache | None:
         return None
     try:
         return Cache(path)
+    except NewerFormatError:  # not damaged: another version's work is never deleted
+        raise
     except TransferCacheError as exc:
         print(f"warning: {exc}; recomputing it", file=sys.stderr)
         path.unlink(missing_ok=True)
