@@ -251,13 +251,32 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> tuple[object, str, str]
     return str(path.resolve()), str(path.resolve()), file_sha256(path)
 
 
-def _build_base(spec: BackboneSpec, input_size: int, weights_arg, include_top: bool):
-    import keras
+def _seed_weights(model) -> None:
+    """Give a randomly initialised network the same weights in every process and thread.
 
-    if weights_arg is None:
-        keras.utils.set_random_seed(RANDOM_SEED)
+    Keras' own initialisers draw from global seed state, which other threads (a Dask worker's) also use; so every
+    kernel is redrawn here, Glorot-uniform from a generator seeded by its position. One-dimensional weights (biases,
+    batch-norm statistics) are constants already.
+    """
+    import numpy as np
+
+    for position, variable in enumerate(model.weights):
+        shape = tuple(variable.shape)
+        if len(shape) < 2:
+            continue
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = float(np.sqrt(6.0 / max(1, fan_in + fan_out)))
+        rng = np.random.default_rng([RANDOM_SEED, position])
+        variable.assign(rng.uniform(-limit, limit, size=shape).astype(variable.dtype))
+
+
+def _build_base(spec: BackboneSpec, input_size: int, weights_arg, include_top: bool):
     try:
-        return spec.build(input_size, weights_arg, include_top)
+        model = spec.build(input_size, weights_arg, include_top)
+        if weights_arg is None:
+            _seed_weights(model)
+        return model
     except TransferCacheError:
         raise
     except Exception as exc:  # Keras reports download failures and shape mismatches as plain exceptions
