@@ -4,7 +4,7 @@ A small training set (``--train-per-class`` images per class, stratified, seeded
 set, so augmentation has something to add. For K = 0, 4, 8 views (recipe ``mild``: no mirror, digits are not
 symmetric) it extracts once, fits the same heads with the same seed, and prints accuracy and extraction cost.
 
-    python benchmarks/augment_digits.py --views 0,4,8 --train-per-class 10
+    python benchmarks/augment_digits.py --views 0,4,8 --train-per-class 10 --json augment.json
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--classifiers", default="logreg,dense")
+    parser.add_argument("--dense-params", default="epochs=60,learning_rate=0.001",
+                        help="hyper-parameters of the dense head (the default 10 epochs at 1e-4 underfits 100 images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=None)
@@ -59,7 +61,8 @@ def main() -> None:
         )
         extract_seconds = time.perf_counter() - started
         for classifier in args.classifiers.split(","):
-            runs = tc.fit(result.path, classifier=classifier, seed=args.seed, runs_dir=work / "runs", progress=False)
+            params = args.dense_params.split(",") if classifier == "dense" and args.dense_params else None
+            runs = tc.fit(result.path, classifier=classifier, params=params, seed=args.seed, runs_dir=work / "runs", progress=False)
             metrics = runs[0].metrics
             rows.append(
                 {
