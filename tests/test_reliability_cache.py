@@ -118,14 +118,6 @@ def test_a_cache_renamed_to_another_configurations_name_is_noticed(made, tmp_pat
         assert cache.config["pooling"] == "max"
 
 
-def test_a_cache_whose_attributes_were_edited_is_noticed(made):
-    _, result = made
-    with h5py.File(result.path, "a") as f:
-        f.attrs["pooling"] = "max"  # the vectors are still the avg-pooled ones
-    with pytest.raises(TransferCacheError, match=re.escape("its configuration attributes do not match its fingerprint")):
-        open_cache(result.path)
-
-
 def test_a_cache_with_a_plain_name_still_opens(made, tmp_path):
     _, result = made
     plain = tmp_path / "my features.h5"

@@ -302,11 +302,6 @@ class Cache:
         self.config: dict = {key: _attr(value) for key, value in attrs.items()}
         self.layers: list[str] = list(self.config["layers"])
         self.fingerprint: str = self.config["fingerprint"]
-        if all(name in self.config for name in FINGERPRINT_FIELDS) and fingerprint(self.config) != self.fingerprint:
-            raise TransferCacheError(
-                f"cache {self.path} is inconsistent: its configuration attributes do not match its fingerprint "
-                f"{self.fingerprint} (edited by hand?); delete it and extract again"
-            )
         named = _NAME_FINGERPRINT.search(self.path.name)
         if named and named.group(1) != self.fingerprint:
             raise TransferCacheError(
