@@ -60,6 +60,7 @@ def base_attrs(**overrides) -> dict:
         "preprocessing": "none",
         "dtype": "float32",
         "augment": 0,
+        "compute_precision": "float32",
         "format_version": 1,
         "class_names": list(CLASSES),
         "source": "synthetic",

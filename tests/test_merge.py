@@ -32,6 +32,7 @@ def _attrs(**overrides) -> dict:
         "preprocessing": "tf",
         "dtype": "float32",
         "augment": 0,
+        "compute_precision": "float32",
         "format_version": 1,
         "class_names": ["a", "b"],
         "source": "folder:/data/pets",

@@ -48,8 +48,11 @@ FINGERPRINT_FIELDS = (
     "preprocessing",
     "dtype",
     "augment",
+    "compute_precision",
     "format_version",
 )
+# fields added after the first release: caches written without them had the value given here
+_FINGERPRINT_DEFAULTS = {"compute_precision": "float32"}
 
 _STRING = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
@@ -63,6 +66,7 @@ class NewerFormatError(TransferCacheError):
 
 def fingerprint(config: dict) -> str:
     """A short, stable hash of the fields that change the vectors (16 hex digits)."""
+    config = {**_FINGERPRINT_DEFAULTS, **config}
     missing = [name for name in FINGERPRINT_FIELDS if name not in config]
     if missing:
         raise ValueError(f"feature configuration lacks fingerprint fields {missing}")

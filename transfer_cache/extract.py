@@ -129,6 +129,8 @@ def feature_config(
     augment: int = 0,
     augment_recipe: str = "standard",
     augment_seed: int = 0,
+    interpolation: str | None = None,
+    mixed_precision: bool = False,
 ) -> dict:
     """Validate the user's choices and return every field of the fingerprint (nothing is computed)."""
     spec = get_spec(backbone)
@@ -138,7 +140,10 @@ def feature_config(
     resize = resize or spec.resize
     crop_fraction = spec.crop_fraction if resize == "center-crop" and resize == spec.resize else 1.0
     size = int(input_size or spec.input_size)
-    validate_resize(size=size, policy=resize, interpolation=spec.interpolation, crop_fraction=crop_fraction)
+    interpolation = interpolation or spec.interpolation
+    validate_resize(size=size, policy=resize, interpolation=interpolation, crop_fraction=crop_fraction)
+    if not isinstance(mixed_precision, bool):
+        raise TransferCacheError(f"mixed_precision must be True or False; got {mixed_precision!r}")
     _, weights_name, weights_identity = resolve_weights(spec, weights)
     if not isinstance(augment, int) or augment < 0:
         raise TransferCacheError(f"augment must be a whole number of views, 0 or more; got {augment!r}")
@@ -159,10 +164,11 @@ def feature_config(
         "input_size": size,
         "resize": resize,
         "crop_fraction": float(crop_fraction),
-        "interpolation": spec.interpolation,
+        "interpolation": interpolation,
         "preprocessing": preprocessing or spec.preprocessing,
         "dtype": dtype,
         "augment": augmentation,
+        "compute_precision": _compute_precision(mixed_precision),  # float16 compute changes the vectors
         "format_version": FORMAT_VERSION,
     }
 
@@ -182,6 +188,7 @@ def extract(
     input_size: int | None = None,
     weights: str = "imagenet",
     resize: str | None = None,
+    interpolation: str | None = None,
     preprocessing: str | None = None,
     batch_size: int = 32,
     dtype: str = "float32",
@@ -215,13 +222,11 @@ def extract(
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TransferCacheError(f"batch size must be a whole number of at least 1; got {batch_size!r}")
-    if not isinstance(mixed_precision, bool):
-        raise TransferCacheError(f"mixed_precision must be True or False; got {mixed_precision!r}")
     if _wants_sharded_run(engine=engine, scheduler=scheduler, workers=workers, shards=shards, shard=shard):
         return _extract_sharded(
             source, engine=engine, scheduler=scheduler, workers=workers, shards=shards, progress=progress,
             backbone=backbone, layer=layer, pooling=pooling, input_size=input_size, weights=weights, resize=resize,
-            preprocessing=preprocessing, batch_size=batch_size, dtype=dtype, augment=augment,
+            preprocessing=preprocessing, interpolation=interpolation, batch_size=batch_size, dtype=dtype, augment=augment,
             augment_recipe=augment_recipe, augment_seed=augment_seed, cache_dir=cache_dir, lock_timeout=lock_timeout,
             allow_outside_root=allow_outside_root, mixed_precision=mixed_precision,
         )
@@ -238,6 +243,8 @@ def extract(
         augment=augment,
         augment_recipe=augment_recipe,
         augment_seed=augment_seed,
+        interpolation=interpolation,
+        mixed_precision=mixed_precision,
     )
     src = source if isinstance(source, Source) else open_source(str(source), allow_outside_root=allow_outside_root)
     indices = list(range(len(src)))
@@ -254,9 +261,7 @@ def extract(
     )
     with cache_lock(path, timeout=lock_timeout):
         sweep_temporaries(path)
-        return _extract_locked(
-            src, indices, config, path, batch_size, progress, started, shard_k_n, mixed_precision=mixed_precision
-        )
+        return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
 
 
 ENGINES = ("local", "dask")
@@ -299,7 +304,7 @@ def _extract_sharded(source, *, engine, scheduler, workers, shards, progress, **
 
 
 def _extract_locked(
-    src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n, *, mixed_precision: bool = False
+    src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n
 ) -> ExtractResult:
     # 1. who is who: the content digest of every image
     listing_failed = list(getattr(src, "failed", []))
@@ -357,7 +362,7 @@ def _extract_locked(
     compute_seconds, shapes, computed = 0.0, None, 0
     if items:
         compute_seconds, shapes, computed = _compute(
-            src, items, digests, config, parts, batch_size, progress, mixed_precision=mixed_precision
+            src, items, digests, config, parts, batch_size, progress
         )
     failed_now = dict(known_failed)
     failed_now.update(parts.failed)
@@ -414,7 +419,6 @@ def _extract_locked(
         source_kind=src.kind,
         source_root=str(src.root or ""),
         shard=f"{shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "",
-        compute_precision=_compute_precision(mixed_precision, warn=False),
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -579,7 +583,7 @@ def _make_infer(build_model, *, devices: Sequence[str] | None = None, policy: st
     return infer
 
 
-def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool, *, mixed_precision: bool = False):
+def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
     from .backbones import build_feature_model
     from .pipeline import image_batches
 
@@ -594,7 +598,9 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         )
         return model
 
-    infer = _make_infer(build_model, devices=_gpu_devices(), policy=_compute_precision(mixed_precision))
+    infer = _make_infer(build_model, devices=_gpu_devices(), policy=config["compute_precision"])
+    size = int(config["input_size"])
+    infer(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now: throughput is timed below
 
     augment = None
     if config["augment"]:
@@ -672,6 +678,7 @@ def build_parser():
     parser.add_argument("--input-size", type=int, default=None, help="image side in pixels (default: the backbone's)")
     parser.add_argument("--weights", default="imagenet", help="imagenet, none (random, tests only) or a weights file path")
     parser.add_argument("--resize", default=None, help="squash, center-crop or pad (default: the backbone's)")
+    parser.add_argument("--interpolation", default=None, help="resize filter: bilinear, bicubic, nearest (flow_from_directory's) or area (default: the backbone's)")
     parser.add_argument("--preprocessing", default=None, help="override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="stored precision (default float32)")
@@ -716,6 +723,7 @@ def _main(args) -> int:
         input_size=args.input_size,
         weights=args.weights,
         resize=args.resize,
+        interpolation=args.interpolation,
         preprocessing=args.preprocessing,
         batch_size=args.batch_size,
         dtype=args.dtype,
