@@ -154,7 +154,7 @@ def test_seed_000_fashion_mnist_inception_mixed7(tmp_path, capsys):
     )
     # mixed7 of InceptionV3 at 75x75 is a 3x3x768 map, flattened
     check_cache(cache, backbone="inception_v3", layers=["mixed7"], pooling="flatten", preprocessing="rescale",
-                resize="squash", input_size=75, feature_dim=3 * 3 * 768)
+                resize="squash", interpolation="nearest", input_size=75, feature_dim=3 * 3 * 768)
     with open_cache(cache) as opened:
         assert opened.config["augment"]["recipe"]["name"] == "imagedatagenerator"
         assert len(opened.view_rows) == 12  # one stored view of each training image (test images never)
@@ -177,7 +177,7 @@ def test_seed_001_dogs_vs_cats_vgg16_fc2_sigmoid(tmp_path, capsys):
         "001", data, tmp_path, capsys, extract_extra=["--weights", "none", "--batch-size", "6"], fit_extra=[],
     )
     check_cache(cache, backbone="vgg16", layers=["fc2"], preprocessing="caffe", input_size=224, resize="squash",
-                feature_dim=4096)
+                interpolation="nearest", feature_dim=4096)
     config = check_run(runs["dense"], params={"hidden": [], "dropout": 0.5, "binary": "sigmoid", "optimizer": "adam",
                                               "learning_rate": 1e-3, "epochs": 1, "batch_size": 64},
                        split="source", n_train=4, n_test=2)
