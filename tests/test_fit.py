@@ -282,3 +282,29 @@ def test_report_flag_writes_a_report_per_run(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=90)
     (run,) = fit([cache], classifier="knn", report=True, runs_dir=tmp_path / "runs", progress=False)
     assert run.report is not None and run.report.exists() and run.report.stat().st_size > 0
+
+
+def test_index_heals_after_a_kill_between_rename_and_listing(tmp_path):
+    """A finished run folder that a killed fit never listed is added by the next fit; dead temporaries are swept."""
+    import shutil
+    import subprocess
+    import sys
+
+    cache = make_cache(tmp_path / "c.h5")
+    runs = tmp_path / "runs"
+    first = fit([cache], classifier="logreg", runs_dir=runs, progress=False)[0]
+    orphan = runs / "20000101-000000-knn-abcdef"
+    shutil.copytree(first.run_dir, orphan)  # as if renamed into place, then killed before the index row
+    config = json.loads((orphan / "config.json").read_text())
+    config.update(run_id=orphan.name, classifier="knn", created="2000-01-01T00:00:00+00:00")
+    (orphan / "config.json").write_text(json.dumps(config))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = runs / f".20000101-000001-svm-abcdef.tmp-{dead.stdout.strip()}"
+    stale.mkdir()
+    (stale / "config.json").write_text("{")
+
+    fit([cache], classifier="logreg", runs_dir=runs, progress=False)
+    rows = read_csv(runs / "index.csv")
+    assert [r["classifier"] for r in rows] == ["logreg", "knn", "logreg"]
+    assert rows[1]["run_id"] == orphan.name and rows[1]["run_dir"] == str(orphan.resolve())
+    assert not stale.exists()

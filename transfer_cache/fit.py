@@ -24,7 +24,7 @@ instead holds out 10% of the training rows (stratified, seeded) to monitor.
 Several caches are concatenated only when their fingerprints are equal. Unlabelled rows (label -1) are left out.
 Each run is written to a temporary folder and renamed into ``runs/<run_id>/`` when complete; only then is its row
 appended to ``runs/index.csv`` (temporary file + ``os.replace``, under a lock), so an interrupted fit leaves no
-half run in the index.
+half run in the index; a finished folder a killed fit did not get to list is listed by the next fit.
 """
 
 from __future__ import annotations
@@ -575,15 +575,22 @@ def _index_lock(runs_dir: Path):
 
 
 def append_index(runs_dir: Path, row: dict) -> Path:
-    """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace."""
+    """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace.
+
+    Under the same lock, the index heals itself: a finished run folder that a killed fit renamed into place but did
+    not get to list is added (its row is rebuilt from its files), and temporary folders of dead fits are removed.
+    """
     index = runs_dir / "index.csv"
     with _index_lock(runs_dir):
         existing = index.read_text(encoding="utf-8") if index.exists() else ""
+        listed = {line.split(",", 1)[0] for line in existing.splitlines()[1:]}
+        rows = [_index_row(folder) for folder in _unlisted_runs(runs_dir, listed | {row["run_id"]})] + [row]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
         if not existing:
             writer.writeheader()
-        writer.writerow({key: row.get(key, "") for key in INDEX_COLUMNS})
+        for item in rows:
+            writer.writerow({key: item.get(key, "") for key in INDEX_COLUMNS})
         temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
             handle.write(existing + buffer.getvalue())
@@ -591,7 +598,51 @@ def append_index(runs_dir: Path, row: dict) -> Path:
             os.fsync(handle.fileno())
         os.replace(temporary, index)
         fsync_dir(runs_dir)
+        _sweep_dead_temporaries(runs_dir)
     return index
+
+
+def _index_row(run_dir: Path) -> dict:
+    """A run's index row, from the files of its finished folder."""
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {
+        "run_id": config["run_id"], "created": config["created"], "classifier": config["classifier"],
+        "backbone": config.get("backbone"), "fingerprint": config.get("fingerprint"),
+        "cache": ";".join(c["path"] for c in config.get("caches", []) if c.get("role", "train") == "train"),
+        "accuracy": f"{metrics['accuracy']:.6f}", "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}",
+        "macro_f1": f"{metrics['macro_f1']:.6f}", "n_train": metrics["n_train"], "n_test": metrics["n_test"],
+        "fit_seconds": f"{metrics['fit_seconds']:.3f}", "run_dir": str(run_dir.resolve()),
+    }
+
+
+def _unlisted_runs(runs_dir: Path, listed: set[str]) -> list[Path]:
+    found = []
+    for folder in runs_dir.iterdir():
+        if folder.name.startswith(".") or folder.name in listed or not folder.is_dir():
+            continue
+        if (folder / "config.json").is_file() and (folder / "metrics.json").is_file():
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                found.append((_index_row(folder)["created"], folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def _sweep_dead_temporaries(runs_dir: Path) -> None:
+    """Remove ``.<run_id>.tmp-<pid>`` folders whose fit process no longer exists (killed mid-write)."""
+    for folder in runs_dir.glob(".*.tmp-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_id(classifier: str, now: _dt.datetime) -> str:
@@ -759,12 +810,11 @@ def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, tr
 
 def _write_run(
     *, runs_dir: Path, name: str, outcome: _Outcome, data: _Data, split: _Split, test_size: float, seed: int, cv: int,
-    cache_paths: list[str],
 ) -> RunResult:
     now = _dt.datetime.now(_dt.timezone.utc)
     run_id = _run_id(name, now)
     final = runs_dir / run_id
-    temporary = runs_dir / f".{run_id}.tmp"
+    temporary = runs_dir / f".{run_id}.tmp-{os.getpid()}"
     labels = data.labels[outcome.rows]
     metrics = compute_metrics(labels, np.argmax(outcome.proba, axis=1), data.class_names)
     metrics.update(
@@ -810,16 +860,7 @@ def _write_run(
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    append_index(
-        runs_dir,
-        {
-            "run_id": run_id, "created": config["created"], "classifier": name, "backbone": config["backbone"],
-            "fingerprint": config["fingerprint"], "cache": ";".join(cache_paths), "accuracy": f"{metrics['accuracy']:.6f}",
-            "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}", "macro_f1": f"{metrics['macro_f1']:.6f}",
-            "n_train": metrics["n_train"], "n_test": metrics["n_test"], "fit_seconds": f"{outcome.fit_seconds:.3f}",
-            "run_dir": str(final.resolve()),
-        },
-    )
+    append_index(runs_dir, _index_row(final))
     return RunResult(run_id, final, name, outcome.model.params, metrics, outcome.fit_seconds)
 
 
@@ -928,7 +969,7 @@ def fit(
             results.append(
                 _write_run(
                     runs_dir=runs_dir, name=name, outcome=outcome, data=data, split=chosen, test_size=float(test_size),
-                    seed=seed, cv=cv, cache_paths=cache_paths,
+                    seed=seed, cv=cv,
                 )
             )
         bar.close()
