@@ -23,7 +23,7 @@ import pathlib
 
 import numpy as np
 
-from .backbones import file_sha256  # one hashing routine for every weights file
+from ._hashing import file_sha256  # one hashing routine for every file
 from ._errors import TransferCacheError
 from ._torch_legacy import load_state_dict
 

@@ -8,12 +8,12 @@ input size, weights) into one Keras model: raw 0..255 RGB pixels in, the transfe
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ._hashing import file_sha256
 from ._errors import TransferCacheError
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "rescale", "none")
@@ -216,12 +216,6 @@ register(
 # --------------------------------------------------------------------------- weights
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_weights(spec: BackboneSpec, weights: str) -> tuple[object, str, str]:

@@ -29,7 +29,6 @@ is a uint8 batch of images (N, size, size, 3); ``transfer_cache.fit`` re-reads t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from ._hashing import file_sha256
 from ._errors import TransferCacheError
 
 __all__ = [
@@ -173,12 +173,6 @@ def _trust_file() -> Path:
     return Path(base) / "transfer_cache" / "trusted_pickles.txt"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def register_trusted_pickle(path: str | os.PathLike) -> None:
@@ -187,7 +181,7 @@ def register_trusted_pickle(path: str | os.PathLike) -> None:
     try:
         trust.parent.mkdir(parents=True, exist_ok=True)
         with open(trust, "a", encoding="utf-8") as handle:
-            handle.write(_sha256(Path(path)) + "\n")
+            handle.write(file_sha256(Path(path)) + "\n")
     except OSError:  # an unwritable home only costs a warning on the next load
         pass
 
@@ -197,7 +191,7 @@ def is_trusted_pickle(path: str | os.PathLike) -> bool:
         known = set(_trust_file().read_text(encoding="utf-8").split())
     except OSError:
         return False
-    return _sha256(Path(path)) in known
+    return file_sha256(Path(path)) in known
 
 
 def load_pickle(path: str | os.PathLike):

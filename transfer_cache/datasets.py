@@ -22,7 +22,6 @@ half-written; a complete layout already present is left alone.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import random
 import shutil
@@ -40,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from . import _cli
+from ._hashing import file_sha256
 from ._errors import TransferCacheError
 
 __all__ = ["DATASETS", "Dataset", "FetchResult", "fetch", "main", "read_idx"]
@@ -92,7 +92,7 @@ class Dataset:
 
 def _download(url: str, target: Path, *, progress: bool, sha256: str | None = None) -> Path:
     """Fetch ``url`` into ``target`` (kept for the next run); fail at once, with a plain sentence, when offline."""
-    if target.exists() and (sha256 is None or _sha256(target) == sha256):
+    if target.exists() and (sha256 is None or file_sha256(target) == sha256):
         return target
     from tqdm import tqdm
 
@@ -113,19 +113,13 @@ def _download(url: str, target: Path, *, progress: bool, sha256: str | None = No
             f"could not download {url}: {reason}; this command needs the network: run it on a connected machine, or "
             f"download the file elsewhere and pass it with --from"
         ) from None
-    if sha256 is not None and _sha256(partial) != sha256:
+    if sha256 is not None and file_sha256(partial) != sha256:
         partial.unlink(missing_ok=True)
         raise TransferCacheError(f"{url} downloaded with a wrong sha256 (expected {sha256}); run the command again")
     os.replace(partial, target)
     return target
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract_tar(archive: Path, into: Path) -> None:
