@@ -583,6 +583,63 @@ def _make_infer(build_model, *, devices: Sequence[str] | None = None, policy: st
     return infer
 
 
+class _ReadAhead:
+    """Iterate a dataset in a background thread, ``depth`` batches ahead, from the moment it is created.
+
+    tf.data only starts decoding when it is first asked for a batch; asking from a thread at once lets the first
+    batches decode while the model is built and traced, instead of after. Use it as a context manager, so the
+    thread stops whatever happens in between.
+    """
+
+    _FINISHED = object()
+
+    def __init__(self, dataset, depth: int = 2):
+        import queue
+        import threading
+
+        self._buffer: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(dataset,), name="transfer_cache-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, dataset) -> None:
+        try:
+            for item in dataset:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(self._FINISHED)
+
+    def __iter__(self):
+        while True:
+            item = self._buffer.get()
+            if item is self._FINISHED:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def __enter__(self) -> "_ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
     from .backbones import build_feature_model
     from .pipeline import image_batches
@@ -597,10 +654,6 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
             preprocessing=config["preprocessing"],
         )
         return model
-
-    infer = _make_infer(build_model, devices=_gpu_devices(), policy=config["compute_precision"])
-    size = int(config["input_size"])
-    infer(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now: throughput is timed below
 
     augment = None
     if config["augment"]:
@@ -629,10 +682,19 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         interpolation=config["interpolation"],
         batch_size=batch_size,
     )
+    with _ReadAhead(batches) as stream:  # images decode while the model is built
+        infer = _make_infer(build_model, devices=_gpu_devices(), policy=config["compute_precision"])
+        size = int(config["input_size"])
+        infer(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now: throughput is timed below
+        return _run_batches(stream, infer, key, items, config, parts, batch_size, progress)
+
+
+def _run_batches(stream, infer, key, items, config, parts: WorkParts, batch_size: int, progress: bool):
+    """Push each decoded batch through the backbone and make its vectors durable as one part."""
     shapes, computed = None, 0
     begin = time.perf_counter()
     with _progress(len(items), f"extracting ({config['backbone']})", progress) as bar:
-        for pixels, position, ok, reason in batches:
+        for pixels, position, ok, reason in stream:
             ok = ok.numpy()
             position = position.numpy()
             failed = [(key(int(p)), r.decode("utf-8")) for p, good, r in zip(position, ok, reason.numpy()) if not good]
