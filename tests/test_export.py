@@ -164,3 +164,16 @@ def test_loading_a_folder_export_from_elsewhere_warns_about_the_pickle(fitted, t
     monkeypatch.setenv("TRANSFER_CACHE_TRUST_FILE", str(tmp_path / "someone-else.txt"))
     predict(out, [images / "cat" / "cat_000.png"])
     assert "is a joblib pickle not written by a run on this machine" in capsys.readouterr().err
+
+
+def test_export_cli_writes_a_model_predict_can_use(fitted, tmp_path, capsys):
+    from transfer_cache.export import main as export_main
+
+    images, runs, _ = fitted
+    out = tmp_path / "logreg.keras"
+    assert export_main([str(runs["logreg"].run_dir), str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"exported {runs['logreg'].run_dir} -> {out}")
+    assert predict_main([str(out), str(images / "cat"), "--quiet"]) == 0
+    assert export_main([str(tmp_path / "no-run"), str(tmp_path / "x.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m transfer_cache.export: error: ") and "Traceback" not in err

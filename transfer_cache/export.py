@@ -19,10 +19,12 @@ import datetime as _dt
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
 
@@ -243,3 +245,37 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
         return ExportedModel(path, description, keras.saving.load_model(path, compile=False))
     features = keras.saving.load_model(path / "feature_model.keras", compile=False)
     return ExportedModel(path, description, features, head=load_classifier(path))
+
+
+# --------------------------------------------------------------------------- command line
+
+EPILOG = """examples:
+  python -m transfer_cache.export runs/20261123-210823-logreg-c31a97 digits.keras
+  python -m transfer_cache.predict digits.keras photos/ --out predictions.csv
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.export",
+        "Write a fit run's backbone + head as one model that classifies raw image files.",
+        EPILOG,
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder written by python -m transfer_cache.fit")
+    parser.add_argument("out_path", metavar="OUT", help="the .keras file (dense, logreg, linear_svm, pixels) or folder to write")
+    return parser
+
+
+def _main(args) -> int:
+    _cli.quiet_tensorflow()
+    path = export_model(args.run_dir, args.out_path)
+    print(f"exported {args.run_dir} -> {path} (python -m transfer_cache.predict {path} IMAGES...)")
+    return 0
+
+
+def main(argv=None) -> int:
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
