@@ -308,3 +308,15 @@ def test_index_heals_after_a_kill_between_rename_and_listing(tmp_path):
     assert [r["classifier"] for r in rows] == ["logreg", "knn", "logreg"]
     assert rows[1]["run_id"] == orphan.name and rows[1]["run_dir"] == str(orphan.resolve())
     assert not stale.exists()
+
+
+def test_dense_head_can_stream_from_hdf5(tmp_path):
+    """stream=true trains from HDF5 blocks (memory stays flat) and learns like the in-memory head."""
+    cache = make_cache(tmp_path / "c.h5")
+    params = ["epochs=15", "learning_rate=0.01", "hidden=16"]
+    streamed = fit([cache], classifier="dense", params=params + ["stream=true"], runs_dir=tmp_path / "runs", progress=False)[0]
+    in_memory = fit([cache], classifier="dense", params=params, runs_dir=tmp_path / "runs", progress=False)[0]
+    assert streamed.params["stream"] is True
+    assert len(json.loads((streamed.run_dir / "history.json").read_text())["loss"]) == 15
+    assert streamed.metrics["accuracy"] >= in_memory.metrics["accuracy"] - 0.1
+    assert streamed.metrics["accuracy"] > 0.8

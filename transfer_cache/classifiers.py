@@ -775,6 +775,27 @@ class SGD(_SklearnClassifier):
 _OPTIMIZER = Param("rmsprop", "str", ("rmsprop", "adam", "sgd"))
 
 
+def _stream_dataset(chunks, input_shape: tuple[int, ...], *, batch_size: int, sigmoid: bool):
+    """A tf.data pipeline of mini-batches cut from ``chunks()`` passes; tf.data calls it afresh every epoch."""
+    import tensorflow as tf
+
+    label_type = np.float32 if sigmoid else np.int64
+
+    def batches():
+        for X, y in chunks():
+            for start in range(0, len(X), batch_size):
+                yield (
+                    np.asarray(X[start : start + batch_size], dtype=np.float32),
+                    np.asarray(y[start : start + batch_size], dtype=label_type),
+                )
+
+    signature = (
+        tf.TensorSpec((None,) + tuple(input_shape), tf.float32),
+        tf.TensorSpec((None,), tf.float32 if sigmoid else tf.int64),
+    )
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
 def _view_sampler(X: np.ndarray, y: np.ndarray, views: np.ndarray, view_mask: np.ndarray, *, batch_size: int, seed: int):
     """A Keras PyDataset that, each epoch, replaces every row that has views by one of (clean, view 1..K), seeded."""
     import keras
@@ -820,9 +841,10 @@ class _KerasClassifier(Classifier):
 
         p = self._params
         keras.utils.set_random_seed(int(self.seed))
-        X = np.asarray(X)
+        stream = getattr(self, "_train_stream", None)
+        input_shape = stream[1] if stream is not None else tuple(np.asarray(X).shape[1:])
         sigmoid = self._sigmoid()
-        self.model_ = self._build(tuple(X.shape[1:]), 1 if sigmoid else self.n_classes_, sigmoid)
+        self.model_ = self._build(input_shape, 1 if sigmoid else self.n_classes_, sigmoid)
         optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
         self.model_.compile(
             optimizer=optimizers[p["optimizer"]](learning_rate=p["learning_rate"]),
@@ -842,7 +864,12 @@ class _KerasClassifier(Classifier):
             )
         weights = _class_weights(y, 2 if sigmoid else self.n_classes_) if p["class_weight"] == "balanced" else None
         train_views = getattr(self, "_train_views", None)
-        if train_views is not None:  # one view (or the clean row) of each image per epoch
+        if stream is not None:  # one HDF5 block in memory at a time, a fresh shuffled pass each epoch
+            data = _stream_dataset(stream[0], input_shape, batch_size=p["batch_size"], sigmoid=sigmoid)
+            history = self.model_.fit(
+                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks, verbose=0
+            )
+        elif train_views is not None:  # one view (or the clean row) of each image per epoch
             data = _view_sampler(
                 self._inputs(X), self._targets(y, sigmoid), *train_views, batch_size=p["batch_size"], seed=int(self.seed)
             )
@@ -907,7 +934,23 @@ class Dense(_KerasClassifier):
         "early_stopping": Param(0, "int"),
         "class_weight": _CLASS_WEIGHT,
         "binary": Param("softmax", "str", ("softmax", "sigmoid")),
+        "stream": Param(False, "bool"),  # fit streams the training rows from HDF5 (memory stays flat)
     }
+
+    def fit_stream(self, chunks, *, y, input_shape, n_classes: int, X_val=None, y_val=None) -> "Dense":
+        """Train on passes of (X, y) chunks (``fit``'s HDF5 blocks) instead of one in-memory array.
+
+        ``y`` holds every training label (for class weights); ``input_shape`` is one row's shape. Validation rows,
+        when given, are held in memory.
+        """
+        self.n_classes_ = int(n_classes)
+        self.classes_ = np.arange(self.n_classes_)
+        self._train_stream = (chunks, tuple(input_shape))
+        try:
+            self._fit(None, np.asarray(y, dtype=np.int64), X_val, None if y_val is None else np.asarray(y_val, dtype=np.int64))
+        finally:
+            self._train_stream = None
+        return self
 
     def _sigmoid(self) -> bool:
         if self._params["binary"] != "sigmoid":
