@@ -199,10 +199,10 @@ def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from transfer_cache.backbones import build_feature_model
-        from transfer_cache.extract import _make_infer
+        from transfer_cache.extract import compiled_forward
         build = lambda: build_feature_model(backbone="tiny", weights="none", layers=["conv2", "conv3"])[0]
-        one = _make_infer(build)
-        two = _make_infer(build, devices=["/cpu:0", "/cpu:1"])
+        one = compiled_forward(build)
+        two = compiled_forward(build, devices=["/cpu:0", "/cpu:1"])
         for n in (7, 8, 1):
             x = np.random.default_rng(n).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
             for a, b in zip(one(x), two(x)):
@@ -216,3 +216,12 @@ def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
                           env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def test_sharded_run_checks_every_feature_option_before_any_worker_starts(tmp_path):
+    from transfer_cache.distributed import run_sharded
+
+    with pytest.raises(TransferCacheError, match=re.escape("interpolation must be one of 'bilinear', 'bicubic', 'nearest', 'area'; got 'cubic'")):
+        run_sharded(str(tmp_path), shards=2, engine="local", backbone="tiny", weights="none", interpolation="cubic",
+                    cache_dir=tmp_path / "caches")
+    assert not (tmp_path / "caches").exists() or not list((tmp_path / "caches").glob("*.h5"))

@@ -13,6 +13,7 @@ other in this process, with the same files and the same merge (useful without Da
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -229,10 +230,7 @@ def run_sharded_result(
     # every worker must write into the same folder: resolve it here, once
     options["cache_dir"] = str(Path(options.get("cache_dir") or default_cache_dir()).resolve())
     # the options are checked here, before any worker starts (the same checks extract makes)
-    config_keys = (
-        "backbone", "layer", "pooling", "input_size", "weights", "resize", "preprocessing", "dtype",
-        "augment", "augment_recipe", "augment_seed",
-    )
+    config_keys = inspect.signature(feature_config).parameters
     feature_config(**{key: options[key] for key in config_keys if key in options})
     if "source" in options:
         raise TransferCacheError("give the source once, as the first argument")
