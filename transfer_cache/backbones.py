@@ -8,6 +8,7 @@ input size, weights) into one Keras model: raw 0..255 RGB pixels in, the transfe
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +295,9 @@ def _build_base(spec: BackboneSpec, input_size: int, weights_arg, include_top: b
 # --------------------------------------------------------------------------- the feature model
 
 
-def _preprocess_layer():
+@functools.cache
+def preprocess_layer_class():
+    """transfer_cache's Preprocess layer class, registered with Keras (once) so saved models load again."""
     import keras
 
     @keras.saving.register_keras_serializable(package="transfer_cache", name="Preprocess")
@@ -329,19 +332,13 @@ def _preprocess_layer():
     return Preprocess
 
 
-_PREPROCESS_CLASS = None
-
-
 def preprocess_layer(mode: str):
-    """A Keras layer applying one preprocessing mode (registered once, serializable)."""
-    global _PREPROCESS_CLASS
+    """A Keras layer applying one preprocessing mode (serializable: exports carry it)."""
     if mode not in PREPROCESSING_MODES:
         raise TransferCacheError(
             f"preprocessing must be one of {', '.join(repr(m) for m in PREPROCESSING_MODES)}; got {mode!r}"
         )
-    if _PREPROCESS_CLASS is None:
-        _PREPROCESS_CLASS = _preprocess_layer()
-    return _PREPROCESS_CLASS(mode, name="preprocess")
+    return preprocess_layer_class()(mode, name="preprocess")
 
 
 def _pool(tensor, pooling: str, name: str):
@@ -452,6 +449,19 @@ def build_feature_model_from_config(config: dict):
         preprocessing=config["preprocessing"],
     )
     return model
+
+
+def default_layers(backbone: str, input_size: int) -> list[str]:
+    """The backbone's last feature map, found on a randomly initialised copy (nothing is downloaded).
+
+    That is the last layer with a spatial (4-D) output, so pooling always has a map to pool, even for a network
+    whose headless form already ends in a pooled vector (EfficientNet-Lite's ``avg_pool``).
+    """
+    base = _build_base(get_spec(backbone), input_size, None, include_top=False)
+    for layer in reversed(base.layers):
+        if len(layer.output.shape) == 4:
+            return [layer.name]
+    return [base.layers[-1].name]
 
 
 def layer_names(backbone: str, *, input_size: int | None = None, include_top: bool = False) -> list[str]:

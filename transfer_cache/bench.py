@@ -104,24 +104,16 @@ def _median(values):
 
 
 def _feature_model(config):
-    from .backbones import build_feature_model
+    from .backbones import build_feature_model_from_config
 
-    model, _ = build_feature_model(
-        backbone=config["backbone"], layers=config["layers"], pooling=config["pooling"], input_size=config["input_size"],
-        weights=config["weights"], preprocessing=config["preprocessing"],
-    )
-    return model
+    return build_feature_model_from_config(config)
 
 
 def _compiled(model):
-    import tensorflow as tf
+    """The very forward pass extraction runs (extract.compiled_forward), so the two rates compare like with like."""
+    from .extract import compiled_forward
 
-    @tf.function(reduce_retracing=True)
-    def infer(pixels):
-        outputs = model(tf.cast(pixels, tf.float32), training=False)
-        return outputs if isinstance(outputs, (list, tuple)) else [outputs]
-
-    return infer
+    return compiled_forward(lambda: model)
 
 
 def _resized_images(folder: Path, config) -> tuple[np.ndarray, list[Path]]:

@@ -186,9 +186,9 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
 
 def _register_custom_layers() -> None:
     """The feature models contain transfer_cache's Preprocess layer; make sure Keras knows it before loading."""
-    from . import backbones
+    from .backbones import preprocess_layer_class
 
-    backbones.preprocess_layer("none")
+    preprocess_layer_class()
 
 
 class ExportedModel:

@@ -18,7 +18,15 @@ import numpy as np
 
 from . import _cli
 from ._errors import ImageError, TransferCacheError
-from .backbones import DEFAULT_BACKBONE, POOLINGS, get_spec, list_backbones, resolve_weights, validate_choices
+from .backbones import (
+    DEFAULT_BACKBONE,
+    POOLINGS,
+    default_layers,
+    get_spec,
+    list_backbones,
+    resolve_weights,
+    validate_choices,
+)
 from .cache import (
     DTYPES,
     FORMAT_VERSION,
@@ -85,21 +93,6 @@ def parse_shard(shard) -> tuple[int, int] | None:
     return int(k), int(n)
 
 
-def _default_layer_names(spec, input_size: int) -> list[str]:
-    """The backbone's last feature map, found on a randomly initialised copy (nothing is downloaded).
-
-    That is the last layer with a spatial (4-D) output, so --pooling always has a map to pool, even for a
-    network whose headless form already ends in a pooled vector (EfficientNet-Lite's ``avg_pool``).
-    """
-    from .backbones import _build_base
-
-    base = _build_base(spec, input_size, None, include_top=False)
-    for layer in reversed(base.layers):
-        if len(layer.output.shape) == 4:
-            return [layer.name]
-    return [base.layers[-1].name]
-
-
 def _versions() -> dict:
     import h5py
     import keras
@@ -152,7 +145,7 @@ def feature_config(
         from .augment import get_recipe
 
         augmentation = {"views": augment, "recipe": get_recipe(augment_recipe).describe(), "seed": int(augment_seed)}
-    layers = _parse_layers(layer) or _default_layer_names(spec, size)
+    layers = _parse_layers(layer) or default_layers(spec.name, size)
     if augment and len(layers) > 1:
         raise TransferCacheError(f"--augment works with one feature layer; got {len(layers)} ({', '.join(layers)})")
     return {
@@ -531,7 +524,7 @@ def _gpu_devices() -> list[str] | None:
     return [gpu.name for gpu in gpus] if len(gpus) > 1 else None
 
 
-def _make_infer(build_model, *, devices: Sequence[str] | None = None, policy: str = "float32"):
+def compiled_forward(build_model, *, devices: Sequence[str] | None = None, policy: str = "float32"):
     """The compiled forward pass: uint8 batch in, one array per layer out, in batch order.
 
     With several ``devices``, the model is built under a ``tf.distribute.MirroredStrategy`` and each batch is cut
@@ -641,19 +634,8 @@ class _ReadAhead:
 
 
 def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
-    from .backbones import build_feature_model
+    from .backbones import build_feature_model_from_config
     from .pipeline import image_batches
-
-    def build_model():
-        model, _ = build_feature_model(
-            backbone=config["backbone"],
-            layers=config["layers"],
-            pooling=config["pooling"],
-            input_size=config["input_size"],
-            weights=config["weights"],
-            preprocessing=config["preprocessing"],
-        )
-        return model
 
     augment = None
     if config["augment"]:
@@ -683,7 +665,9 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         batch_size=batch_size,
     )
     with _ReadAhead(batches) as stream:  # images decode while the model is built
-        infer = _make_infer(build_model, devices=_gpu_devices(), policy=config["compute_precision"])
+        infer = compiled_forward(
+            lambda: build_feature_model_from_config(config), devices=_gpu_devices(), policy=config["compute_precision"]
+        )
         size = int(config["input_size"])
         infer(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now: throughput is timed below
         return _run_batches(stream, infer, key, items, config, parts, batch_size, progress)
