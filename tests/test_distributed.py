@@ -199,7 +199,7 @@ def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from transfer_cache.backbones import build_feature_model
-        from transfer_cache.extract import compiled_forward
+        from transfer_cache.runtimes.tensorflow import compiled_forward
         build = lambda: build_feature_model(backbone="tiny", weights="none", layers=["conv2", "conv3"])[0]
         one = compiled_forward(build)
         two = compiled_forward(build, devices=["/cpu:0", "/cpu:1"])

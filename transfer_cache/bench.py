@@ -110,8 +110,8 @@ def _feature_model(config):
 
 
 def _compiled(model):
-    """The very forward pass extraction runs (extract.compiled_forward), so the two rates compare like with like."""
-    from .extract import compiled_forward
+    """The very forward pass extraction runs (the TensorFlow runtime's), so the two rates compare like with like."""
+    from .runtimes.tensorflow import compiled_forward
 
     return compiled_forward(lambda: model)
 

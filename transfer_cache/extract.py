@@ -42,6 +42,7 @@ from .cache import (
     write_cache,
 )
 from .pipeline import validate_resize
+from .runtimes.tensorflow import compute_precision
 
 
 @dataclass
@@ -161,7 +162,7 @@ def feature_config(
         "preprocessing": preprocessing or spec.preprocessing,
         "dtype": dtype,
         "augment": augmentation,
-        "compute_precision": _compute_precision(mixed_precision),  # float16 compute changes the vectors
+        "compute_precision": compute_precision(mixed_precision),  # float16 compute changes the vectors
         "format_version": FORMAT_VERSION,
     }
 
@@ -489,91 +490,10 @@ def _shapes_from(existing: Cache | None, parts: WorkParts, digest: str, layers: 
     return [existing.features_for(layer).shape[1:] for layer in layers]
 
 
-def _full_batch(pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """Pad a short batch (the last one, or one with bad images) so the compiled call never retraces."""
-    if len(pixels) == batch_size:
-        return pixels
-    padding = np.zeros((batch_size - len(pixels),) + pixels.shape[1:], pixels.dtype)
-    return np.concatenate([pixels, padding])
-
-
 def _augmentable(record) -> bool:
     """Training images get augmented views; so does every image of a source without splits (fit then keeps
     each image's views on the same side of its split). Validation and test images never do."""
     return record.split in ("train", "")
-
-
-def _compute_precision(mixed_precision: bool, *, warn: bool = True) -> str:
-    """The Keras dtype policy of the forward pass: mixed_float16 only where it pays, on GPUs."""
-    if not mixed_precision:
-        return "float32"
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
-        if warn:
-            print("warning: --mixed-precision needs a GPU and none is visible; computing in float32", file=sys.stderr)
-        return "float32"
-    return "mixed_float16"
-
-
-def _gpu_devices() -> list[str] | None:
-    """All local GPUs when there are several (then a MirroredStrategy spreads each batch over them), else None."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return [gpu.name for gpu in gpus] if len(gpus) > 1 else None
-
-
-def compiled_forward(build_model, *, devices: Sequence[str] | None = None, policy: str = "float32"):
-    """The compiled forward pass: uint8 batch in, one array per layer out, in batch order.
-
-    With several ``devices``, the model is built under a ``tf.distribute.MirroredStrategy`` and each batch is cut
-    into one contiguous slice per device (padded to equal slices), so the result order is the input order.
-    """
-    import keras
-    import tensorflow as tf
-
-    def forward(model, pixels):
-        outputs = model(tf.cast(pixels, tf.float32), training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        return [tf.cast(output, tf.float32) for output in outputs]
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        if not devices or len(devices) < 2:
-            model = build_model()
-        else:
-            strategy = tf.distribute.MirroredStrategy(devices=list(devices))
-            with strategy.scope():
-                model = build_model()
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-    if not devices or len(devices) < 2:
-        return tf.function(lambda pixels: forward(model, pixels), reduce_retracing=True)
-
-    replicas = strategy.num_replicas_in_sync
-
-    @tf.function(reduce_retracing=True)
-    def step(distributed_pixels):
-        return strategy.run(lambda pixels: forward(model, pixels), args=(distributed_pixels,))
-
-    def infer(pixels):
-        pixels = np.asarray(pixels)
-        per_device = -(-len(pixels) // replicas)
-        padded = _full_batch(pixels, per_device * replicas)
-        slices = [padded[r * per_device : (r + 1) * per_device] for r in range(replicas)]
-        distributed_pixels = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(slices[context.replica_id_in_sync_group])
-        )
-        outputs = step(distributed_pixels)
-        return [
-            np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(output)])[: len(pixels)]
-            for output in outputs
-        ]
-
-    return infer
 
 
 class _ReadAhead:
@@ -634,8 +554,8 @@ class _ReadAhead:
 
 
 def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
-    from .backbones import build_feature_model_from_config
     from .pipeline import image_batches
+    from .runtimes import get_runtime
 
     augment = None
     if config["augment"]:
@@ -665,15 +585,11 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         batch_size=batch_size,
     )
     with _ReadAhead(batches) as stream:  # images decode while the model is built
-        infer = compiled_forward(
-            lambda: build_feature_model_from_config(config), devices=_gpu_devices(), policy=config["compute_precision"]
-        )
-        size = int(config["input_size"])
-        infer(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now: throughput is timed below
-        return _run_batches(stream, infer, key, items, config, parts, batch_size, progress)
+        forward = get_runtime("tensorflow").forward(config, batch_size=batch_size)
+        return _run_batches(stream, forward, key, items, config, parts, progress)
 
 
-def _run_batches(stream, infer, key, items, config, parts: WorkParts, batch_size: int, progress: bool):
+def _run_batches(stream, forward, key, items, config, parts: WorkParts, progress: bool):
     """Push each decoded batch through the backbone and make its vectors durable as one part."""
     shapes, computed = None, 0
     begin = time.perf_counter()
@@ -684,8 +600,7 @@ def _run_batches(stream, infer, key, items, config, parts: WorkParts, batch_size
             failed = [(key(int(p)), r.decode("utf-8")) for p, good, r in zip(position, ok, reason.numpy()) if not good]
             good_ids = [key(int(p)) for p, good in zip(position, ok) if good]
             if good_ids:
-                outputs = infer(_full_batch(pixels.numpy()[ok], batch_size))
-                arrays = [np.asarray(output)[: len(good_ids)].astype(config["dtype"]) for output in outputs]
+                arrays = [output.astype(config["dtype"]) for output in forward(pixels.numpy()[ok])]
                 shapes = [a.shape[1:] for a in arrays]
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
