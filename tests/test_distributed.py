@@ -10,7 +10,7 @@ import pytest
 
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
-from transfer_cache.distributed import run_sharded, run_sharded_result
+from transfer_cache.extract import run_sharded, run_sharded_result
 from transfer_cache.extract import extract
 
 from conftest import make_class_folder
@@ -219,7 +219,7 @@ def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
 
 
 def test_sharded_run_checks_every_feature_option_before_any_worker_starts(tmp_path):
-    from transfer_cache.distributed import run_sharded
+    from transfer_cache.extract import run_sharded
 
     with pytest.raises(TransferCacheError, match=re.escape("interpolation must be one of 'bilinear', 'bicubic', 'nearest', 'area'; got 'cubic'")):
         run_sharded(str(tmp_path), shards=2, engine="local", backbone="tiny", weights="none", interpolation="cubic",

@@ -29,30 +29,9 @@ import h5py
 import numpy as np
 
 from ._errors import TransferCacheError
+from .feature_config import DTYPES, FINGERPRINT_FIELDS, FORMAT_VERSION, fingerprint  # noqa: F401  (the cache's contract)
 
 FORMAT = "transfer_cache"
-FORMAT_VERSION = 1
-DTYPES = ("float32", "float16")
-
-# Everything that changes the vectors; nothing else may enter the fingerprint.
-FINGERPRINT_FIELDS = (
-    "backbone",
-    "weights",
-    "weights_sha256",
-    "layers",
-    "pooling",
-    "input_size",
-    "resize",
-    "crop_fraction",
-    "interpolation",
-    "preprocessing",
-    "dtype",
-    "augment",
-    "compute_precision",
-    "format_version",
-)
-# fields added after the first release: caches written without them had the value given here
-_FINGERPRINT_DEFAULTS = {"compute_precision": "float32"}
 
 _STRING = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
@@ -62,16 +41,6 @@ _NAME_FINGERPRINT = re.compile(r"\.([0-9a-f]{16})(?:\.shard\d+-of-\d+)?\.h5$")
 
 class NewerFormatError(TransferCacheError):
     """A cache written by a newer transfer_cache: not damaged, so it is never deleted or overwritten."""
-
-
-def fingerprint(config: dict) -> str:
-    """A short, stable hash of the fields that change the vectors (16 hex digits)."""
-    config = {**_FINGERPRINT_DEFAULTS, **config}
-    missing = [name for name in FINGERPRINT_FIELDS if name not in config]
-    if missing:
-        raise ValueError(f"feature configuration lacks fingerprint fields {missing}")
-    canonical = json.dumps({name: config[name] for name in FINGERPRINT_FIELDS}, sort_keys=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def _slug(text: str) -> str:
@@ -255,6 +224,81 @@ class WorkParts:
         self._loaded.clear()
 
 
+# --------------------------------------------------------------------------- the per-row datasets, declared once
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-row dataset of a table: ``kind`` is "digest" (sha256 hex, stored as S64), "text" (utf-8) or "int"."""
+
+    name: str
+    kind: str
+    optional: bool = False  # absent in caches written before it existed: read as "" / 0
+
+
+@dataclass(frozen=True)
+class Table:
+    """A family of per-row datasets that share one row count: the writer, the reader, validation, the hit check
+    and merge all iterate over ``TABLES`` and never name a dataset themselves.
+
+    ``features``: the table also holds vectors (``/<group>/features``, one dataset per layer for the clean rows).
+    ``row_reference``: a column holding row numbers of the clean rows (merge shifts it by each shard's offset).
+    ``unique_on``: merge keeps the first entry per value of this column (shards all record a listing failure).
+    ``promised_by``: the cache attribute whose truth requires the table (absent + promised = damaged cache).
+    """
+
+    name: str
+    group: str  # "" = the file's root
+    columns: tuple[Column, ...]
+    features: bool = False
+    row_reference: str | None = None
+    unique_on: str | None = None
+    promised_by: str | None = None
+
+    def node(self, name: str) -> str:
+        return f"{self.group}/{name}" if self.group else name
+
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        "rows", "",
+        (Column("ids", "digest"), Column("paths", "text"), Column("labels", "int"), Column("split", "text")),
+        features=True,
+    ),
+    Table(
+        "failed", "failed",
+        # ids: the content digest of an image that failed to decode ("" when it was never read), so a re-run does
+        # not retry the same bytes
+        (Column("paths", "text"), Column("reasons", "text"), Column("ids", "digest", optional=True)),
+        unique_on="paths",
+    ),
+    Table(
+        "augmented", "augmented",
+        (Column("rows", "int"),),  # the clean row each entry of /augmented/features belongs to
+        features=True, row_reference="rows", promised_by="augment",
+    ),
+)
+TABLES_BY_NAME = {table.name: table for table in TABLES}
+
+_STORAGE = {"digest": "S64", "int": np.int64}
+
+
+def _encode(kind: str, values) -> np.ndarray:
+    if kind == "text":
+        return np.asarray(list(values), dtype=object)
+    return np.asarray(list(values), dtype=_STORAGE[kind])
+
+
+def _decode_column(kind: str, values) -> "list[str] | np.ndarray":
+    if kind == "int":
+        return np.asarray(values).astype(np.int64)
+    return _decode(values)
+
+
+def _promised(table: Table, attrs: dict) -> bool:
+    return bool(table.promised_by and attrs.get(table.promised_by))
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -267,7 +311,8 @@ class Cache:
 
     ``features`` is the (N, D) dataset of the only layer (``features_for(layer)`` when there are several);
     ``labels``, ``ids``, ``paths``, ``split`` and ``class_names`` are loaded into memory; ``config`` holds
-    every root attribute (backbone, layers, pooling, input size, fingerprint, ...).
+    every root attribute (backbone, layers, pooling, input size, fingerprint, ...). ``tables[name][column]`` holds
+    every declared per-row dataset (``TABLES``).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -314,27 +359,68 @@ class Cache:
                 "extract again"
             )
         self.class_names: list[str] = list(self.config.get("class_names", []))
-        self.labels = self._file["labels"][()].astype(np.int64)
-        n = self.labels.shape[0]
-        self.ids = _decode(self._file["ids"][()])
-        self.paths = _decode(self._file["paths"][()])
-        self.split = np.asarray(_decode(self._file["split"][()]), dtype=object)
+        self.tables: dict[str, dict] = {table.name: self._read_table(table) for table in TABLES}
+        rows, failed, augmented = self.tables["rows"], self.tables["failed"], self.tables["augmented"]
+        # the clean rows
+        self.ids: list[str] = rows["ids"]
+        self.paths: list[str] = rows["paths"]
+        self.labels: np.ndarray = rows["labels"]
+        self.split = np.asarray(rows["split"], dtype=object)
+        # the images that could not be read, and their content digests ("" when never read)
+        self.failed: list[tuple[str, str]] = list(zip(failed["paths"], failed["reasons"]))
+        self.failed_ids: list[str] = failed["ids"]
+        # augmented views: the clean row of each entry, and their (M, K, D) vectors (None without --augment)
+        self.view_rows: np.ndarray = augmented["rows"]
+        self.views: "h5py.Dataset | None" = self._file["augmented/features"] if "augmented" in self._file else None
+        n = len(self)
         for layer in self.layers:
             if self.features_for(layer).shape[0] != n:
                 raise TransferCacheError(f"cache {self.path} is inconsistent: layer '{layer}' has a different row count; delete it and extract again")
-        if len(self.ids) != n or len(self.paths) != n or len(self.split) != n:
-            raise TransferCacheError(f"cache {self.path} is inconsistent: its datasets differ in length; delete it and extract again")
-        failed = self._file.get("failed")
-        self.failed: list[tuple[str, str]] = (
-            list(zip(_decode(failed["paths"][()]), _decode(failed["reasons"][()]))) if failed is not None else []
-        )
-        self.failed_ids: list[str] = _decode(failed["ids"][()]) if failed is not None and "ids" in failed else []
-        augmented = self._file.get("augmented")
-        # rows that have augmented views, and their (M, K, D) vectors (absent when extracted without --augment)
-        self.view_rows = augmented["rows"][()].astype(np.int64) if augmented is not None else np.zeros(0, np.int64)
-        self.views: h5py.Dataset | None = augmented["features"] if augmented is not None else None
-        if self.views is not None and self.views.shape[0] != self.view_rows.shape[0]:
-            raise TransferCacheError(f"cache {self.path} is inconsistent: /augmented rows and features differ; delete it and extract again")
+        for table in TABLES:
+            if table.row_reference is not None:
+                rows = self.tables[table.name][table.row_reference]
+                if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                    raise TransferCacheError(
+                        f"cache {self.path} is inconsistent: /{table.node(table.row_reference)} names rows outside "
+                        f"0..{n - 1}; delete it and extract again"
+                    )
+
+    def _read_table(self, table: Table) -> dict:
+        """Load one declared table's columns; check that they (and its vectors) have one length."""
+        present = table.group == "" or table.group in self._file
+        if not present:
+            if _promised(table, self.config):
+                raise TransferCacheError(
+                    f"cache {self.path} is damaged: its attributes promise /{table.group} ({table.promised_by}: "
+                    f"{self.config.get(table.promised_by)}) but the file has none; delete it and extract again"
+                )
+            return {column.name: _decode_column(column.kind, []) for column in table.columns}
+        group = self._file[table.group] if table.group else self._file
+        columns: dict = {}
+        for column in table.columns:
+            if column.name not in group:
+                if column.optional:
+                    columns[column.name] = None
+                    continue
+                raise TransferCacheError(f"cache {self.path} is damaged: /{table.node(column.name)} is missing; delete it and extract again")
+            columns[column.name] = _decode_column(column.kind, group[column.name][()])
+        lengths = {len(values) for values in columns.values() if values is not None}
+        if len(lengths) > 1:
+            which = "its datasets differ in length" if table.name == "rows" else f"/{table.group} datasets differ in length"
+            raise TransferCacheError(f"cache {self.path} is inconsistent: {which}; delete it and extract again")
+        n = lengths.pop() if lengths else 0
+        for column in table.columns:
+            if columns[column.name] is None:  # an optional column of an older cache
+                columns[column.name] = _decode_column(column.kind, [0 if column.kind == "int" else ""] * n)
+        if table.group and table.features and "features" in group and group["features"].shape[0] != n:
+            raise TransferCacheError(f"cache {self.path} is inconsistent: /{table.group} rows and features differ; delete it and extract again")
+        return columns
+
+    def table_features(self, table: Table, layer: str | None = None) -> "h5py.Dataset | None":
+        """The vectors of one declared table (the clean rows' per layer), or None when it holds none."""
+        if table.name == "rows":
+            return self.features_for(layer or self.layers[0])
+        return self._file[table.node("features")] if table.group in self._file else None
 
     def features_for(self, layer: str) -> h5py.Dataset:
         node = self._file["features"]
@@ -357,14 +443,15 @@ class Cache:
     @property
     def n_views(self) -> int:
         """Augmented views per training image (0 when the cache has none)."""
-        return int(self.views.shape[1]) if self.views is not None else 0
+        views = self.views
+        return int(views.shape[1]) if views is not None else 0
 
     @property
     def feature_dim(self) -> int:
         return int(self.config["feature_dim"])
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return len(self.tables["rows"]["ids"])
 
     def close(self) -> None:
         self._file.close()
@@ -419,6 +506,19 @@ class Rows:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class TableData:
+    """What the writer needs for one declared table: its columns, and for a table with vectors a streaming reader
+    ``features(start, stop)`` returning one block per dataset (per layer for the clean rows) with ``shapes``."""
+
+    columns: dict
+    features: object = None
+    shapes: list | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+
 def _chunk_rows(row_bytes: int, n: int) -> int:
     return max(1, min(n, _CHUNK_BYTES // max(1, row_bytes)))
 
@@ -446,67 +546,66 @@ def write_cache(
     Augmented views (one layer only): ``view_rows`` (the rows that have them) and ``view_features(start, stop)``
     returning the (stop - start, views, D) block for those entries of ``view_rows``.
     """
-    path = Path(path)
-    n = len(rows.ids)
-    if not (len(rows.paths) == len(rows.labels) == len(rows.split) == n):
-        raise ValueError("ids, paths, labels and split must have one entry per row")
     layers = list(attrs["layers"])
-    dtype = np.dtype(attrs["dtype"])
     if features is not None:
-        features = [np.asarray(f) for f in features]
-        feature_shapes = [tuple(f.shape[1:]) for f in features]
-        arrays = features
+        arrays = [np.asarray(f) for f in features]
+        feature_shapes = [tuple(f.shape[1:]) for f in arrays]
 
         def feature_rows(start, stop):  # noqa: F811 - the in-memory case is a special case of streaming
             return [a[start:stop] for a in arrays]
 
     if feature_rows is None or feature_shapes is None or len(feature_shapes) != len(layers):
         raise ValueError("give one feature array (or one feature shape with feature_rows) per layer")
+    failed_ids = list(failed_ids) or [""] * len(rows.failed)
+    tables = {
+        "rows": TableData(
+            {"ids": rows.ids, "paths": rows.paths, "labels": rows.labels, "split": rows.split},
+            features=feature_rows, shapes=[tuple(s) for s in feature_shapes],
+        ),
+        "failed": TableData({"paths": [p for p, _ in rows.failed], "reasons": [r for _, r in rows.failed], "ids": failed_ids}),
+    }
+    if view_rows is not None and views:
+        tables["augmented"] = TableData(
+            {"rows": list(view_rows)},
+            features=lambda start, stop: [view_features(start, stop)],
+            shapes=[(views,) + tuple(feature_shapes[0])],
+        )
+    return write_tables(path, attrs=attrs, tables=tables, block_rows=block_rows)
 
+
+def write_tables(path: str | os.PathLike, *, attrs: dict, tables: dict, block_rows: int = 4096) -> Path:
+    """Write every declared table of ``tables`` (name -> ``TableData``; an absent table is written empty, or
+    left out when it holds vectors) into a new cache file, atomically."""
+    path = Path(path)
+    layers = list(attrs["layers"])
+    dtype = np.dtype(attrs["dtype"])
+    for name, data in tables.items():
+        table = TABLES_BY_NAME[name]
+        lengths = {len(data.columns[c.name]) for c in table.columns}
+        if len(lengths) > 1:
+            raise ValueError(f"table {name!r}: its columns {[c.name for c in table.columns]} must have one entry per row")
+    clean = tables["rows"]
+    n = len(clean)
     full = dict(attrs)
     full["format"] = FORMAT
     full["format_version"] = FORMAT_VERSION
     full["fingerprint"] = fingerprint(full)
-    full["feature_dim"] = int(np.prod(feature_shapes[0])) if len(layers) == 1 else [int(np.prod(s)) for s in feature_shapes]
+    full["feature_dim"] = int(np.prod(clean.shapes[0])) if len(layers) == 1 else [int(np.prod(s)) for s in clean.shapes]
     full.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     full["rows"] = n
 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    needed = _estimated_size(rows, feature_shapes, dtype, n_views=len(view_rows) * views if view_rows is not None else 0)
-    _reserve_space(path.with_name(f".{path.name}.tmp-{os.getpid()}.reserve"), needed, path)
+    _reserve_space(path.with_name(f".{path.name}.tmp-{os.getpid()}.reserve"), _estimated_size(tables, dtype), path)
     try:
         with h5py.File(temporary, "w") as out:
             for key, value in full.items():
                 out.attrs[key] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
-            if len(layers) == 1:
-                targets = [_feature_dataset(out, "features", n, feature_shapes[0], dtype)]
-            else:
-                group = out.create_group("features")
-                targets = [_feature_dataset(group, layer, n, shape, dtype) for layer, shape in zip(layers, feature_shapes)]
-            for start in range(0, n, block_rows):
-                stop = min(n, start + block_rows)
-                for target, block in zip(targets, feature_rows(start, stop)):
-                    target[start:stop] = np.asarray(block, dtype=dtype).reshape((stop - start,) + target.shape[1:])
-            if view_rows is not None and views:
-                group = out.create_group("augmented")
-                group.create_dataset("rows", data=np.asarray(view_rows, dtype=np.int64))
-                m = len(view_rows)
-                shape = (views,) + tuple(feature_shapes[0])
-                target = _feature_dataset(group, "features", m, shape, dtype)
-                for start in range(0, m, block_rows):
-                    stop = min(m, start + block_rows)
-                    target[start:stop] = np.asarray(view_features(start, stop), dtype=dtype)
-            out.create_dataset("labels", data=np.asarray(rows.labels, dtype=np.int64))
-            out.create_dataset("ids", data=np.asarray(rows.ids, dtype="S64"))
-            out.create_dataset("paths", data=np.asarray(rows.paths, dtype=object), dtype=_STRING)
-            out.create_dataset("split", data=np.asarray(rows.split, dtype=object), dtype=_STRING)
-            failed = out.create_group("failed")
-            failed.create_dataset("paths", data=np.asarray([p for p, _ in rows.failed], dtype=object), dtype=_STRING)
-            failed.create_dataset("reasons", data=np.asarray([r for _, r in rows.failed], dtype=object), dtype=_STRING)
-            # parallel to paths: the content digest of an image that failed to decode ("" when it was never read),
-            # so a re-run does not retry the same bytes
-            failed.create_dataset("ids", data=np.asarray(list(failed_ids), dtype="S64"))
+            for table in TABLES:
+                data = tables.get(table.name)
+                if data is None and table.features:
+                    continue  # e.g. no augmented views: the group is absent
+                _write_table(out, table, data, layers=layers, dtype=dtype, block_rows=block_rows)
         fsync_file(temporary)
         os.replace(temporary, path)
         fsync_dir(path.parent)
@@ -519,19 +618,44 @@ def write_cache(
     return path
 
 
-def _estimated_size(rows: Rows, feature_shapes, dtype: np.dtype, *, n_views: int) -> int:
+def _write_table(out: h5py.File, table: Table, data: "TableData | None", *, layers, dtype, block_rows: int) -> None:
+    group = out.require_group(table.group) if table.group else out
+    for column in table.columns:
+        values = data.columns[column.name] if data is not None else []
+        encoded = _encode(column.kind, values)
+        if column.kind == "text":
+            group.create_dataset(column.name, data=encoded, dtype=_STRING)
+        else:
+            group.create_dataset(column.name, data=encoded)
+    if not table.features or data is None:
+        return
+    n = len(data)
+    if table.name == "rows" and len(layers) > 1:
+        features = group.create_group("features")
+        targets = [_feature_dataset(features, layer, n, shape, dtype) for layer, shape in zip(layers, data.shapes)]
+    else:
+        targets = [_feature_dataset(group, "features", n, data.shapes[0], dtype)]
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        for target, block in zip(targets, data.features(start, stop)):
+            target[start:stop] = np.asarray(block, dtype=dtype).reshape((stop - start,) + target.shape[1:])
+
+
+def _estimated_size(tables: dict, dtype: np.dtype) -> int:
     """An upper bound of the bytes a cache file takes: whole chunks of every feature dataset, strings, slack."""
-    n = len(rows.ids)
     total = 1 << 20
-    for shape in feature_shapes:
-        row_bytes = int(np.prod(shape)) * dtype.itemsize
-        chunk = _chunk_rows(row_bytes, max(n, 1))
-        total += -(-n // chunk) * chunk * row_bytes + 64 * (-(-n // chunk))
-    if n_views:
-        total += n_views * int(np.prod(feature_shapes[0])) * dtype.itemsize + (1 << 20)
-    strings = list(rows.paths) + list(rows.split) + [p for p, _ in rows.failed] + [r for _, r in rows.failed]
-    total += sum(64 + len(text.encode("utf-8", "surrogateescape")) for text in strings)
-    total += 160 * (n + len(rows.failed))  # ids, labels, failed ids
+    for name, data in tables.items():
+        table = TABLES_BY_NAME[name]
+        n = len(data)
+        for shape in (data.shapes or []) if table.features else []:
+            row_bytes = int(np.prod(shape)) * dtype.itemsize
+            chunk = _chunk_rows(row_bytes, max(n, 1))
+            total += -(-n // chunk) * chunk * row_bytes + 64 * (-(-n // chunk))
+        for column in table.columns:
+            if column.kind == "text":
+                total += sum(64 + len(str(text).encode("utf-8", "surrogateescape")) for text in data.columns[column.name])
+            else:
+                total += 80 * n
     return int(total * 1.05)
 
 

@@ -1,45 +1,27 @@
-"""Sharded extraction on an existing distributed engine (Dask distributed), then one merge.
+"""Shards on an existing distributed engine (Dask distributed), or one after the other in this process.
 
-The image list is cut into N deterministic, contiguous shards (``extract(..., shard="K/N")``); each shard is an
-independent extraction that writes its own cache file, so a worker that dies loses only its shard, and a re-run
-finds the finished shard files and recomputes only the rest (a finished shard is a cache hit). Workers receive plain
-strings (the source spec, the cache folder, the options), never h5py handles or Source objects: those cannot cross
-process boundaries safely. The cache folder must be one that every worker can reach (a shared file system when the
-scheduler is remote).
+This module knows nothing about extraction: it receives a *shard task* (a module-level function, so it pickles by
+reference: ``task(source, shard_spec, options) -> dict of plain values``) and runs it once per shard on the chosen
+engine, with retries, naming the shards that still fail. ``extract`` gives it the task that extracts one shard and
+merges the shard files afterwards. Workers receive plain strings and dicts, never h5py handles or Source objects:
+those cannot cross process boundaries safely.
 
-Dask is an optional extra: ``pip install transfer_cache[dask]``. ``engine="local"`` runs the shards one after the
-other in this process, with the same files and the same merge (useful without Dask, and to resume).
+Dask is an optional extra: ``pip install transfer_cache[dask]``. The engines are a registry (``ENGINES``): adding one
+is one function here.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
 from ._errors import TransferCacheError
 
-ENGINES = ("local", "dask")
-_RESERVED = ("shard", "progress", "engine", "scheduler", "workers", "shards")
 
 
-@dataclass
-class ShardedResult:
-    """What a sharded run did: the merged cache and the per-shard extraction figures."""
-
-    path: Path
-    shard_paths: list[Path]
-    rows: int = 0
-    computed: int = 0
-    reused: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    hit: bool = False
-
-
-def _validate(source, shards, engine, workers, retries, extract_kwargs) -> None:
+def check_arguments(source, shards: int, engine: str, workers: int, retries: int) -> None:
+    """Check the engine arguments before any work (run_shards calls it too)."""
     if not isinstance(source, (str, os.PathLike)):
         raise TransferCacheError(
             f"a sharded run needs the source as a spec string or path (each worker opens it itself); got a "
@@ -53,11 +35,6 @@ def _validate(source, shards, engine, workers, retries, extract_kwargs) -> None:
         raise TransferCacheError(f"workers must be a whole number of at least 1; got {workers!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise TransferCacheError(f"retries must be a whole number of at least 0; got {retries!r}")
-    reserved = sorted(set(extract_kwargs) & set(_RESERVED))
-    if reserved:
-        raise TransferCacheError(
-            f"run_sharded sets {', '.join(reserved)} itself for each shard; drop {'it' if len(reserved) == 1 else 'them'} from the extract options"
-        )
 
 
 def _limit_threads(intra_op_threads: int | None) -> None:
@@ -74,22 +51,10 @@ def _limit_threads(intra_op_threads: int | None) -> None:
         pass
 
 
-def extract_shard(source: str, shard: str, options: dict, intra_op_threads: int | None = None) -> dict:
-    """The task a worker runs: one shard's extraction. Returns plain values only (paths as strings)."""
+def _run_task(task: Callable, source: str, spec: str, options: dict, intra_op_threads: int | None = None) -> dict:
+    """What a worker runs: its share of the cores, then the shard task."""
     _limit_threads(intra_op_threads)
-    from .extract import extract
-
-    result = extract(source, shard=shard, progress=False, **options)
-    return {
-        "shard": shard,
-        "path": str(result.path),
-        "rows": result.rows,
-        "computed": result.computed,
-        "reused": result.reused,
-        "failed": [list(item) for item in result.failed],
-        "hit": result.hit,
-        "compute_seconds": result.compute_seconds,
-    }
+    return task(source, spec, options)
 
 
 def _import_dask():
@@ -132,7 +97,7 @@ def _check_reachable(scheduler: str) -> None:
         raise _unreachable(scheduler, exc) from None
 
 
-def _run_dask(source, shard_specs, options, *, scheduler, workers, retries, progress):
+def _run_dask(task, source, shard_specs, options, *, scheduler, workers, retries, progress):
     distributed = _import_dask()
     cluster = None
     if scheduler is None:
@@ -164,7 +129,7 @@ def _run_dask(source, shard_specs, options, *, scheduler, workers, retries, prog
         with client:
             futures = {
                 spec: client.submit(
-                    extract_shard, str(source), spec, options, threads,
+                    _run_task, task, str(source), spec, options, threads,
                     key=f"transfer-cache-shard-{spec.replace('/', '-of-')}-{os.getpid()}-{time.time_ns()}",
                     retries=retries, pure=False,
                 )
@@ -189,7 +154,7 @@ def _run_dask(source, shard_specs, options, *, scheduler, workers, retries, prog
             cluster.close()
 
 
-def _run_local(source, shard_specs, options, *, retries, progress):
+def _run_local(task, source, shard_specs, options, *, scheduler, workers, retries, progress):
     import sys
 
     from tqdm.auto import tqdm
@@ -198,7 +163,7 @@ def _run_local(source, shard_specs, options, *, retries, progress):
     for spec in tqdm(shard_specs, desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False):
         for attempt in range(retries + 1):
             try:
-                outcomes[spec] = extract_shard(str(source), spec, options)
+                outcomes[spec] = _run_task(task, str(source), spec, options)
                 break
             except TransferCacheError as exc:  # a user mistake does not get better by retrying
                 outcomes[spec] = exc
@@ -208,87 +173,39 @@ def _run_local(source, shard_specs, options, *, retries, progress):
     return outcomes
 
 
-def run_sharded_result(
+ENGINES: dict[str, Callable] = {"local": _run_local, "dask": _run_dask}
+
+
+def run_shards(
+    task: Callable,
     source,
     *,
     shards: int,
+    options: dict,
     engine: str = "dask",
     scheduler: str | None = None,
     workers: int = 2,
     retries: int = 2,
     progress: bool = False,
-    **extract_kwargs,
-) -> ShardedResult:
-    """``run_sharded`` returning the per-shard figures too (what ``extract(engine="dask")`` reports)."""
-    from .extract import feature_config
-    from .cache import default_cache_dir
-    from .merge import merge
+) -> list[dict]:
+    """Run ``task(source, "K/N", options)`` for K in 0..N-1 on ``engine``; return the outcomes in shard order.
 
-    started = time.perf_counter()
-    _validate(source, shards, engine, workers, retries, extract_kwargs)
-    options = dict(extract_kwargs)
-    # every worker must write into the same folder: resolve it here, once
-    options["cache_dir"] = str(Path(options.get("cache_dir") or default_cache_dir()).resolve())
-    # the options are checked here, before any worker starts (the same checks extract makes)
-    config_keys = inspect.signature(feature_config).parameters
-    feature_config(**{key: options[key] for key in config_keys if key in options})
-    if "source" in options:
-        raise TransferCacheError("give the source once, as the first argument")
-
+    ``scheduler`` is a Dask scheduler address (``tcp://host:8786``); None starts a ``LocalCluster`` of ``workers``
+    single-threaded worker processes, each TensorFlow limited to its share of the cores. A failed shard is retried
+    ``retries`` times; if one still fails, the error names it (finished shards keep their files for the next run).
+    """
+    check_arguments(source, shards, engine, workers, retries)
     specs = [f"{k}/{shards}" for k in range(shards)]
-    if engine == "dask":
-        outcomes = _run_dask(source, specs, options, scheduler=scheduler, workers=workers, retries=retries, progress=progress)
-    else:
-        outcomes = _run_local(source, specs, options, retries=retries, progress=progress)
-
+    outcomes = ENGINES[engine](
+        task, source, specs, options, scheduler=scheduler, workers=workers, retries=retries, progress=progress
+    )
     failures = {spec: outcome for spec, outcome in outcomes.items() if isinstance(outcome, BaseException)}
     if failures:
         done = len(specs) - len(failures)
         details = "; ".join(f"shard {spec}: {type(exc).__name__}: {exc}" for spec, exc in sorted(failures.items()))
         raise TransferCacheError(
             f"{len(failures)} of {len(specs)} shards failed after {retries + 1} attempt{'s' if retries else ''} ({details}); "
-            f"the {done} finished shard file{'s are' if done != 1 else ' is'} kept in {options['cache_dir']}: fix the cause "
+            f"the {done} finished shard file{'s are' if done != 1 else ' is'} kept in {options.get('cache_dir')}: fix the cause "
             "and run the same command again, which recomputes only the failed shards"
         )
-    shard_paths = [Path(outcomes[spec]["path"]) for spec in specs]
-    merged = merge(shard_paths)
-    reports = [outcomes[spec] for spec in specs]
-    failed: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for report in reports:
-        for path, reason in report["failed"]:
-            if path not in seen:
-                seen.add(path)
-                failed.append((path, reason))
-    return ShardedResult(
-        path=merged,
-        shard_paths=shard_paths,
-        rows=sum(r["rows"] for r in reports),
-        computed=sum(r["computed"] for r in reports),
-        reused=sum(r["reused"] for r in reports),
-        failed=failed,
-        seconds=time.perf_counter() - started,
-        hit=all(r["hit"] for r in reports),
-    )
-
-
-def run_sharded(
-    source,
-    *,
-    shards: int,
-    engine: str = "dask",
-    scheduler: str | None = None,
-    workers: int = 2,
-    retries: int = 2,
-    **extract_kwargs,
-) -> Path:
-    """Extract ``source`` as ``shards`` independent shard caches on Dask (or locally), then merge; return the merged cache.
-
-    ``scheduler`` is a Dask scheduler address (``tcp://host:8786``); None starts a ``LocalCluster`` of ``workers``
-    single-threaded worker processes, each TensorFlow limited to its share of the cores. A failed shard is retried
-    ``retries`` times; if one still fails, the error names it and the finished shard files stay for the next run.
-    ``extract_kwargs`` are ``extract``'s options (backbone, layer, pooling, input_size, weights, cache_dir, ...).
-    """
-    return run_sharded_result(
-        source, shards=shards, engine=engine, scheduler=scheduler, workers=workers, retries=retries, **extract_kwargs
-    ).path
+    return [outcomes[spec] for spec in specs]

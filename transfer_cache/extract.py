@@ -1,13 +1,14 @@
 """``python -m transfer_cache.extract``: push every image through a frozen backbone once and cache the vectors.
 
 A re-run with the same configuration is a cache hit and computes nothing; when images are added only the new
-ones are computed (rows are keyed by content digest); a killed run resumes from its finished batches.
+ones are computed (rows are keyed by content digest); a killed run resumes from its finished batches. The options
+are declared once, in ``feature_config.EXTRACT_OPTIONS``; this module is the order of the work: hash, find what is
+known, compute what is new, assemble the new cache.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,18 +19,8 @@ import numpy as np
 
 from . import _cli
 from ._errors import ImageError, TransferCacheError
-from .backbones import (
-    DEFAULT_BACKBONE,
-    POOLINGS,
-    default_layers,
-    get_spec,
-    list_backbones,
-    resolve_weights,
-    validate_choices,
-)
+from .backbones import DEFAULT_BACKBONE, get_spec, list_backbones
 from .cache import (
-    DTYPES,
-    FORMAT_VERSION,
     Cache,
     NewerFormatError,
     Rows,
@@ -37,12 +28,17 @@ from .cache import (
     cache_filename,
     cache_lock,
     default_cache_dir,
-    fingerprint,
     sweep_temporaries,
     write_cache,
 )
-from .pipeline import validate_resize
-from .runtimes.tensorflow import compute_precision
+from .feature_config import (
+    FeatureConfig,
+    add_extract_arguments,
+    feature_config,  # noqa: F401  (re-exported: extract.feature_config(...) is part of the Python API)
+    fingerprint,
+    option_names,
+    options_from_args,
+)
 
 
 @dataclass
@@ -71,11 +67,18 @@ class ExtractResult:
         )
 
 
-def _parse_layers(layer) -> list[str]:
-    if layer is None:
-        return []
-    items = layer.split(",") if isinstance(layer, str) else list(layer)
-    return [item.strip() for item in items if item and item.strip()]
+@dataclass
+class ShardedResult:
+    """What a sharded run did: the merged cache and the per-shard extraction figures."""
+
+    path: Path
+    shard_paths: list[Path]
+    rows: int = 0
+    computed: int = 0
+    reused: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    hit: bool = False
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
@@ -110,67 +113,13 @@ def _versions() -> dict:
     }
 
 
-def feature_config(
-    *,
-    backbone: str = DEFAULT_BACKBONE,
-    layer=None,
-    pooling: str = "avg",
-    input_size: int | None = None,
-    weights: str = "imagenet",
-    resize: str | None = None,
-    preprocessing: str | None = None,
-    dtype: str = "float32",
-    augment: int = 0,
-    augment_recipe: str = "standard",
-    augment_seed: int = 0,
-    interpolation: str | None = None,
-    mixed_precision: bool = False,
-) -> dict:
-    """Validate the user's choices and return every field of the fingerprint (nothing is computed)."""
-    spec = get_spec(backbone)
-    validate_choices(pooling=pooling, preprocessing=preprocessing, input_size=input_size)
-    if dtype not in DTYPES:
-        raise TransferCacheError(f"dtype must be one of {', '.join(repr(d) for d in DTYPES)}; got {dtype!r}")
-    resize = resize or spec.resize
-    crop_fraction = spec.crop_fraction if resize == "center-crop" and resize == spec.resize else 1.0
-    size = int(input_size or spec.input_size)
-    interpolation = interpolation or spec.interpolation
-    validate_resize(size=size, policy=resize, interpolation=interpolation, crop_fraction=crop_fraction)
-    if not isinstance(mixed_precision, bool):
-        raise TransferCacheError(f"mixed_precision must be True or False; got {mixed_precision!r}")
-    _, weights_name, weights_identity = resolve_weights(spec, weights)
-    if not isinstance(augment, int) or augment < 0:
-        raise TransferCacheError(f"augment must be a whole number of views, 0 or more; got {augment!r}")
-    augmentation = 0
-    if augment:
-        from .augment import get_recipe
-
-        augmentation = {"views": augment, "recipe": get_recipe(augment_recipe).describe(), "seed": int(augment_seed)}
-    layers = _parse_layers(layer) or default_layers(spec.name, size)
-    if augment and len(layers) > 1:
-        raise TransferCacheError(f"--augment works with one feature layer; got {len(layers)} ({', '.join(layers)})")
-    return {
-        "backbone": spec.name,
-        "weights": weights_name,
-        "weights_sha256": weights_identity,
-        "layers": layers,
-        "pooling": pooling,
-        "input_size": size,
-        "resize": resize,
-        "crop_fraction": float(crop_fraction),
-        "interpolation": interpolation,
-        "preprocessing": preprocessing or spec.preprocessing,
-        "dtype": dtype,
-        "augment": augmentation,
-        "compute_precision": compute_precision(mixed_precision),  # float16 compute changes the vectors
-        "format_version": FORMAT_VERSION,
-    }
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- the Python API
 
 
 def extract(
@@ -184,62 +133,57 @@ def extract(
     resize: str | None = None,
     interpolation: str | None = None,
     preprocessing: str | None = None,
-    batch_size: int = 32,
     dtype: str = "float32",
     augment: int = 0,
     augment_recipe: str = "standard",
     augment_seed: int = 0,
+    mixed_precision: bool = False,
+    batch_size: int = 32,
     cache_dir=None,
     shard=None,
     lock_timeout: float = 0.0,
     allow_outside_root: bool = False,
     progress: bool = True,
+    shards: int | None = None,
     engine: str = "local",
     scheduler: str | None = None,
     workers: int | None = None,
-    shards: int | None = None,
-    mixed_precision: bool = False,
 ) -> ExtractResult:
     """Extract (or reuse) the transfer values of every image in ``source`` and return where the cache is.
 
     ``source`` is a folder, a CSV manifest, an .npz/.npy file, a CIFAR batch folder, ``keras:cifar10`` style names,
-    ``sklearn:digits``, or a ``sources.Source``. All arguments are validated before any work starts.
-    ``augment=K`` also stores K seeded augmented views (``augment_recipe``) of every training image (split
-    "train", or every image of a source without splits: fit keeps each image's views on its side of the split).
-    ``shards=N`` extracts N shard files and merges them (``engine="dask"`` runs them on a Dask ``LocalCluster`` of
-    ``workers`` processes, or on the cluster at ``scheduler``; see ``distributed.run_sharded``). ``mixed_precision``
-    computes in float16 on GPUs (ignored, with a warning, when none is visible); several GPUs are used together
-    through a ``tf.distribute.MirroredStrategy``.
+    ``sklearn:digits``, or a ``sources.Source``. Every option is declared (with its help) in
+    ``feature_config.EXTRACT_OPTIONS``; all are validated before any work starts. ``augment=K`` also stores K seeded
+    augmented views (``augment_recipe``) of every training image (split "train", or every image of a source without
+    splits: fit keeps each image's views on its side of the split). ``shards=N`` extracts N shard files and merges
+    them (``engine="dask"`` runs them on a Dask ``LocalCluster`` of ``workers`` processes, or on the cluster at
+    ``scheduler``). ``mixed_precision`` computes in float16 on GPUs (ignored, with a warning, when none is visible);
+    several GPUs are used together through a ``tf.distribute.MirroredStrategy``.
     """
+    options = {name: value for name, value in locals().items() if name in option_names()}
     from .sources import Source, open_source
 
     started = time.perf_counter()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TransferCacheError(f"batch size must be a whole number of at least 1; got {batch_size!r}")
     if _wants_sharded_run(engine=engine, scheduler=scheduler, workers=workers, shards=shards, shard=shard):
-        return _extract_sharded(
-            source, engine=engine, scheduler=scheduler, workers=workers, shards=shards, progress=progress,
-            backbone=backbone, layer=layer, pooling=pooling, input_size=input_size, weights=weights, resize=resize,
-            preprocessing=preprocessing, interpolation=interpolation, batch_size=batch_size, dtype=dtype, augment=augment,
-            augment_recipe=augment_recipe, augment_seed=augment_seed, cache_dir=cache_dir, lock_timeout=lock_timeout,
-            allow_outside_root=allow_outside_root, mixed_precision=mixed_precision,
+        if isinstance(source, Source):
+            raise TransferCacheError(
+                "a sharded extraction needs the source as a spec string or path (each shard opens it itself); got a "
+                "Source object: pass the folder, manifest or name you opened it from"
+            )
+        per_shard = {name: options[name] for name in option_names("vectors", "run") if name not in ("shard", "progress")}
+        workers = workers or 2
+        result = run_sharded_result(
+            str(source), shards=shards or workers, engine=engine, scheduler=scheduler, workers=workers, progress=progress,
+            **per_shard,
+        )
+        return ExtractResult(
+            path=result.path, rows=result.rows, computed=result.computed, reused=result.reused, failed=result.failed,
+            seconds=result.seconds, compute_seconds=result.seconds, hit=result.hit,
         )
     shard_k_n = parse_shard(shard)
-    config = feature_config(
-        backbone=backbone,
-        layer=layer,
-        pooling=pooling,
-        input_size=input_size,
-        weights=weights,
-        resize=resize,
-        preprocessing=preprocessing,
-        dtype=dtype,
-        augment=augment,
-        augment_recipe=augment_recipe,
-        augment_seed=augment_seed,
-        interpolation=interpolation,
-        mixed_precision=mixed_precision,
-    )
+    config = FeatureConfig.resolve(**{name: options[name] for name in option_names("vectors")}).as_dict()
     src = source if isinstance(source, Source) else open_source(str(source), allow_outside_root=allow_outside_root)
     indices = list(range(len(src)))
     shard_name = ""
@@ -249,20 +193,19 @@ def extract(
         shard_name = f"shard{k}-of-{n}"
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint(config)
     path = folder / cache_filename(
-        source_name=src.name, source_description=src.description, backbone=config["backbone"], fingerprint=fp, shard=shard_name
+        source_name=src.name, source_description=src.description, backbone=config["backbone"],
+        fingerprint=fingerprint(config), shard=shard_name,
     )
     with cache_lock(path, timeout=lock_timeout):
         sweep_temporaries(path)
         return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
 
 
-ENGINES = ("local", "dask")
-
-
 def _wants_sharded_run(*, engine, scheduler, workers, shards, shard) -> bool:
     """Check the engine options; True when the work is to be cut into shards (and merged) rather than done here."""
+    from .distributed import ENGINES
+
     if engine not in ENGINES:
         raise TransferCacheError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}; got {engine!r}")
     if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
@@ -277,30 +220,154 @@ def _wants_sharded_run(*, engine, scheduler, workers, shards, shard) -> bool:
     return sharded
 
 
-def _extract_sharded(source, *, engine, scheduler, workers, shards, progress, **options) -> ExtractResult:
-    from .distributed import run_sharded_result
-    from .sources import Source
+# --------------------------------------------------------------------------- sharded runs
 
-    if isinstance(source, Source):
+_SET_PER_SHARD = ("shard", "progress", "shards", "engine", "scheduler", "workers")
+
+
+def extract_shard(source: str, shard: str, options: dict) -> dict:
+    """The shard task a worker runs: one shard's extraction. Returns plain values only (paths as strings)."""
+    result = extract(source, shard=shard, progress=False, **options)
+    return {
+        "shard": shard,
+        "path": str(result.path),
+        "rows": result.rows,
+        "computed": result.computed,
+        "reused": result.reused,
+        "failed": [list(item) for item in result.failed],
+        "hit": result.hit,
+        "compute_seconds": result.compute_seconds,
+    }
+
+
+def run_sharded_result(
+    source,
+    *,
+    shards: int,
+    engine: str = "dask",
+    scheduler: str | None = None,
+    workers: int = 2,
+    retries: int = 2,
+    progress: bool = False,
+    **extract_options,
+) -> ShardedResult:
+    """Extract ``source`` as ``shards`` shard caches on an engine (``distributed``), merge them, and report.
+
+    ``extract_options`` are ``extract``'s vector and run options (backbone, layer, pooling, input_size, weights,
+    cache_dir, ...); they are checked here, before any worker starts. A failed shard is retried ``retries`` times;
+    if one still fails, the error names it and the finished shard files stay for the next run.
+    """
+    from .distributed import check_arguments, run_shards
+    from .merge import merge
+
+    started = time.perf_counter()
+    check_arguments(source, shards, engine, workers, retries)
+    reserved = [name for name in _SET_PER_SHARD if name in extract_options]
+    if reserved:
         raise TransferCacheError(
-            "a sharded extraction needs the source as a spec string or path (each shard opens it itself); got a Source "
-            "object: pass the folder, manifest or name you opened it from"
+            f"run_sharded sets {', '.join(reserved)} itself for each shard; drop {'it' if len(reserved) == 1 else 'them'} "
+            "from the extract options"
         )
-    workers = workers or 2
-    result = run_sharded_result(
-        str(source), shards=shards or workers, engine=engine, scheduler=scheduler, workers=workers, progress=progress,
-        **options,
+    unknown = sorted(set(extract_options) - set(option_names("vectors", "run")))
+    if unknown:
+        raise TransferCacheError(f"unknown extract option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                                 f"the options are: {', '.join(option_names('vectors', 'run'))}")
+    options = dict(extract_options)
+    # every worker must write into the same folder: resolve it here, once
+    options["cache_dir"] = str(Path(options.get("cache_dir") or default_cache_dir()).resolve())
+    FeatureConfig.resolve(**{name: options[name] for name in option_names("vectors") if name in options})
+    reports = run_shards(
+        extract_shard, source, shards=shards, options=options, engine=engine, scheduler=scheduler, workers=workers,
+        retries=retries, progress=progress,
     )
-    return ExtractResult(
-        path=result.path, rows=result.rows, computed=result.computed, reused=result.reused, failed=result.failed,
-        seconds=result.seconds, compute_seconds=result.seconds, hit=result.hit,
+    shard_paths = [Path(report["path"]) for report in reports]
+    merged = merge(shard_paths)
+    failed: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for report in reports:
+        for path, reason in report["failed"]:
+            if path not in seen:
+                seen.add(path)
+                failed.append((path, reason))
+    return ShardedResult(
+        path=merged,
+        shard_paths=shard_paths,
+        rows=sum(r["rows"] for r in reports),
+        computed=sum(r["computed"] for r in reports),
+        reused=sum(r["reused"] for r in reports),
+        failed=failed,
+        seconds=time.perf_counter() - started,
+        hit=all(r["hit"] for r in reports),
     )
+
+
+def run_sharded(source, *, shards: int, engine: str = "dask", scheduler: str | None = None, workers: int = 2,
+                retries: int = 2, **extract_options) -> Path:
+    """``run_sharded_result``, returning only the merged cache's path."""
+    return run_sharded_result(
+        source, shards=shards, engine=engine, scheduler=scheduler, workers=workers, retries=retries, **extract_options
+    ).path
+
+
+# --------------------------------------------------------------------------- one extraction, in order
+
+
+@dataclass
+class _Known:
+    """What earlier work already holds: the previous cache of this configuration and a killed run's parts."""
+
+    existing: Cache | None
+    parts: WorkParts
+    rows: dict[str, int]  # digest -> row of the previous cache
+    failed: dict[str, str]  # digest -> why it could not be read
+    views: dict[str, int]  # digest -> entry of the previous cache's augmented views
+
+    def close(self) -> None:
+        if self.existing is not None:
+            self.existing.close()
 
 
 def _extract_locked(
     src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n
 ) -> ExtractResult:
-    # 1. who is who: the content digest of every image
+    digests, listing_failed = _digest_images(src, indices, progress)
+    known = _known_work(path, config)
+    planned = [i for i in indices if i in digests]
+    try:
+        if known.existing is not None and _is_hit(known.existing, src, planned, digests, listing_failed, known.failed):
+            known.parts.remove()
+            return ExtractResult(
+                path=path, rows=len(known.existing), computed=0, reused=len(known.existing),
+                failed=list(known.existing.failed), seconds=time.perf_counter() - started, hit=True,
+            )
+        items = _work_items(src, planned, digests, known, n_views=_views(config))
+        compute_seconds, shapes, computed = 0.0, None, 0
+        if items:
+            compute_seconds, shapes, computed = _compute(src, items, digests, config, known.parts, batch_size, progress)
+        rows, failed_ids, origins, row_images = _clean_rows(src, planned, digests, known, listing_failed)
+        if shapes is None:
+            shapes = _shapes_from(known, rows.ids[0], config["layers"])
+        view_rows, view_features = _view_rows(src, rows, row_images, known, n_views=_views(config), config=config, shapes=shapes)
+        write_cache(
+            path, attrs=_cache_attrs(config, src, shard_k_n), rows=rows,
+            feature_rows=_feature_reader(origins, rows.ids, known, config, shapes), feature_shapes=shapes,
+            failed_ids=failed_ids, view_rows=view_rows, view_features=view_features, views=_views(config),
+        )
+    finally:
+        known.close()
+    known.parts.remove()
+    return ExtractResult(
+        path=path, rows=len(rows.ids), computed=computed, reused=len(rows.ids) - computed, failed=rows.failed,
+        seconds=time.perf_counter() - started, compute_seconds=compute_seconds,
+    )
+
+
+def _views(config: dict) -> int:
+    return int(config["augment"]["views"]) if config["augment"] else 0
+
+
+def _digest_images(src, indices, progress: bool) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """Who is who: the content digest of every image (an unreadable one is recorded, never fatal)."""
     listing_failed = list(getattr(src, "failed", []))
     digests: dict[int, str] = {}
     with _progress(len(indices), "hashing", progress) as bar:
@@ -312,67 +379,55 @@ def _extract_locked(
             except OSError as exc:
                 listing_failed.append((src.records[i].path, f"cannot read file: {exc.strerror or exc}"))
             bar.update(1)
+    return digests, listing_failed
 
-    # 2. what is already known: an earlier cache of this configuration, and finished batches of a killed run
+
+def _known_work(path: Path, config: dict) -> _Known:
     existing = _open_existing(path)
-    known_rows: dict[str, int] = {}
-    known_failed: dict[str, str] = {}
+    rows: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    views: dict[str, int] = {}
     if existing is not None:
-        known_rows = {digest: row for row, digest in enumerate(existing.ids)}
-        known_failed = {d: reason for d, (_, reason) in zip(existing.failed_ids, existing.failed) if d}
+        rows = {digest: row for row, digest in enumerate(existing.ids)}
+        failed = {d: reason for d, (_, reason) in zip(existing.failed_ids, existing.failed) if d}
+        if _views(config):
+            views = {existing.ids[row]: m for m, row in enumerate(existing.view_rows.tolist())}
     parts = WorkParts(path, layers=config["layers"])
     parts.scan()
-    known_failed.update(parts.failed)
+    failed.update(parts.failed)
+    return _Known(existing=existing, parts=parts, rows=rows, failed=failed, views=views)
 
-    planned = [i for i in indices if i in digests]
-    if existing is not None and _is_hit(existing, src, planned, digests, listing_failed, known_failed):
-        result = ExtractResult(
-            path=path, rows=len(existing), computed=0, reused=len(existing), failed=list(existing.failed),
-            seconds=time.perf_counter() - started, hit=True,
-        )
-        existing.close()
-        parts.remove()
-        return result
 
-    n_views = config["augment"]["views"] if config["augment"] else 0
-    known_views: dict[str, int] = {}
-    if existing is not None and n_views:
-        known_views = {existing.ids[row]: m for m, row in enumerate(existing.view_rows.tolist())}
-
-    # work items: (image index, view); view 0 is the clean image, 1..K its augmented views
+def _work_items(src, planned, digests, known: _Known, *, n_views: int) -> list[tuple[int, int]]:
+    """(image index, view) pairs still to compute; view 0 is the clean image, 1..K its augmented views."""
     items: list[tuple[int, int]] = []
     seen: set[str] = set()
     for i in planned:
         digest = digests[i]
-        if digest in known_failed or digest in seen:
+        if digest in known.failed or digest in seen:
             continue
         seen.add(digest)
-        if digest not in known_rows and digest not in parts:
+        if digest not in known.rows and digest not in known.parts:
             items.append((i, 0))
-        if n_views and _augmentable(src.records[i]) and digest not in known_views:
-            items.extend((i, v) for v in range(1, n_views + 1) if f"{digest}:{v}" not in parts)
+        if n_views and _augmentable(src.records[i]) and digest not in known.views:
+            items.extend((i, v) for v in range(1, n_views + 1) if f"{digest}:{v}" not in known.parts)
+    return items
 
-    # 3. compute what is new, one durable part per batch
-    compute_seconds, shapes, computed = 0.0, None, 0
-    if items:
-        compute_seconds, shapes, computed = _compute(
-            src, items, digests, config, parts, batch_size, progress
-        )
-    failed_now = dict(known_failed)
-    failed_now.update(parts.failed)
 
-    # 4. assemble the new cache in source order from the old cache and the parts
+def _clean_rows(src, planned, digests, known: _Known, listing_failed):
+    """The new cache's rows in source order, where each one's vectors come from, and what failed."""
     rows = Rows(ids=[], paths=[], labels=[], split=[], failed=list(listing_failed))
     failed_ids: list[str] = [""] * len(rows.failed)  # parallel to rows.failed; "" = rejected while listing
-    sources_of_rows: list[tuple[str, int]] = []
+    failed_now = {**known.failed, **known.parts.failed}
+    origins: list[tuple[str, int]] = []  # ("part", -1) or ("old", row in the previous cache)
     row_images: list[int] = []  # the source index of each row
     for i in planned:
         digest = digests[i]
         record = src.records[i]
-        if digest in parts:
-            sources_of_rows.append(("part", -1))
-        elif digest in known_rows:
-            sources_of_rows.append(("old", known_rows[digest]))
+        if digest in known.parts:
+            origins.append(("part", -1))
+        elif digest in known.rows:
+            origins.append(("old", known.rows[digest]))
         else:
             rows.failed.append((record.path, failed_now.get(digest, "not computed")))
             failed_ids.append(digest)
@@ -383,29 +438,60 @@ def _extract_locked(
         rows.labels.append(int(record.label))
         rows.split.append(record.split)
     if not rows.ids:
-        if existing is not None:
-            existing.close()
         reasons = "; ".join(f"{p}: {r}" for p, r in rows.failed[:3])
         raise TransferCacheError(f"no image in {src.description} could be read ({len(rows.failed)} failed: {reasons})")
-    if shapes is None:
-        shapes = _shapes_from(existing, parts, rows.ids[0], config["layers"])
+    return rows, failed_ids, origins, row_images
+
+
+def _feature_reader(origins, ids, known: _Known, config: dict, shapes):
+    """Blocks of the new cache's vectors, copied from the previous cache or read from this run's parts."""
 
     def feature_rows(start: int, stop: int):
         block = [np.empty((stop - start,) + tuple(shape), dtype=config["dtype"]) for shape in shapes]
-        old_positions = [(k, sources_of_rows[start + k][1]) for k in range(stop - start) if sources_of_rows[start + k][0] == "old"]
+        old_positions = [(k, origins[start + k][1]) for k in range(stop - start) if origins[start + k][0] == "old"]
         if old_positions:
             wanted = np.asarray([row for _, row in old_positions])
             unique, inverse = np.unique(wanted, return_inverse=True)
             for layer_index, layer_name in enumerate(config["layers"]):
-                values = existing.features_for(layer_name)[unique.tolist()]
+                values = known.existing.features_for(layer_name)[unique.tolist()]
                 for (k, _), j in zip(old_positions, inverse):
                     block[layer_index][k] = values[j]
         for k in range(stop - start):
-            if sources_of_rows[start + k][0] == "part":
-                for layer_index, vector in enumerate(parts.features(rows.ids[start + k])):
+            if origins[start + k][0] == "part":
+                for layer_index, vector in enumerate(known.parts.features(ids[start + k])):
                     block[layer_index][k] = vector
         return block
 
+    return feature_rows
+
+
+def _view_rows(src, rows: Rows, row_images, known: _Known, *, n_views: int, config: dict, shapes):
+    """The rows that have all their augmented views, and a block reader of those views."""
+    if not n_views:
+        return None, None
+    parts = known.parts
+    view_rows = [
+        row
+        for row, i in enumerate(row_images)
+        if _augmentable(src.records[i])
+        and (rows.ids[row] in known.views or all(f"{rows.ids[row]}:{v}" in parts for v in range(1, n_views + 1)))
+    ]
+
+    def view_features(start: int, stop: int):
+        block = np.empty((stop - start, n_views) + tuple(shapes[0]), dtype=config["dtype"])
+        for k, row in enumerate(view_rows[start:stop]):
+            digest = rows.ids[row]
+            if f"{digest}:1" in parts:
+                for v in range(n_views):
+                    block[k, v] = parts.features(f"{digest}:{v + 1}")[0]
+            else:
+                block[k] = known.existing.views[known.views[digest]]
+        return block
+
+    return view_rows, view_features
+
+
+def _cache_attrs(config: dict, src, shard_k_n) -> dict:
     attrs = dict(config)
     attrs.update(
         class_names=list(src.class_names),
@@ -416,45 +502,7 @@ def _extract_locked(
         versions=_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    view_rows = None
-    view_features = None
-    if n_views:
-        view_rows = [
-            row
-            for row, i in enumerate(row_images)
-            if _augmentable(src.records[i])
-            and (rows.ids[row] in known_views or all(f"{rows.ids[row]}:{v}" in parts for v in range(1, n_views + 1)))
-        ]
-
-        def view_features(start: int, stop: int):
-            block = np.empty((stop - start, n_views) + tuple(shapes[0]), dtype=config["dtype"])
-            for k, row in enumerate(view_rows[start:stop]):
-                digest = rows.ids[row]
-                if f"{digest}:1" in parts:
-                    for v in range(n_views):
-                        block[k, v] = parts.features(f"{digest}:{v + 1}")[0]
-                else:
-                    block[k] = existing.views[known_views[digest]]
-            return block
-
-    try:
-        write_cache(
-            path, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes, failed_ids=failed_ids,
-            view_rows=view_rows, view_features=view_features, views=n_views,
-        )
-    finally:
-        if existing is not None:
-            existing.close()
-    parts.remove()
-    return ExtractResult(
-        path=path,
-        rows=len(rows.ids),
-        computed=computed,
-        reused=len(rows.ids) - computed,
-        failed=rows.failed,
-        seconds=time.perf_counter() - started,
-        compute_seconds=compute_seconds,
-    )
+    return attrs
 
 
 def _open_existing(path: Path) -> Cache | None:
@@ -471,23 +519,32 @@ def _open_existing(path: Path) -> Cache | None:
 
 
 def _is_hit(existing: Cache, src, planned, digests, listing_failed, known_failed) -> bool:
-    expected_ids = [digests[i] for i in planned if digests[i] not in known_failed]
-    if existing.ids != expected_ids:
-        return False
+    """The previous cache holds exactly what this run would write: the same rows (every declared column of the
+    clean rows), the same classes, the same failures."""
+    from .cache import TABLES_BY_NAME
+
     good = [i for i in planned if digests[i] not in known_failed]
+    expected = {
+        "ids": [digests[i] for i in good],
+        "paths": [src.records[i].path for i in good],
+        "labels": [int(src.records[i].label) for i in good],
+        "split": [src.records[i].split for i in good],
+    }
+    same_rows = all(
+        list(np.asarray(existing.tables["rows"][column.name]).tolist()) == expected[column.name]
+        for column in TABLES_BY_NAME["rows"].columns
+    )
     return (
-        existing.paths == [src.records[i].path for i in good]
-        and existing.labels.tolist() == [int(src.records[i].label) for i in good]
-        and list(existing.split) == [src.records[i].split for i in good]
+        same_rows
         and existing.class_names == list(src.class_names)
         and sorted(p for p, _ in existing.failed) == sorted([p for p, _ in listing_failed] + [src.records[i].path for i in planned if digests[i] in known_failed])
     )
 
 
-def _shapes_from(existing: Cache | None, parts: WorkParts, digest: str, layers: Sequence[str]):
-    if digest in parts:
-        return [vector.shape for vector in parts.features(digest)]
-    return [existing.features_for(layer).shape[1:] for layer in layers]
+def _shapes_from(known: _Known, digest: str, layers: Sequence[str]):
+    if digest in known.parts:
+        return [vector.shape for vector in known.parts.features(digest)]
+    return [known.existing.features_for(layer).shape[1:] for layer in layers]
 
 
 def _augmentable(record) -> bool:
@@ -495,6 +552,8 @@ def _augmentable(record) -> bool:
     each image's views on the same side of its split). Validation and test images never do."""
     return record.split in ("train", "")
 
+
+# --------------------------------------------------------------------------- computing what is new
 
 class _ReadAhead:
     """Iterate a dataset in a background thread, ``depth`` batches ahead, from the moment it is created.
@@ -633,29 +692,7 @@ def build_parser():
         EPILOG,
     )
     parser.add_argument("source", nargs="?", metavar="SOURCE", help="images to extract (see below)")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"pretrained network (default {DEFAULT_BACKBONE}; --list-backbones)")
-    parser.add_argument("--layer", default=None, help="feature layer name(s), comma-separated (default: the last feature map)")
-    parser.add_argument("--pooling", default="avg", choices=POOLINGS, help="how a feature map becomes a vector (default avg)")
-    parser.add_argument("--input-size", type=int, default=None, help="image side in pixels (default: the backbone's)")
-    parser.add_argument("--weights", default="imagenet", help="imagenet, none (random, tests only) or a weights file path")
-    parser.add_argument("--resize", default=None, help="squash, center-crop or pad (default: the backbone's)")
-    parser.add_argument("--interpolation", default=None, help="resize filter: bilinear, bicubic, nearest (flow_from_directory's) or area (default: the backbone's)")
-    parser.add_argument("--preprocessing", default=None, help="override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="stored precision (default float32)")
-    parser.add_argument("--augment", type=int, default=0, metavar="K", help="also store K seeded augmented views of each training image")
-    parser.add_argument("--augment-recipe", default="standard", help="standard, imagedatagenerator (the seeds' settings), flip, or mild (no flip: digits, text)")
-    parser.add_argument("--augment-seed", type=int, default=0, help="seed of the augmented views (default 0)")
-    parser.add_argument("--cache-dir", default=None, help="where caches live (default $TRANSFER_CACHE_DIR or ./caches)")
-    parser.add_argument("--shard", default=None, help="extract only shard K of N (K/N, 0-based) into its own file")
-    parser.add_argument("--shards", type=int, default=None, help="cut the images into N shards, extract each, then merge")
-    parser.add_argument("--engine", default="local", choices=ENGINES, help="run the shards here (local) or on Dask (dask)")
-    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786; default: a local cluster)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes of the local Dask cluster (default 2)")
-    parser.add_argument("--mixed-precision", action="store_true", help="compute in float16 on GPUs (ignored without a GPU)")
-    parser.add_argument("--lock-timeout", type=float, default=0.0, help="seconds to wait for another extraction of the same cache")
-    parser.add_argument("--allow-outside-root", action="store_true", help="let a CSV manifest name files outside its folder")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_extract_arguments(parser)
     parser.add_argument("--list-backbones", action="store_true", help="list the backbone names and exit")
     parser.add_argument("--list-layers", metavar="BACKBONE", default=None, help="list a backbone's layer names and exit")
     return parser
@@ -676,32 +713,7 @@ def _main(args) -> int:
     _cli.quiet_tensorflow()
     if not args.source:
         raise TransferCacheError("SOURCE is missing: give a folder, a CSV manifest, an .npz/.npy file or a name such as sklearn:digits")
-    result = extract(
-        args.source,
-        backbone=args.backbone,
-        layer=args.layer,
-        pooling=args.pooling,
-        input_size=args.input_size,
-        weights=args.weights,
-        resize=args.resize,
-        interpolation=args.interpolation,
-        preprocessing=args.preprocessing,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        augment=args.augment,
-        augment_recipe=args.augment_recipe,
-        augment_seed=args.augment_seed,
-        cache_dir=args.cache_dir,
-        shard=args.shard,
-        lock_timeout=args.lock_timeout,
-        allow_outside_root=args.allow_outside_root,
-        progress=not args.quiet,
-        engine=args.engine,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        shards=args.shards,
-        mixed_precision=args.mixed_precision,
-    )
+    result = extract(args.source, **options_from_args(args))
     for path, reason in result.failed[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if len(result.failed) > 10:

@@ -10,7 +10,7 @@ order, into ``<base>.h5`` -- exactly the file a plain ``extract`` of the same co
 Why a copy and not HDF5 virtual datasets: a virtual dataset silently returns fill values (zeros) for every row
 whose source file is missing or moved, so a lost shard file would turn into plausible-looking zero vectors in
 every later experiment. A copy is self-contained and can be checked once, here. Features are copied block by block
-(``write_cache`` with a ``feature_rows`` callable), so memory stays flat however large the shards are.
+(``write_tables`` with a streaming reader per table), so memory stays flat however large the shards are.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import numpy as np
 
 from . import _cli
 from ._errors import TransferCacheError
-from .cache import Cache, Rows, cache_lock, open_cache, write_cache
+from .cache import TABLES, Cache, Table, TableData, cache_lock, open_cache, write_tables
 
 SHARD_NAME = re.compile(r"^(?P<base>[^/]+?)\.shard(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
 
-# attributes that differ between the shards of one extraction (or are recomputed by write_cache)
+# attributes that differ between the shards of one extraction (or are recomputed by write_tables)
 _PER_FILE_ATTRS = ("shard", "rows", "created", "fingerprint", "format", "format_version", "feature_dim")
 
 
@@ -213,51 +213,62 @@ def merge(
 
 
 def _write_merged(target: Path, caches: list[Cache], block_rows: int) -> Path:
+    """Every declared table of every shard, in shard order, into one cache (``cache.TABLES``: nothing is named here,
+    so a table added to the cache format is merged too)."""
     reference = caches[0]
-    layers = list(reference.layers)
-    rows = Rows(ids=[], paths=[], labels=[], split=[], failed=[])
-    failed_ids: list[str] = []
-    seen_failed: set[str] = set()
-    for cache in caches:
-        rows.ids.extend(cache.ids)
-        rows.paths.extend(cache.paths)
-        rows.labels.extend(int(label) for label in cache.labels)
-        rows.split.extend(str(s) for s in cache.split)
-        ids = cache.failed_ids if len(cache.failed_ids) == len(cache.failed) else [""] * len(cache.failed)
-        # images the source listing rejected are recorded by every shard: keep each once, in first-seen order
-        for (path, reason), digest in zip(cache.failed, ids):
-            if path in seen_failed:
-                continue
-            seen_failed.add(path)
-            rows.failed.append((path, reason))
-            failed_ids.append(digest)
-
-    offsets = np.cumsum([0] + [len(cache) for cache in caches])
-    datasets = [[cache.features_for(layer) for layer in layers] for cache in caches]
-    shapes = [tuple(datasets[0][j].shape[1:]) for j in range(len(layers))]
-
-    def feature_rows(start: int, stop: int):
-        blocks: list[list[np.ndarray]] = [[] for _ in layers]
-        for s, cache_sets in enumerate(datasets):
-            lo, hi = max(start, offsets[s]), min(stop, offsets[s + 1])
-            if lo >= hi:
-                continue
-            for j, dataset in enumerate(cache_sets):
-                blocks[j].append(dataset[lo - offsets[s] : hi - offsets[s]])
-        return [np.concatenate(parts, axis=0) for parts in blocks]
-
+    tables = {table.name: _merged_table(table, caches) for table in TABLES}
+    tables = {name: data for name, data in tables.items() if data is not None}
     attrs = {key: value for key, value in reference.config.items() if key not in _PER_FILE_ATTRS}
     attrs["shard"] = ""  # what an unsharded extraction writes
     attrs["merged_from"] = [Path(cache.path).name for cache in caches]
     attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    written = write_cache(
-        target, attrs=attrs, rows=rows, feature_rows=feature_rows, feature_shapes=shapes,
-        block_rows=block_rows, failed_ids=failed_ids,
-    )
+    written = write_tables(target, attrs=attrs, tables=tables, block_rows=block_rows)
     with open_cache(written) as check:  # the file is a cache of the same configuration, or nothing is claimed
-        if check.fingerprint != reference.fingerprint or len(check) != int(offsets[-1]):
+        if check.fingerprint != reference.fingerprint or len(check) != sum(len(cache) for cache in caches):
             raise TransferCacheError(f"merged cache {written} does not match its shards; delete it and merge again")
     return written
+
+
+def _merged_table(table: Table, caches: list[Cache]) -> TableData | None:
+    """One table's columns concatenated across shards (row references shifted by each shard's first row, entries
+    repeated across shards kept once), and a streaming reader over the shards' vectors."""
+    row_offset = 0
+    columns: dict[str, list] = {column.name: [] for column in table.columns}
+    picks: list[tuple[int, np.ndarray]] = []  # (shard, its entries that are kept)
+    seen: set = set()
+    for s, cache in enumerate(caches):
+        own = cache.tables[table.name]
+        keep = np.arange(len(own[table.columns[0].name]))
+        if table.unique_on is not None:
+            keep = np.asarray([i for i in keep if own[table.unique_on][i] not in seen], dtype=np.int64)
+            seen.update(own[table.unique_on][i] for i in keep)
+        for column in table.columns:
+            values = np.asarray(own[column.name], dtype=object if column.kind != "int" else np.int64)[keep]
+            if column.name == table.row_reference:
+                values = values + row_offset
+            columns[column.name].extend(values.tolist())
+        picks.append((s, keep))
+        row_offset += len(cache)
+    if not table.features:
+        return TableData(columns)
+    sets = [[cache.features_for(layer) for layer in cache.layers] if table.name == "rows" else [cache.table_features(table)]
+            for cache in caches]
+    if any(None in shard_sets for shard_sets in sets):
+        return None  # a table of vectors no shard has (no augmented views)
+    bounds = np.cumsum([0] + [len(keep) for _, keep in picks])
+    shapes = [tuple(dataset.shape[1:]) for dataset in sets[0]]
+
+    def features(start: int, stop: int):
+        blocks: list[list[np.ndarray]] = [[] for _ in shapes]
+        for s, keep in picks:
+            lo, hi = max(start, bounds[s]), min(stop, bounds[s + 1])
+            if lo >= hi:
+                continue
+            for j, dataset in enumerate(sets[s]):
+                blocks[j].append(dataset[int(keep[lo - bounds[s]]) : int(keep[hi - 1 - bounds[s]]) + 1])
+        return [np.concatenate(parts, axis=0) for parts in blocks]
+
+    return TableData(columns, features=features, shapes=shapes)
 
 
 # --------------------------------------------------------------------------- command line

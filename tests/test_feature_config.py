@@ -1,0 +1,135 @@
+"""One declaration of the extract options and of the cache's per-row tables, held against every place that uses them."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from transfer_cache import TransferCacheError
+from transfer_cache.cache import TABLES, open_cache
+from transfer_cache.extract import build_parser, extract, run_sharded_result
+from transfer_cache.feature_config import (
+    EXTRACT_OPTIONS,
+    FINGERPRINT_FIELDS,
+    FeatureConfig,
+    feature_config,
+    fingerprint,
+    option_names,
+)
+
+from conftest import make_class_folder
+
+TINY = dict(backbone="tiny", weights="none")
+
+
+def test_extract_signature_is_the_declared_options():
+    params = inspect.signature(extract).parameters
+    declared = {option.name: option.default for option in EXTRACT_OPTIONS}
+    assert list(params)[0] == "source"
+    assert {name: p.default for name, p in params.items() if name != "source"} == declared
+
+
+def test_every_option_is_one_cli_flag_with_its_default():
+    actions = {action.dest: action for action in build_parser()._actions}
+    for option in EXTRACT_OPTIONS:
+        action = actions[option.name]
+        assert action.option_strings == [option.cli_flag]
+        assert action.default == option.default, option.name
+        assert action.help, option.name
+    assert build_parser().parse_args(["x", "--quiet"]).progress is False
+
+
+def test_vector_options_are_the_arguments_of_the_resolver():
+    resolver = inspect.signature(FeatureConfig.resolve).parameters
+    assert sorted(resolver) == sorted(option_names("vectors"))
+    for name in option_names("vectors"):
+        assert resolver[name].default == next(o.default for o in EXTRACT_OPTIONS if o.name == name), name
+
+
+def test_fingerprint_fields_are_the_feature_config_fields():
+    assert FINGERPRINT_FIELDS == tuple(f.name for f in dataclasses.fields(FeatureConfig))
+
+
+def test_the_embedded_default_keeps_its_0_1_0_fingerprint():
+    """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0: still a hit."""
+    assert fingerprint(feature_config()) == "2db0b89fddb4a7db"
+
+
+def test_unknown_vector_option_is_named():
+    with pytest.raises(TransferCacheError, match=re.escape("batch_size is not an option of the feature configuration")):
+        feature_config(batch_size=3)
+
+
+def test_feature_config_round_trips_through_the_cache_attributes(tmp_path):
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    result = extract(str(root), cache_dir=tmp_path / "caches", progress=False, augment=1, augment_recipe="flip", **TINY)
+    with open_cache(result.path) as cache:
+        read_back = FeatureConfig.from_attrs(cache.config)
+    assert read_back == FeatureConfig.resolve(augment=1, augment_recipe="flip", **TINY)
+    assert read_back.fingerprint == cache.fingerprint
+
+
+def test_sharded_run_forwards_every_vector_and_run_option(tmp_path, monkeypatch):
+    """Every declared option reaches each shard's extract (a new option cannot be forgotten by the forwarding)."""
+    import transfer_cache.distributed as distributed
+
+    seen = {}
+
+    def fake_run_shards(task, source, *, shards, options, **engine):
+        seen.update(options)
+        raise TransferCacheError("stop here")
+
+    monkeypatch.setattr(distributed, "run_shards", fake_run_shards)
+    root = make_class_folder(tmp_path / "images", per_class=1)
+    with pytest.raises(TransferCacheError, match="stop here"):
+        extract(str(root), shards=2, cache_dir=tmp_path / "c", progress=False, **TINY)
+    assert sorted(seen) == sorted(set(option_names("vectors", "run")) - {"shard", "progress"})
+
+
+def test_cache_tables_are_the_datasets_of_a_written_cache(tmp_path):
+    """The declaration and the file agree: every HDF5 dataset of a cache belongs to a declared table."""
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    path = extract(str(root), cache_dir=tmp_path / "caches", progress=False, augment=2, augment_recipe="flip", **TINY).path
+    with h5py.File(path, "r") as f:
+        names = []
+        f.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)
+    declared = {table.node(column.name) for table in TABLES for column in table.columns}
+    declared |= {table.node("features") for table in TABLES if table.features}
+    assert sorted(names) == sorted(declared)
+
+
+def test_merged_sharded_augmented_cache_equals_the_unsharded_one(tmp_path):
+    """0.1.0's merge lost /augmented: a sharded run with views now has them, equal to a single run's."""
+    root = make_class_folder(tmp_path / "images", per_class=3, splits=("train", "test"))
+    options = dict(augment=2, augment_recipe="flip", **TINY)
+    single = extract(str(root), cache_dir=tmp_path / "single", progress=False, **options).path
+    merged = run_sharded_result(str(root), shards=3, engine="local", cache_dir=tmp_path / "sharded", **options).path
+    with open_cache(single) as a, open_cache(merged) as b:
+        assert a.n_views == b.n_views == 2
+        assert a.ids == b.ids
+        np.testing.assert_array_equal(a.view_rows, b.view_rows)
+        np.testing.assert_array_equal(a.views[:], b.views[:])
+        assert len(b.view_rows) == 9  # the nine training images, no test image
+        assert set(b.split[b.view_rows]) == {"train"}
+
+
+def test_a_cache_promising_views_it_lacks_is_damaged_and_recomputed(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    options = dict(augment=2, augment_recipe="flip", cache_dir=tmp_path / "caches", progress=False, **TINY)
+    path = extract(str(root), **options).path
+    with open_cache(path) as cache:
+        views = cache.views[:]
+    with h5py.File(path, "a") as f:  # what 0.1.0's merge wrote: views in the attributes, none in the file
+        del f["augmented"]
+    with pytest.raises(TransferCacheError, match=re.escape("its attributes promise /augmented")):
+        open_cache(path)
+    again = extract(str(root), **options)
+    assert not again.hit and again.computed == 6
+    assert "recomputing it" in capsys.readouterr().err
+    with open_cache(again.path) as cache:
+        np.testing.assert_allclose(cache.views[:], views, rtol=1e-6, atol=1e-6)
