@@ -142,6 +142,7 @@ def test_readme_documents_every_seed_with_all_three_stages():
 # --------------------------------------------------------------------------- seed 000
 
 
+@pytest.mark.slow  # builds a full-size keras.applications network
 def test_seed_000_fashion_mnist_inception_mixed7(tmp_path, capsys):
     classes = ("ankle_boot", "bag", "trouser")
     data = tmp_path / "fashion_mnist"
@@ -168,6 +169,7 @@ def test_seed_000_fashion_mnist_inception_mixed7(tmp_path, capsys):
 # --------------------------------------------------------------------------- seed 001
 
 
+@pytest.mark.slow  # builds a full-size keras.applications network
 def test_seed_001_dogs_vs_cats_vgg16_fc2_sigmoid(tmp_path, capsys):
     data = tmp_path / "dogscats"
     class_folders(data / "train", ("cats", "dogs"), 2, seed=2, fmt="jpg")
@@ -191,6 +193,7 @@ def test_seed_001_dogs_vs_cats_vgg16_fc2_sigmoid(tmp_path, capsys):
 # --------------------------------------------------------------------------- seed 002
 
 
+@pytest.mark.slow  # builds a full-size keras.applications network
 def test_seed_002_flowers_efficientnet_b0_keras_split(tmp_path, capsys):
     import keras
 
@@ -253,6 +256,7 @@ def _cifar_batch(path: Path, rng, n: int, key_type=bytes) -> None:
     path.write_bytes(pickle.dumps(content, protocol=4))
 
 
+@pytest.mark.slow  # builds a full-size keras.applications network
 def test_seed_003_cifar10_inception_transfer_values(tmp_path, capsys):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     data = tmp_path / "cifar-10-batches-py"
@@ -293,6 +297,7 @@ def test_print_confusion_layout_is_the_articles():
 # --------------------------------------------------------------------------- seed 004
 
 
+@pytest.mark.slow  # builds a full-size keras.applications network
 def test_seed_004_vehicles_vgg19_fc2_unstratified_ten_percent(tmp_path, capsys):
     from sklearn.model_selection import train_test_split
 

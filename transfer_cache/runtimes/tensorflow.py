@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import Runtime, full_batch, padded, register
+from .registry import Runtime, full_batch, padded, register
 
 
 def compute_precision(mixed_precision: bool, *, warn: bool = True) -> str:

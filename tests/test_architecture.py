@@ -1,0 +1,164 @@
+"""The import rule of ARCHITECTURE.md, held against the code: no cycles, and no module imports a layer above its own.
+
+The layers are read from ARCHITECTURE.md's table, so the map and the code cannot drift apart: a new module must be
+placed in a layer there before this test passes. Imports are read with ``ast`` from every file of the package,
+inside functions too (a lazy import is still a dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "transfer_cache"
+
+
+def _layers() -> dict[str, int]:
+    """ARCHITECTURE.md, section "Import rule": rows ``| N | `module`, `module` | ... |`` -> {module: N}."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = text.split("## Import rule", 1)[1].split("\n## ", 1)[0]
+    layers: dict[str, int] = {}
+    for line in section.splitlines():
+        match = re.match(r"\|\s*(\d+)\s*\|([^|]*)\|", line)
+        if match:
+            for name in re.findall(r"`([A-Za-z_][\w.]*)`", match.group(2)):
+                layers[name] = int(match.group(1))
+    assert layers, "ARCHITECTURE.md has no layer table under '## Import rule'"
+    return layers
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts) or "__init__"
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules ``name`` imports (``from . import x`` counts as module x when x is a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package and package != "__init__" else []
+                base_parts = base_parts[: len(base_parts) - (node.level - 1)] if node.level > 1 else base_parts
+                base = ".".join(base_parts + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("transfer_cache"):
+                base = node.module.removeprefix("transfer_cache").lstrip(".")
+            else:
+                continue
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}" if base else alias.name
+                found.add(candidate if candidate in modules else (base or "__init__"))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("transfer_cache."):
+                    found.add(alias.name.removeprefix("transfer_cache."))
+    found.discard(name)
+    return {m for m in found if m in modules}
+
+
+def _unit(module: str) -> str:
+    return module.split(".")[0]
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_every_module_has_a_layer(graph):
+    layers = _layers()
+    missing = sorted({_unit(m) for m in graph} - set(layers))
+    assert not missing, f"place these modules in ARCHITECTURE.md's import rule table: {missing}"
+    stale = sorted(set(layers) - {_unit(m) for m in graph})
+    assert not stale, f"ARCHITECTURE.md names modules that do not exist: {stale}"
+
+
+def _upward_imports(graph: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    return sorted(
+        f"{importer} (layer {layers[_unit(importer)]}) imports {imported} (layer {layers[_unit(imported)]})"
+        for importer, targets in graph.items()
+        for imported in targets
+        if _unit(imported) != _unit(importer) and layers[_unit(imported)] > layers[_unit(importer)]
+    )
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_module_imports_a_layer_above_its_own(graph):
+    upward = _upward_imports(graph, _layers())
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_no_import_cycles(graph):
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_a_planted_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    """The rule can fail: a fake package with a cycle and an upward import is caught by the same functions."""
+    fake = tmp_path / "transfer_cache"
+    (fake / "sub").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "low.py").write_text("from .high import thing\n")
+    (fake / "high.py").write_text("def f():\n    from . import low\n")
+    (fake / "sub" / "__init__.py").write_text("from .part import x\n")
+    (fake / "sub" / "part.py").write_text("from .. import low\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    modules = _modules()
+    assert sorted(modules) == ["__init__", "high", "low", "sub", "sub.part"]
+    fake_graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    assert fake_graph["low"] == {"high"} and fake_graph["high"] == {"low"}
+    assert fake_graph["sub"] == {"sub.part"} and fake_graph["sub.part"] == {"low"}
+    assert _cycles(fake_graph) == [["high", "low", "high"]]
+    layers = {"__init__": 0, "low": 0, "sub": 0, "high": 1}
+    assert _upward_imports(fake_graph, layers) == ["low (layer 0) imports high (layer 1)"]
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """Private helpers live in ``_``-prefixed modules; a ``_name`` of a public module stays inside that module."""
+    modules = _modules()
+    offences = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.level or not node.module:
+                continue
+            target = ".".join(([] if node.level > 1 or "." not in name else name.split(".")[:-1]) + [node.module])
+            private_module = any(part.startswith("_") for part in node.module.split("."))
+            if _unit(target) == _unit(name) or private_module:
+                continue
+            offences += [f"{name} imports {alias.name} from {node.module}" for alias in node.names
+                         if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offences, "\n".join(offences)
