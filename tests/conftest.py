@@ -48,3 +48,41 @@ def image_folder(tmp_path):
 @pytest.fixture
 def cache_dir(tmp_path):
     return tmp_path / "caches"
+
+
+# --------------------------------------------------------------------------- synthetic caches (one builder for all tests)
+
+SYNTHETIC_CONFIG = dict(
+    backbone="tiny", weights="none", weights_sha256="random", layers=["conv3"], pooling="avg", input_size=32,
+    resize="squash", crop_fraction=1.0, interpolation="bilinear", preprocessing="tf", dtype="float32", augment=0,
+    compute_precision="float32", format_version=1,
+)
+
+
+def synthetic_attrs(*, class_names=("a", "b"), source="sklearn:digits", source_root="", **overrides) -> dict:
+    """The root attributes of a tiny-backbone cache: every feature-config field, the source fields, ``overrides``.
+
+    Built on the package's own declaration: a field added to ``FeatureConfig`` and missing here fails at once.
+    """
+    from transfer_cache.feature_config import FeatureConfig
+
+    config = {**SYNTHETIC_CONFIG, **{k: v for k, v in overrides.items() if k in SYNTHETIC_CONFIG}}
+    FeatureConfig(**config)  # exactly the declared fields
+    extra = {k: v for k, v in overrides.items() if k not in SYNTHETIC_CONFIG}
+    return {**config, "class_names": list(class_names), "source": source, "source_root": source_root, **extra}
+
+
+def write_synthetic_cache(path, *, features, labels, ids=None, paths=None, split=None, failed=(), failed_ids=(), **attrs):
+    """A real cache file from in-memory arrays (``features``: one (N, ...) array, or a list with one per layer)."""
+    from transfer_cache.cache import Rows, write_cache
+
+    features = [np.asarray(f) for f in (features if isinstance(features, (list, tuple)) else [features])]
+    n = len(features[0])
+    rows = Rows(
+        ids=list(ids) if ids is not None else [f"{i:064x}" for i in range(n)],
+        paths=list(paths) if paths is not None else [f"img_{i:05d}.png" for i in range(n)],
+        labels=[int(v) for v in labels],
+        split=list(split) if split is not None else [""] * n,
+        failed=list(failed),
+    )
+    return write_cache(path, attrs=synthetic_attrs(**attrs), rows=rows, features=features, failed_ids=failed_ids)

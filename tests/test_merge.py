@@ -9,38 +9,17 @@ import numpy as np
 import pytest
 
 from transfer_cache import TransferCacheError
-from transfer_cache.cache import FINGERPRINT_FIELDS, Rows, cache_filename, fingerprint, open_cache, write_cache
+from transfer_cache.cache import Rows, cache_filename, fingerprint, open_cache, write_cache
 from transfer_cache.extract import extract
 from transfer_cache.merge import main, merge
 
-from conftest import make_class_folder
+from conftest import make_class_folder, synthetic_attrs
 
 TINY = dict(backbone="tiny", weights="none", progress=False)
 
 
 def _attrs(**overrides) -> dict:
-    attrs = {
-        "backbone": "tiny",
-        "weights": "none",
-        "weights_sha256": "random",
-        "layers": ["conv3"],
-        "pooling": "avg",
-        "input_size": 32,
-        "resize": "squash",
-        "crop_fraction": 1.0,
-        "interpolation": "bilinear",
-        "preprocessing": "tf",
-        "dtype": "float32",
-        "augment": 0,
-        "compute_precision": "float32",
-        "format_version": 1,
-        "class_names": ["a", "b"],
-        "source": "folder:/data/pets",
-        "source_root": "/data/pets",
-    }
-    attrs.update(overrides)
-    assert set(FINGERPRINT_FIELDS) <= set(attrs)
-    return attrs
+    return synthetic_attrs(**{"class_names": ["a", "b"], "source": "folder:/data/pets", "source_root": "/data/pets", **overrides})
 
 
 def _base(attrs: dict) -> str:

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transfer_cache.cache import Rows, open_cache, write_cache
+from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
 from transfer_cache.fit import fit
 
-from conftest import make_class_folder
+from conftest import make_class_folder, write_synthetic_cache
 
 OPTIONS = dict(backbone="tiny", weights="none", pooling="flatten", batch_size=4)  # 2048-d rows: assembly takes a while
 
@@ -203,13 +203,10 @@ def _blob_cache(path: Path, n: int = 600, d: int = 32) -> Path:
     rng = np.random.default_rng(0)
     y = np.arange(n) % 3
     centers = np.random.default_rng(9).normal(0, 4, size=(3, d))
-    attrs = dict(
-        backbone="tiny", weights="none", weights_sha256="random", layers=["feat"], pooling="avg", input_size=32,
-        resize="squash", crop_fraction=1.0, interpolation="bilinear", preprocessing="tf", dtype="float32", augment=0,
-        class_names=_CLASSES, source="sklearn:digits", source_root="",
+    return write_synthetic_cache(
+        path, features=(centers[y] + rng.normal(0, 1, (n, d))).astype("float32"), labels=y, layers=["feat"],
+        class_names=_CLASSES, paths=[f"{i}.png" for i in range(n)],
     )
-    rows = Rows(ids=[f"{i:064x}" for i in range(n)], paths=[f"{i}.png" for i in range(n)], labels=y.tolist(), split=[""] * n)
-    return write_cache(path, attrs=attrs, rows=rows, features=[(centers[y] + rng.normal(0, 1, (n, d))).astype("float32")])
 
 
 def _fit_child(cache: Path, runs: Path, *extra: str) -> subprocess.Popen:
