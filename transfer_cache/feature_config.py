@@ -22,7 +22,6 @@ from ._imaging import validate_resize
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
-ENGINES = ("local", "dask")
 
 # --------------------------------------------------------------------------- the options
 
@@ -49,7 +48,7 @@ class Option:
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
 
-    def add_to(self, parser: argparse.ArgumentParser) -> None:
+    def add_to(self, parser) -> None:
         kwargs: dict[str, Any] = {"dest": self.name, "help": self.help}
         if self.action:
             kwargs["action"] = self.action
@@ -66,33 +65,40 @@ class Option:
 
 EXTRACT_OPTIONS: tuple[Option, ...] = (
     # what the vectors are
-    Option("backbone", DEFAULT_BACKBONE, f"pretrained network (default {DEFAULT_BACKBONE}; --list-backbones)", "vectors"),
-    Option("layer", None, "feature layer name(s), comma-separated (default: the last feature map)", "vectors"),
+    Option("backbone", DEFAULT_BACKBONE, f"pretrained network (default {DEFAULT_BACKBONE}; --list-backbones)", "vectors",
+           metavar="NAME"),
+    Option("layer", None, "feature layer name(s), comma-separated (default: the last feature map)", "vectors",
+           metavar="NAME[,NAME]"),
     Option("pooling", "avg", "how a feature map becomes a vector (default avg)", "vectors", choices=POOLINGS),
-    Option("input_size", None, "image side in pixels (default: the backbone's)", "vectors", type=int),
-    Option("weights", "imagenet", "imagenet, none (random, tests only) or a weights file path", "vectors"),
-    Option("resize", None, "squash, center-crop or pad (default: the backbone's)", "vectors"),
+    Option("input_size", None, "image side in pixels (default: the backbone's)", "vectors", type=int, metavar="N"),
+    Option("weights", "imagenet", "imagenet, none (random, tests only) or a weights file path", "vectors",
+           metavar="imagenet|none|PATH"),
+    Option("resize", None, "squash, center-crop or pad (default: the backbone's)", "vectors", metavar="POLICY"),
     Option("interpolation", None, "resize filter: bilinear, bicubic, nearest (flow_from_directory's) or area "
-           "(default: the backbone's)", "vectors"),
-    Option("preprocessing", None, "override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none", "vectors"),
+           "(default: the backbone's)", "vectors", metavar="FILTER"),
+    Option("preprocessing", None, "override the backbone's preprocessing: caffe, tf, torch, lite, rescale, none", "vectors",
+           metavar="MODE"),
     Option("dtype", "float32", "stored precision (default float32)", "vectors", choices=DTYPES),
     Option("augment", 0, "also store K seeded augmented views of each training image", "vectors", type=int, metavar="K"),
     Option("augment_recipe", "standard", "standard, imagedatagenerator (the seeds' settings), flip, or mild "
-           "(no flip: digits, text)", "vectors"),
-    Option("augment_seed", 0, "seed of the augmented views (default 0)", "vectors", type=int),
+           "(no flip: digits, text)", "vectors", metavar="RECIPE"),
+    Option("augment_seed", 0, "seed of the augmented views (default 0)", "vectors", type=int, metavar="S"),
     Option("mixed_precision", False, "compute in float16 on GPUs (ignored without a GPU)", "vectors", action="store_true"),
     # how this run works
-    Option("batch_size", 32, "images per forward pass (default 32)", "run", type=int),
-    Option("cache_dir", None, "where caches live (default $TRANSFER_CACHE_DIR or ./caches)", "run"),
-    Option("shard", None, "extract only shard K of N (K/N, 0-based) into its own file", "run"),
-    Option("lock_timeout", 0.0, "seconds to wait for another extraction of the same cache", "run", type=float),
+    Option("batch_size", 32, "images per forward pass (default 32)", "run", type=int, metavar="N"),
+    Option("cache_dir", None, "where caches live (default $TRANSFER_CACHE_DIR or ./caches)", "run", metavar="DIR"),
+    Option("shard", None, "extract only shard K of N (K/N, 0-based) into its own file", "run", metavar="K/N"),
+    Option("lock_timeout", 0.0, "seconds to wait for another extraction of the same cache", "run", type=float,
+           metavar="SECONDS"),
     Option("allow_outside_root", False, "let a CSV manifest name files outside its folder", "run", action="store_true"),
     Option("progress", True, "no progress bars", "run", flag="--quiet", action="store_false"),
     # cutting the work into shards
-    Option("shards", None, "cut the images into N shards, extract each, then merge", "engine", type=int),
-    Option("engine", "local", "run the shards here (local) or on Dask (dask)", "engine", choices=ENGINES),
-    Option("scheduler", None, "Dask scheduler address (tcp://host:8786; default: a local cluster)", "engine"),
-    Option("workers", None, "worker processes of the local Dask cluster (default 2)", "engine", type=int),
+    Option("shards", None, "cut the images into N shards, extract each, then merge", "engine", type=int, metavar="N"),
+    Option("engine", "local", "where the shards run: local (here, one after the other) or dask (the engines of "
+           "transfer_cache.distributed)", "engine", metavar="local|dask"),
+    Option("scheduler", None, "Dask scheduler address (tcp://host:8786; default: a local cluster)", "engine",
+           metavar="ADDRESS"),
+    Option("workers", None, "worker processes of the local Dask cluster (default 2)", "engine", type=int, metavar="N"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in EXTRACT_OPTIONS}
@@ -103,10 +109,18 @@ def option_names(*groups: str) -> list[str]:
     return [o.name for o in EXTRACT_OPTIONS if not groups or o.group in groups]
 
 
+_GROUP_TITLES = {
+    "vectors": "what the vectors are (part of the cache's fingerprint)",
+    "run": "how this run works",
+    "engine": "cutting the work into shards",
+}
+
+
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per option, as declared."""
+    """One flag per option, as declared, under a heading per group."""
+    groups = {name: parser.add_argument_group(title) for name, title in _GROUP_TITLES.items()}
     for option in EXTRACT_OPTIONS:
-        option.add_to(parser)
+        option.add_to(groups[option.group])
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
