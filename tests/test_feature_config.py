@@ -133,3 +133,29 @@ def test_a_cache_promising_views_it_lacks_is_damaged_and_recomputed(tmp_path, ca
     assert "recomputing it" in capsys.readouterr().err
     with open_cache(again.path) as cache:
         np.testing.assert_allclose(cache.views[:], views, rtol=1e-6, atol=1e-6)
+
+
+def test_runtime_enters_the_fingerprint_only_when_it_is_not_the_reference():
+    base = feature_config(**TINY, runtime="tensorflow")
+    assert fingerprint(base) == fingerprint({k: v for k, v in base.items() if k != "runtime"})  # as 0.1.0 hashed it
+    assert fingerprint({**base, "runtime": "openvino"}) != fingerprint(base)
+
+
+def test_auto_continues_a_cache_another_runtime_made(tmp_path, monkeypatch):
+    """"auto" reuses an existing cache of any runtime it could use, rather than computing everything again."""
+    import transfer_cache.runtimes as runtimes
+    from transfer_cache.runtimes import registry
+
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    made = extract(str(root), cache_dir=tmp_path / "c", progress=False, runtime="tensorflow", **TINY)
+    # a machine where "auto" prefers another runtime (as OpenVINO is preferred on a CPU)
+    for module in (registry, runtimes):
+        monkeypatch.setattr(module, "auto_candidates", lambda: ["elsewhere", "tensorflow"])
+    assert FeatureConfig.resolve(**TINY).runtime == "elsewhere"
+    again = extract(str(root), cache_dir=tmp_path / "c", progress=False, runtime="auto", **TINY)
+    assert again.hit and again.path == made.path
+
+
+def test_an_unknown_runtime_is_refused_before_any_work(tmp_path):
+    with pytest.raises(TransferCacheError, match=re.escape("runtime must be one of 'auto', 'tensorflow'")):
+        extract(str(tmp_path), runtime="onnx", cache_dir=tmp_path / "c", progress=False, **TINY)

@@ -39,6 +39,7 @@ from .feature_config import (
     option_names,
     options_from_args,
 )
+from .runtimes import AUTO
 
 
 @dataclass
@@ -138,6 +139,7 @@ def extract(
     augment_recipe: str = "standard",
     augment_seed: int = 0,
     mixed_precision: bool = False,
+    runtime: str = "auto",
     batch_size: int = 32,
     cache_dir=None,
     shard=None,
@@ -193,13 +195,25 @@ def extract(
         shard_name = f"shard{k}-of-{n}"
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / cache_filename(
-        source_name=src.name, source_description=src.description, backbone=config["backbone"],
-        fingerprint=fingerprint(config), shard=shard_name,
-    )
+
+    def cache_path(config: dict) -> Path:
+        return folder / cache_filename(
+            source_name=src.name, source_description=src.description, backbone=config["backbone"],
+            fingerprint=fingerprint(config), shard=shard_name,
+        )
+
+    if runtime == AUTO:  # continue a cache another runtime made rather than compute everything again
+        config = next((alt for alt in _runtime_alternatives(config) if cache_path(alt).exists()), config)
+    path = cache_path(config)
     with cache_lock(path, timeout=lock_timeout):
         sweep_temporaries(path)
         return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
+
+
+def _runtime_alternatives(config: dict) -> list[dict]:
+    from .runtimes import auto_candidates
+
+    return [{**config, "runtime": name} for name in auto_candidates()]
 
 
 def _wants_sharded_run(*, engine, scheduler, workers, shards, shard) -> bool:
@@ -275,7 +289,9 @@ def run_sharded_result(
     options = dict(extract_options)
     # every worker must write into the same folder: resolve it here, once
     options["cache_dir"] = str(Path(options.get("cache_dir") or default_cache_dir()).resolve())
-    FeatureConfig.resolve(**{name: options[name] for name in option_names("vectors") if name in options})
+    resolved = FeatureConfig.resolve(**{name: options[name] for name in option_names("vectors") if name in options})
+    if options.get("runtime", AUTO) == AUTO:  # chosen once here, so every shard computes the same vectors
+        options["runtime"] = resolved.runtime
     reports = run_shards(
         extract_shard, source, shards=shards, options=options, engine=engine, scheduler=scheduler, workers=workers,
         retries=retries, progress=progress,
@@ -644,7 +660,7 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         batch_size=batch_size,
     )
     with _ReadAhead(batches) as stream:  # images decode while the model is built
-        forward = get_runtime("tensorflow").forward(config, batch_size=batch_size)
+        forward = get_runtime(config["runtime"]).forward(config, batch_size=batch_size)
         return _run_batches(stream, forward, key, items, config, parts, progress)
 
 

@@ -84,6 +84,8 @@ EXTRACT_OPTIONS: tuple[Option, ...] = (
            "(no flip: digits, text)", "vectors", metavar="RECIPE"),
     Option("augment_seed", 0, "seed of the augmented views (default 0)", "vectors", type=int, metavar="S"),
     Option("mixed_precision", False, "compute in float16 on GPUs (ignored without a GPU)", "vectors", action="store_true"),
+    Option("runtime", "auto", "where the forward pass runs: tensorflow, openvino (CPU) or auto (a GPU: tensorflow; "
+           "else openvino when installed; an existing cache of either is reused)", "vectors", metavar="NAME"),
     # how this run works
     Option("batch_size", 32, "images per forward pass (default 32)", "run", type=int, metavar="N"),
     Option("cache_dir", None, "where caches live (default $TRANSFER_CACHE_DIR or ./caches)", "run", metavar="DIR"),
@@ -149,6 +151,7 @@ class FeatureConfig:
     augment: Any  # 0, or {"views": K, "recipe": {...}, "seed": S}
     compute_precision: str
     format_version: int = FORMAT_VERSION
+    runtime: str = "tensorflow"  # the reference runtime's name is left out of the fingerprint (0.1.0 caches stay hits)
 
     @classmethod
     def resolve(
@@ -167,8 +170,10 @@ class FeatureConfig:
         augment_recipe: str = "standard",
         augment_seed: int = 0,
         mixed_precision: bool = False,
+        runtime: str = "auto",
     ) -> "FeatureConfig":
         """Validate the user's choices, fill defaults from the backbone's spec (nothing is computed)."""
+        from .runtimes import resolve_runtime
         from .runtimes.tensorflow import compute_precision
 
         spec = get_spec(backbone)
@@ -207,6 +212,7 @@ class FeatureConfig:
             dtype=dtype,
             augment=augmentation,
             compute_precision=compute_precision(mixed_precision),  # float16 compute changes the vectors
+            runtime=resolve_runtime(runtime),
         )
 
     @property
@@ -254,7 +260,9 @@ def feature_config(**vector_options) -> dict:
 # Everything that changes the vectors; nothing else may enter the fingerprint.
 FINGERPRINT_FIELDS = tuple(f.name for f in dataclasses.fields(FeatureConfig))
 # fields added after the first release: caches written without them had the value given here
-_FINGERPRINT_DEFAULTS = {"compute_precision": "float32"}
+_FINGERPRINT_DEFAULTS = {"compute_precision": "float32", "runtime": "tensorflow"}
+# fields hashed only when they differ from this value, so the caches of earlier releases keep their fingerprints
+_HASHED_UNLESS = {"runtime": "tensorflow"}
 
 
 def fingerprint(config: Mapping) -> str:
@@ -263,5 +271,6 @@ def fingerprint(config: Mapping) -> str:
     missing = [name for name in FINGERPRINT_FIELDS if name not in config]
     if missing:
         raise ValueError(f"feature configuration lacks fingerprint fields {missing}")
-    canonical = json.dumps({name: config[name] for name in FINGERPRINT_FIELDS}, sort_keys=True)
+    hashed = [name for name in FINGERPRINT_FIELDS if _HASHED_UNLESS.get(name, object()) != config[name]]
+    canonical = json.dumps({name: config[name] for name in hashed}, sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

@@ -6,6 +6,20 @@ feature layer, rows in batch order. Adding a runtime is one module that calls ``
 on a runtime's name.
 """
 
-from .registry import Forward, Runtime, full_batch, get_runtime, list_runtimes, padded, register  # noqa: F401
+from .registry import (  # noqa: F401
+    AUTO,
+    Forward,
+    Runtime,
+    auto_candidates,
+    full_batch,
+    get_runtime,
+    gpu_visible,
+    list_runtimes,
+    padded,
+    reference_runtime,
+    register,
+    resolve_runtime,
+    runtime_choices,
+)
 
 from . import tensorflow  # noqa: E402,F401  (each runtime module registers itself)

@@ -25,6 +25,9 @@ class Runtime:
     description: str
     forward: Callable[..., Forward]
     available: Callable[[], bool] = lambda: True
+    reference: bool = False  # its vectors define a configuration's fingerprint (the others add their name to it)
+    uses_gpus: bool = False  # "auto" picks it when a GPU is visible
+    cpu_rank: int = 0  # "auto" on a machine without GPUs picks the available runtime of highest rank
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -46,6 +49,58 @@ def get_runtime(name: str) -> Runtime:
     if runtime is None:
         raise TransferCacheError(f"runtime must be one of {', '.join(repr(n) for n in _RUNTIMES)}; got {name!r}")
     return runtime
+
+
+AUTO = "auto"
+
+
+def runtime_choices() -> list[str]:
+    return [AUTO, *_RUNTIMES]
+
+
+def resolve_runtime(name: str) -> str:
+    """A runtime name, or "auto": the GPU runtime when a GPU is visible, else the fastest available CPU runtime."""
+    if name != AUTO:
+        runtime = _RUNTIMES.get(name)
+        if runtime is None:
+            raise TransferCacheError(f"runtime must be one of {', '.join(repr(n) for n in runtime_choices())}; got {name!r}")
+        if not runtime.available():
+            raise TransferCacheError(f"runtime {name!r} is not installed here: {runtime.description}")
+        return name
+    return auto_candidates()[0]
+
+
+def auto_candidates() -> list[str]:
+    """What "auto" may use, best first (an existing cache made by a later one is reused rather than recomputed)."""
+    available = [r for r in _RUNTIMES.values() if r.available()]
+    if gpu_visible():
+        ranked = sorted(available, key=lambda r: not r.uses_gpus)
+    else:
+        ranked = sorted(available, key=lambda r: -r.cpu_rank)
+    return [r.name for r in ranked]
+
+
+def gpu_visible() -> bool:
+    """Whether a GPU can be used, without starting TensorFlow when it is not running yet (4 s of start-up).
+
+    TensorFlow's own answer when it is already imported; otherwise the NVIDIA driver's device list, honouring
+    ``CUDA_VISIBLE_DEVICES`` set to nothing or -1.
+    """
+    import os
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return bool(sys.modules["tensorflow"].config.list_physical_devices("GPU"))
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    try:
+        return bool(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return False
+
+
+def reference_runtime() -> str:
+    return next(r.name for r in _RUNTIMES.values() if r.reference)
 
 
 def full_batch(pixels: np.ndarray, batch_size: int) -> np.ndarray:

@@ -106,5 +106,7 @@ register(
         name="tensorflow",
         description="TensorFlow (Keras model under tf.function; GPUs, several GPUs, mixed precision)",
         forward=forward_for_config,
+        reference=True,
+        uses_gpus=True,
     )
 )
