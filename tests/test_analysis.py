@@ -21,7 +21,9 @@ from PIL import Image
 
 from transfer_cache import analysis
 from transfer_cache._errors import TransferCacheError
-from transfer_cache.cache import FINGERPRINT_FIELDS, Rows, open_cache, write_cache
+from transfer_cache.cache import Rows, open_cache, write_cache
+
+from conftest import synthetic_attrs
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -47,28 +49,8 @@ def make_image_folder(root: Path, *, per_class: int = 12, size=(20, 14)) -> list
 
 
 def base_attrs(**overrides) -> dict:
-    attrs = {
-        "backbone": "tiny",
-        "weights": "none",
-        "weights_sha256": "random",
-        "layers": ["features"],
-        "pooling": "avg",
-        "input_size": 32,
-        "resize": "squash",
-        "crop_fraction": 1.0,
-        "interpolation": "bilinear",
-        "preprocessing": "none",
-        "dtype": "float32",
-        "augment": 0,
-        "compute_precision": "float32",
-        "format_version": 1,
-        "class_names": list(CLASSES),
-        "source": "synthetic",
-        "source_root": "",
-    }
-    attrs.update(overrides)
-    assert set(FINGERPRINT_FIELDS) <= set(attrs)
-    return attrs
+    return synthetic_attrs(**{"layers": ["features"], "preprocessing": "none", "class_names": list(CLASSES),
+                              "source": "synthetic", **overrides})
 
 
 def make_blob_cache(

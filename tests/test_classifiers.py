@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -189,7 +190,7 @@ def test_parse_params_types_and_routing():
         ("logreg", ["C"], "--param must look like key=value; got 'C'"),
         (["logreg", "knn"], ["foo=1"], "unknown parameter 'foo': none of logreg, knn accepts it; use name.key=value for one classifier"),
         (["logreg", "knn"], ["knn.C=1"], "unknown parameter 'C' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
-        ("nope", [], "unknown classifier 'nope'; choose from dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd, pixels"),
+        ("nope", [], "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
     ],
 )
 def test_parameter_mistakes_have_exact_messages(names, items, message):
@@ -218,3 +219,73 @@ def test_unfitted_and_bad_label_mistakes():
         make_classifier("logreg").fit(X, np.full(len(X), -1))
     with pytest.raises(TransferCacheError, match=re.escape("n_neighbors=50 is more than the 10 training rows; pass a smaller --param n_neighbors=K")):
         make_classifier("knn", {"n_neighbors": 50}).fit(X[:10], y[:10])
+
+
+def test_capability_flags_are_declared_by_every_head_and_replace_name_checks():
+    from transfer_cache.classifiers.base import Classifier
+
+    flags = ("input_kind", "is_keras", "is_linear", "uses_validation", "exports_as_keras")
+    for name, klass in CLASSIFIERS.items():
+        assert issubclass(klass, Classifier) and klass.name == name
+        for flag in flags:
+            assert hasattr(klass, flag), (name, flag)
+    assert {n for n, k in CLASSIFIERS.items() if k.exports_as_keras} == {"dense", "logreg", "linear_svm", "pixels"}
+    assert {n for n, k in CLASSIFIERS.items() if k.is_linear} == {"logreg", "linear_svm"}
+    assert make_classifier("sgd").streams and not make_classifier("dense").streams
+    assert make_classifier("dense", {"stream": "true"}).streams
+
+
+def test_a_new_head_is_one_registration(tmp_path):
+    """A throwaway head registered in a test is usable by name: nothing else lists the heads."""
+    from transfer_cache.classifiers import registry
+    from transfer_cache.classifiers.sklearn_heads import KNN
+
+    class Nearest(KNN):
+        name = "nearest_test_head"
+
+    registry.register(Nearest)
+    try:
+        X, y = blobs()
+        head = make_classifier("nearest_test_head", {"n_neighbors": "1"}).fit(X, y)
+        assert head.predict(X[:5]).tolist() == y[:5].tolist()
+        assert parse_params("nearest_test_head", ["n_neighbors=3"]) == {"nearest_test_head": {"n_neighbors": 3}}
+    finally:
+        registry.CLASSIFIERS.pop("nearest_test_head")
+
+
+def test_the_constructor_stores_and_fit_validates():
+    """scikit-learn's convention: a bad value is kept by the constructor and refused by fit, with the same message."""
+    from transfer_cache.classifiers.sklearn_heads import KNN
+
+    X, y = blobs()
+    head = KNN(n_neighbors="many")
+    assert head.get_params()["n_neighbors"] == "many"
+    message = "parameter 'n_neighbors' of classifier 'knn' must be an integer; got 'many'"
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        head.fit(X, y)
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        make_classifier("knn", {"n_neighbors": "many"})  # the factory checks up front, before any work
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_fitting_leaves_the_global_random_state_alone(name):
+    import random
+
+    X, y = blobs(n=120)
+    if CLASSIFIERS[name].input_kind == "pixels":
+        X = np.random.default_rng(0).integers(0, 256, size=(60, 16, 16, 3), dtype=np.uint8)
+        y = np.arange(60) % 3
+    params = {"dense": {"epochs": 2, "hidden": "8"}, "pixels": {"size": 16, "epochs": 1, "hidden": "8"},
+              "random_forest": {"n_estimators": 5}, "mlp": {"max_iter": 20}}.get(name, {})
+    np.random.seed(1234)
+    random.seed(1234)
+    numpy_before, python_before = np.random.get_state(), random.getstate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP's convergence warning on 20 iterations
+        first = make_classifier(name, params, seed=5).fit(X, y).predict_proba(X[:10])
+    numpy_after, python_after = np.random.get_state(), random.getstate()
+    assert python_after == python_before
+    assert numpy_after[0] == numpy_before[0] and np.array_equal(numpy_after[1], numpy_before[1])
+    assert numpy_after[2:] == numpy_before[2:]
+    second = make_classifier(name, params, seed=5).fit(X, y).predict_proba(X[:10])
+    np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)  # its own seed makes it repeatable

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from transfer_cache._errors import TransferCacheError
-from transfer_cache.cache import Rows, write_cache
-from transfer_cache.classifiers import KNN
+from transfer_cache.classifiers.sklearn_heads import KNN
 from transfer_cache.fit import INDEX_COLUMNS, fit, main
+
+from conftest import write_synthetic_cache
 
 CLASSES = ["ant", "bee", "cow"]
 
@@ -30,16 +31,11 @@ def make_cache(path, *, n=200, seed=0, split=None, labels=None, backbone="tiny",
     y = np.arange(n) % k if labels is None else np.asarray(labels)
     centers = np.random.default_rng(99).normal(0.0, 4.0, size=(k, d))
     features = [(centers[np.maximum(y, 0)] + rng.normal(0, 1.0, size=(n, d))).astype(np.float32) for _ in layers]
-    attrs = dict(
-        backbone=backbone, weights="none", weights_sha256="random", layers=list(layers), pooling=pooling,
-        input_size=32, resize="squash", crop_fraction=1.0, interpolation="bilinear", preprocessing="tf",
-        dtype="float32", augment=0, class_names=list(class_names), source="sklearn:digits", source_root="",
+    return write_synthetic_cache(
+        path, features=features, labels=y, ids=[f"{seed:08x}{i:056x}" for i in range(n)],
+        paths=[f"img/{seed}_{i:04d}.png" for i in range(n)], split=split, backbone=backbone, pooling=pooling,
+        layers=list(layers), class_names=list(class_names),
     )
-    rows = Rows(
-        ids=[f"{seed:08x}{i:056x}" for i in range(n)], paths=[f"img/{seed}_{i:04d}.png" for i in range(n)],
-        labels=[int(v) for v in y], split=list(split) if split is not None else [""] * n,
-    )
-    return write_cache(path, attrs=attrs, rows=rows, features=features)
 
 
 def read_csv(path):
@@ -222,10 +218,36 @@ def test_a_multi_layer_cache_needs_a_layer(tmp_path):
     assert json.loads((run.run_dir / "config.json").read_text())["layer"] == "high"
 
 
-def test_sgd_streams_from_hdf5_blocks(tmp_path):
+def test_sgd_streams_from_hdf5_blocks(tmp_path, monkeypatch):
+    """While SGD trains, every read of the features from HDF5 is one block of at most chunk_rows rows."""
+    import h5py
+
+    from transfer_cache.classifiers.sklearn_heads import SGD
+
     cache = make_cache(tmp_path / "c.h5", n=900)
+    reads, training = [], []
+    original_getitem, original_fit_stream = h5py.Dataset.__getitem__, SGD.fit_stream
+
+    def spying_getitem(dataset, key):
+        out = original_getitem(dataset, key)
+        if training and dataset.name.startswith("/features"):
+            reads.append(len(out))
+        return out
+
+    def spying_fit_stream(head, chunks, **kwargs):
+        training.append(True)
+        try:
+            return original_fit_stream(head, chunks, **kwargs)
+        finally:
+            training.clear()
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spying_getitem)
+    monkeypatch.setattr(SGD, "fit_stream", spying_fit_stream)
     (run,) = fit([cache], classifier="sgd", params=["chunk_rows=128", "epochs=3"], runs_dir=tmp_path / "runs", progress=False)
     assert run.accuracy >= 0.9 and run.metrics["n_train"] == 720
+    assert reads and max(reads) <= 128
+    # a scaler pass and three epochs, each reading the 900-row cache once in blocks (test rows are read and skipped)
+    assert sum(reads) == 900 * (1 + 3)
 
 
 def test_dense_writes_history(tmp_path):
@@ -254,7 +276,7 @@ def test_an_interrupted_run_leaves_no_folder_and_no_index_row(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--classifier", "nope"], "unknown classifier 'nope'; choose from dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd, pixels"),
+        (["--classifier", "nope"], "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
         (["--classifier", "knn", "--param", "foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
         (["--test-size", "1.5"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 1.5"),
         (["--cv", "1"], "cv must be 0 (no cross-validation) or a number of folds >= 2; got 1"),

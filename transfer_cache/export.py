@@ -28,11 +28,10 @@ from . import _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
 
-__all__ = ["export_model", "load_exported", "ExportedModel", "SINGLE_FILE_HEADS"]
+__all__ = ["export_model", "load_exported", "ExportedModel"]
 
 EXPORT_FORMAT = "transfer_cache.export"
 EXPORT_VERSION = 1
-SINGLE_FILE_HEADS = ("dense", "logreg", "linear_svm", "pixels")
 FOLDER_DESCRIPTION = "transfer_cache.json"
 
 
@@ -69,28 +68,6 @@ def _feature_model(config: dict, layer: str):
     return model
 
 
-def _keras_head(head, feature_shape: tuple[int, ...]):
-    """The fitted head as a Keras model on one feature vector (or map), ending in class probabilities."""
-    import keras
-    from keras import layers
-
-    if head.name == "dense":
-        model = head.model_
-        if model.outputs[0].shape[-1] == 1:  # binary=sigmoid: [1 - p, p], like predict_proba
-            inputs = keras.Input(feature_shape, name="transfer_values")
-            p = model(inputs)
-            outputs = layers.Concatenate(name="probabilities")([layers.Rescaling(-1.0, offset=1.0)(p), p])
-            return keras.Model(inputs, outputs, name="dense_head_two_columns")
-        return model
-    W, b = head.dense_weights()
-    inputs = keras.Input(feature_shape, name="transfer_values")
-    x = layers.Flatten()(inputs) if len(feature_shape) > 1 else inputs
-    dense = layers.Dense(W.shape[1], activation="softmax", name="probabilities")
-    outputs = dense(x)
-    dense.set_weights([W.astype(np.float32), b.astype(np.float32)])
-    return keras.Model(inputs, outputs, name=f"{head.name}_head")
-
-
 def _description(run: dict, config: dict, *, kind: str, classifier: str, files: list[str]) -> dict:
     return {
         "format": EXPORT_FORMAT,
@@ -121,7 +98,7 @@ def _write_json(path: Path, payload: dict) -> None:
 def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
 
-    For dense/logreg/linear_svm/pixels ``out_path`` is a ``.keras`` file (the suffix is added when missing) with a
+    For heads that export as Keras (dense, logreg, linear_svm, pixels) ``out_path`` is a ``.keras`` file (the suffix is added when missing) with a
     ``.json`` description beside it; for the other heads it is a folder (see the module docstring).
     """
     import keras
@@ -136,16 +113,15 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     config = _feature_config(run)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    if classifier in SINGLE_FILE_HEADS:
+    if head.exports_as_keras:
         if out_path.suffix != ".keras":
             out_path = out_path.with_name(out_path.name + ".keras")
-        if classifier == "pixels":
-            size = int(head.params["size"])
-            config = {**config, "input_size": size}
-            model = head.model_
+        if head.input_kind == "pixels":  # the head is the whole model: it takes the (resized) images themselves
+            config = {**config, "input_size": head.input_size}
+            model = head.keras_head()
         else:
             features = _feature_model(config, run["layer"])
-            head_model = _keras_head(head, tuple(features.outputs[0].shape[1:]))
+            head_model = head.keras_head(tuple(features.outputs[0].shape[1:]))
             inputs = keras.Input(tuple(features.inputs[0].shape[1:]), dtype="float32", name="pixels")
             model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
         temporary = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.keras")

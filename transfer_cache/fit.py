@@ -730,7 +730,7 @@ def _train_one(
     if not model.uses_validation and len(val):
         train, val = np.sort(np.concatenate([train, val])), np.empty(0, np.int64)
     extra: dict = {}
-    if not _streams(model):  # read the inputs first, so fit_seconds is training time only (streaming heads read as they go)
+    if not model.streams:  # read the inputs first, so fit_seconds is training time only (streaming heads read as they go)
         start = time.perf_counter()
         for rows in (train, val, split.test):
             if len(rows):
@@ -760,33 +760,25 @@ def _train_one(
 
 def _fit_model(model: Classifier, data: _Data, inputs: _Inputs, train: np.ndarray, val: np.ndarray, *, seed: int) -> None:
     K = len(data.class_names)
-    if model.name == "sgd":  # out of core: one HDF5 block in memory at a time
-        model.fit_stream(data.chunks(train, seed=seed, block_rows=int(model.get_params()["chunk_rows"])), n_classes=K)
-        return
     X_val = inputs.get(model, val) if len(val) else None
     y_val = data.labels[val] if len(val) else None
-    if _streams(model):  # the dense head with stream=true: training rows come from HDF5 block by block
+    if model.streams:  # out of core: the training rows come from HDF5, one block in memory at a time
         model.fit_stream(
-            data.chunks(train, seed=seed), y=data.labels[train], n_classes=K, X_val=X_val, y_val=y_val,
-            input_shape=data.caches[0].features_for(data.layer).shape[1:],
+            data.chunks(train, seed=seed, block_rows=model.stream_block_rows or _BLOCK_ROWS), y=data.labels[train],
+            n_classes=K, X_val=X_val, y_val=y_val, input_shape=data.caches[0].features_for(data.layer).shape[1:],
         )
         return
     views, view_mask = data.views(train) if _takes_views(model, data) else (None, None)
     model.fit(inputs.get(model, train), data.labels[train], X_val, y_val, n_classes=K, views=views, view_mask=view_mask)
 
 
-def _streams(model: Classifier) -> bool:
-    """Heads that read the cache block by block instead of holding all its rows: sgd, and dense with stream=true."""
-    return model.name == "sgd" or bool(model.get_params().get("stream", False))
-
-
 def _takes_views(model: Classifier, data: _Data) -> bool:
     """Augmented views feed every head that trains on cached vectors in memory (not pixels, not streaming heads)."""
-    return data.use_views and model.input_kind == "features" and not _streams(model)
+    return data.use_views and model.input_kind == "features" and not model.streams
 
 
 def _predict(model: Classifier, data: _Data, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
-    if _streams(model):
+    if model.streams:
         parts = [model.predict_proba(data.features(rows[i : i + _BLOCK_ROWS])) for i in range(0, len(rows), _BLOCK_ROWS)]
         return np.concatenate(parts) if parts else np.zeros((0, len(data.class_names)))
     return model.predict_proba(inputs.get(model, rows))
