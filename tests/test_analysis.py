@@ -240,7 +240,9 @@ def test_pca_3d_and_unlabelled_rows(tmp_path):
 
 
 def test_read_rows_reads_blockwise_the_same_rows(blob_cache, monkeypatch):
-    monkeypatch.setattr(analysis, "_READ_BLOCK_BYTES", 16 * 4 * 7)  # 7 rows per block: many blocks
+    import transfer_cache.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_READ_BLOCK_BYTES", 16 * 4 * 7)  # 7 rows per block: many blocks
     rows = analysis.sample_rows(120, 33, 1)
     with open_cache(blob_cache) as cache:
         np.testing.assert_array_equal(analysis.read_rows(cache, rows), cache.features[:][rows])
@@ -250,7 +252,7 @@ def test_read_rows_reads_blockwise_the_same_rows(blob_cache, monkeypatch):
     "kwargs, message",
     [
         ({"dims": 4}, "dims must be 2 or 3; got 4"),
-        ({"sample": 0}, "sample must be a positive integer; got 0"),
+        ({"sample": 0}, "sample must be a whole number of at least 1; got 0"),
         ({"layer": "fc2"}, "has no layer 'fc2'; it holds ['features']"),
     ],
 )
@@ -302,7 +304,7 @@ def test_class_counts_per_split(tmp_path):
 
 
 def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
-    monkeypatch.setattr(analysis, "_READ_BLOCK_BYTES", 16 * 4 * 5)  # streamed in blocks of 5 rows
+    monkeypatch.setattr(__import__("transfer_cache.cache").cache, "_READ_BLOCK_BYTES", 16 * 4 * 5)  # streamed in blocks of 5 rows
     labels = np.array([0, 1, 2, -1, 2, 2] * 7)
     path = make_blob_cache(tmp_path / "s.h5", labels=labels)
     fig = analysis.class_similarity_figure(path)

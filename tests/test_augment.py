@@ -75,7 +75,7 @@ def test_augment_image_is_a_pure_function_of_its_seed():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"augment": -1}, "augment must be a whole number of views, 0 or more; got -1"),
+        ({"augment": -1}, "augment (views per image) must be a whole number of at least 0; got -1"),
         ({"augment": 2, "augment_recipe": "wild"}, "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip', 'mild'; got 'wild'"),
         ({"augment": 2, "layer": "conv2,conv3"}, "--augment works with one feature layer; got 2 (conv2, conv3)"),
     ],
@@ -131,7 +131,8 @@ def test_dense_head_samples_one_view_per_image_each_epoch(tmp_path):
 def test_views_are_grouped_with_their_image_in_cross_validation(tmp_path):
     """With an unsplit source every image has views; each fold trains on its training images' views only."""
     from transfer_cache.classifiers.base import with_views as _with_views
-    from transfer_cache.fit import _choose_split, _load_data
+    from transfer_cache.fit import _load_data
+    from transfer_cache.splits import choose_split as _choose_split
 
     path = _augmented_cache(tmp_path, views=2, splits=None)
     data = _load_data([path], None, None)

@@ -400,9 +400,9 @@ def test_area_interpolation_averages():
             {"size": 8, "interpolation": "lanczos"},
             "interpolation must be one of 'bilinear', 'bicubic', 'nearest', 'area'; got 'lanczos'",
         ),
-        ({"size": 0}, "size must be a positive integer; got 0"),
-        ({"size": 8.0}, "size must be a positive integer; got 8.0"),
-        ({"size": True}, "size must be a positive integer; got True"),
+        ({"size": 0}, "size must be a whole number of at least 1; got 0"),
+        ({"size": 8.0}, "size must be a whole number of at least 1; got 8.0"),
+        ({"size": True}, "size must be a whole number of at least 1; got True"),
         (
             {"size": 8, "policy": "center-crop", "crop_fraction": 1.5},
             "crop_fraction must be a number in (0, 1]; got 1.5",

@@ -140,7 +140,7 @@ def test_default_cache_report_goes_to_reports_folder(big_cache, tmp_path, monkey
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"sample": 0}, "sample must be a positive integer; got 0"),
+        ({"sample": 0}, "sample must be a whole number of at least 1; got 0"),
         ({"out": "report.txt"}, "the report is an HTML page: --out must end in .html; got report.txt"),
     ],
 )

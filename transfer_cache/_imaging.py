@@ -32,6 +32,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps
 
+from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 
 #: The largest image (width x height) that is decoded; PIL's default limit, but always an error.
@@ -288,8 +289,7 @@ def validate_resize(*, size: int, policy: str, crop_fraction: float, interpolati
         raise TransferCacheError(
             f"interpolation must be one of {_quote_list(INTERPOLATIONS)}; got {interpolation!r}"
         )
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise TransferCacheError(f"size must be a positive integer; got {size!r}")
+    whole_number(size, "size")
     if (
         isinstance(crop_fraction, bool)
         or not isinstance(crop_fraction, (int, float, np.floating, np.integer))

@@ -25,130 +25,15 @@ import plotly.graph_objects as go
 from plotly import colors as _colors
 from plotly.subplots import make_subplots
 
+from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 from ._imaging import decode_image
-from .cache import Cache, open_cache
+from .cache import Cache, block_rows, open_cache
+# run folders are read through runs, their one owner (re-exported: notebooks and users call them from here)
+from .runs import as_run, is_run_dir, load_run, open_run_cache, read_index, read_json, read_predictions, run_cache_path  # noqa: F401
 from .sources import reopen
 
 UNLABELLED = "unlabelled"
-_READ_BLOCK_BYTES = 64 << 20
-
-# --------------------------------------------------------------------------- run folders
-
-
-def is_run_dir(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a finished run folder (it has config.json and metrics.json)."""
-    path = Path(path)
-    return path.is_dir() and (path / "config.json").is_file() and (path / "metrics.json").is_file()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except ValueError as exc:
-        raise TransferCacheError(f"{path} is not valid JSON ({exc}); the run folder is damaged, fit again") from exc
-
-
-_INT_COLUMNS = ("row", "cache", "true_label", "pred_label")
-
-
-def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """predictions.csv as columns: int64 for row/cache/labels, float64 for confidence and prob_*, str objects otherwise."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    required = ("row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence")
-    missing = [name for name in required if name not in fields]
-    if missing:
-        raise TransferCacheError(
-            f"{path} lacks the columns {missing}; expected {', '.join(required)}, prob_<class> (written by transfer_cache.fit)"
-        )
-    columns: dict[str, np.ndarray] = {}
-    for name in fields:
-        values = [row[name] for row in rows]
-        if name in _INT_COLUMNS:
-            columns[name] = np.asarray([int(v) if v != "" else -1 for v in values], dtype=np.int64)
-        elif name == "confidence" or name.startswith("prob_"):
-            columns[name] = np.asarray([float(v) if v != "" else math.nan for v in values], dtype=np.float64)
-        else:
-            columns[name] = np.asarray(values, dtype=object)
-    return columns
-
-
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """A run folder as plain Python: {"run_dir", "config", "metrics", "predictions" (columns or None), "history" (or None)}."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TransferCacheError(f"run folder {run_dir} does not exist; pass a folder under runs/ written by python -m transfer_cache.fit")
-    for name in ("config.json", "metrics.json"):
-        if not (run_dir / name).is_file():
-            raise TransferCacheError(
-                f"{run_dir} is not a run folder: {name} is missing; pass a folder under runs/ written by python -m transfer_cache.fit"
-            )
-    predictions_path = run_dir / "predictions.csv"
-    history_path = run_dir / "history.json"
-    return {
-        "run_dir": run_dir,
-        "config": _read_json(run_dir / "config.json"),
-        "metrics": _read_json(run_dir / "metrics.json"),
-        "predictions": read_predictions(predictions_path) if predictions_path.is_file() else None,
-        "history": _read_json(history_path) if history_path.is_file() else None,
-    }
-
-
-def _as_run(run) -> dict:
-    return run if isinstance(run, dict) and "config" in run and "metrics" in run else load_run(run)
-
-
-def run_cache_path(run, index: int = 0) -> Path:
-    """The cache file a run was fitted on (``config["caches"][index]``), found as written, or relative to the run folder."""
-    run = _as_run(run)
-    caches = run["config"].get("caches") or []
-    if not 0 <= index < len(caches):
-        raise TransferCacheError(f"run {run['run_dir']} has {len(caches)} cache(s); got cache index {index}")
-    written = Path(caches[index]["path"])
-    candidates = [written] if written.is_absolute() else [written, Path(run["run_dir"]) / written, Path(run["run_dir"]).parent.parent / written]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise TransferCacheError(
-        f"the cache of run {run['run_dir']} is gone: {written} does not exist; extract it again with the same "
-        "configuration (python -m transfer_cache.extract) or run the report from the folder the fit ran in"
-    )
-
-
-def open_run_cache(run, index: int = 0) -> Cache:
-    """Open a run's cache, refusing a file whose fingerprint differs from the one the run was fitted on."""
-    run = _as_run(run)
-    path = run_cache_path(run, index)
-    cache = open_cache(path)
-    expected = run["config"]["caches"][index].get("fingerprint")
-    if expected and cache.fingerprint != expected:
-        cache.close()
-        raise TransferCacheError(
-            f"cache {path} has fingerprint {cache.fingerprint} but run {run['run_dir']} was fitted on {expected}; "
-            "the file was replaced by another feature configuration: extract the run's configuration again"
-        )
-    return cache
-
-
-def read_index(runs_dir: str | os.PathLike = "runs") -> list[dict]:
-    """runs/index.csv as a list of dicts, metrics as floats and counts as ints."""
-    path = Path(runs_dir) / "index.csv"
-    if not path.is_file():
-        raise TransferCacheError(f"no runs index at {path}; run python -m transfer_cache.fit first, or pass the runs folder it wrote")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds"):
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
-        for key in ("n_train", "n_test"):
-            row[key] = int(float(row[key])) if row.get(key) not in (None, "") else -1
-    return rows
-
 
 # --------------------------------------------------------------------------- cache helpers
 
@@ -165,20 +50,6 @@ def _opened(cache) -> Iterator[Cache]:
         yield opened
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise TransferCacheError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
-
-
-def _layer_of(cache: Cache, layer: str | None) -> str:
-    if layer is None:
-        return cache.layers[0]
-    if layer not in cache.layers:
-        raise TransferCacheError(f"cache {cache.path} has no layer '{layer}'; it holds {cache.layers}")
-    return layer
-
-
 def sample_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
     """Sorted row indices: all rows when ``n <= sample``, else ``sample`` rows drawn without replacement with ``seed``."""
     if n <= sample:
@@ -188,22 +59,8 @@ def sample_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
 
 def read_rows(cache: Cache, rows: np.ndarray, *, layer: str | None = None) -> np.ndarray:
     """The feature vectors of ``rows`` (sorted) as float32 (len(rows), D), read block by block to keep memory flat."""
-    dataset = cache.features_for(_layer_of(cache, layer))
-    n = dataset.shape[0]
-    dim = int(np.prod(dataset.shape[1:]))
-    out = np.empty((len(rows), dim), dtype=np.float32)
-    block = max(1, _READ_BLOCK_BYTES // max(1, dim * dataset.dtype.itemsize))
-    done = 0
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        lo, hi = np.searchsorted(rows, [start, stop])
-        if hi > lo:
-            chunk = dataset[start:stop]
-            out[lo:hi] = chunk[rows[lo:hi] - start].reshape(hi - lo, dim)
-            done = hi
-        if done == len(rows):
-            break
-    return out
+    features = cache.read_rows(rows, layer=layer)
+    return features.reshape(len(features), -1)
 
 
 def class_name(class_names: list[str], label: int) -> str:
@@ -261,11 +118,11 @@ def pca_figure(cache, *, layer: str | None = None, dims: int = 2, sample: int = 
     """Scatter of the first 2 or 3 principal components of the transfer values, coloured by class."""
     if dims not in (2, 3) or isinstance(dims, bool):
         raise TransferCacheError(f"dims must be 2 or 3; got {dims!r}")
-    sample = _check_positive_int("sample", sample)
+    sample = whole_number(sample, "sample")
     from sklearn.decomposition import PCA
 
     with _opened(cache) as cache:
-        layer = _layer_of(cache, layer)
+        layer = cache.layer_name(layer)
         n = len(cache)
         if n < dims:
             raise TransferCacheError(f"a {dims}-d PCA needs at least {dims} rows; cache {cache.path} has {n}")
@@ -291,12 +148,12 @@ def explained_variance_figure(
     cache, n_components: int = 50, *, layer: str | None = None, sample: int = 5000, seed: int = 0
 ) -> go.Figure:
     """Variance explained by each principal component (bars) and cumulatively (line): how many dimensions matter."""
-    n_components = _check_positive_int("n_components", n_components)
-    sample = _check_positive_int("sample", sample)
+    n_components = whole_number(n_components, "n_components")
+    sample = whole_number(sample, "sample")
     from sklearn.decomposition import PCA
 
     with _opened(cache) as cache:
-        layer = _layer_of(cache, layer)
+        layer = cache.layer_name(layer)
         n = len(cache)
         if n < 2:
             raise TransferCacheError(f"explained variance needs at least 2 rows; cache {cache.path} has {n}")
@@ -332,17 +189,17 @@ def tsne_figure(
     ``n_jobs`` caps scikit-learn's OpenMP threads (None: all cores). On a machine already busy with other work,
     ``n_jobs=1`` is often several times faster, because spinning OpenMP threads fight for the cores.
     """
-    sample = _check_positive_int("sample", sample)
-    pca_dims = _check_positive_int("pca_dims", pca_dims)
+    sample = whole_number(sample, "sample")
+    pca_dims = whole_number(pca_dims, "pca_dims")
     if n_jobs is not None:
-        n_jobs = _check_positive_int("n_jobs", n_jobs)
+        n_jobs = whole_number(n_jobs, "n_jobs")
     if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not perplexity > 0:
         raise TransferCacheError(f"perplexity must be a positive number; got {perplexity!r}")
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     with _opened(cache) as cache:
-        layer = _layer_of(cache, layer)
+        layer = cache.layer_name(layer)
         n = len(cache)
         rows = sample_rows(n, sample, seed)
         if perplexity >= len(rows):
@@ -389,13 +246,13 @@ def class_counts_figure(cache) -> go.Figure:
 def class_means(cache, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(per-class mean vectors (K, D), rows per class (K,), overall mean (D,)) over every labelled row, read in blocks."""
     with _opened(cache) as cache:
-        dataset = cache.features_for(_layer_of(cache, layer))
+        dataset = cache.features_for(cache.layer_name(layer))
         n = dataset.shape[0]
         dim = int(np.prod(dataset.shape[1:]))
         k = len(cache.class_names)
         sums = np.zeros((k, dim), dtype=np.float64)
         counts = np.zeros(k, dtype=np.int64)
-        block = max(1, _READ_BLOCK_BYTES // max(1, dim * dataset.dtype.itemsize))
+        block = block_rows(dataset)
         for start in range(0, n, block):
             stop = min(n, start + block)
             labels = cache.labels[start:stop]
@@ -449,7 +306,7 @@ def _as_metrics(metrics) -> dict:
         data = metrics
     else:
         path = Path(metrics)
-        data = _read_json(path / "metrics.json" if path.is_dir() else path) if path.exists() else None
+        data = read_json(path / "metrics.json" if path.is_dir() else path) if path.exists() else None
         if data is None:
             raise TransferCacheError(f"{path} does not exist; pass metrics.json, its run folder, or the loaded dict")
     for key in ("confusion_matrix", "class_names"):
@@ -537,7 +394,7 @@ def _as_history(history) -> dict:
         path = path / "history.json" if path.is_dir() else path
         if not path.is_file():
             raise TransferCacheError(f"{path} does not exist: only the dense head writes history.json; pass a dense run")
-        data = _read_json(path)
+        data = read_json(path)
     if not isinstance(data, dict) or not data or not all(isinstance(v, list) for v in data.values()):
         raise TransferCacheError("history must be Keras History.history: a non-empty dict of metric name -> list of per-epoch values")
     return data
@@ -572,7 +429,7 @@ def leaderboard_figure(runs_dir: str | os.PathLike = "runs", *, sort_by: str = "
     metrics = ("accuracy", "balanced_accuracy", "macro_f1")
     if sort_by not in metrics:
         raise TransferCacheError(f"sort_by must be one of {', '.join(repr(m) for m in metrics)}; got {sort_by!r}")
-    limit = _check_positive_int("limit", limit)
+    limit = whole_number(limit, "limit")
     rows = read_index(runs_dir)
     if not rows:
         raise TransferCacheError(f"the runs index {Path(runs_dir) / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
@@ -645,8 +502,8 @@ class _ImageFinder:
 
 def misclassified(run, *, limit: int = 24) -> list[dict]:
     """The test predictions that were wrong, most confident first: dicts with row, cache, path, true_name, pred_name, confidence."""
-    run = _as_run(run)
-    limit = _check_positive_int("limit", limit)
+    run = as_run(run)
+    limit = whole_number(limit, "limit")
     predictions = run["predictions"]
     if predictions is None:
         raise TransferCacheError(f"run {run['run_dir']} has no predictions.csv; fit again to get the misclassified images")
@@ -659,9 +516,9 @@ def misclassified(run, *, limit: int = 24) -> list[dict]:
 
 def misclassified_figure(run_dir, *, limit: int = 24, columns: int = 6, thumb_size: int = 96) -> go.Figure:
     """Thumbnails of misclassified test images (most confident mistakes first) with true and predicted class."""
-    columns = _check_positive_int("columns", columns)
-    thumb_size = _check_positive_int("thumb_size", thumb_size)
-    run = _as_run(run_dir)
+    columns = whole_number(columns, "columns")
+    thumb_size = whole_number(thumb_size, "thumb_size")
+    run = as_run(run_dir)
     wrong_total = 0
     if run["predictions"] is not None:
         p = run["predictions"]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli
+from ._checks import whole_number
 from ._errors import TransferCacheError
 
 PARTS = ("backbone", "extract", "seeds", "hvass", "io", "memory")
@@ -318,8 +319,7 @@ def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images
         ("images", images, 1), ("repeats", repeats, 1), ("batch size", batch_size, 1), ("epochs", epochs, 1),
         ("memory scale", memory_scale, 2), ("hvass images", hvass_images, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise TransferCacheError(f"{name} must be a whole number of at least {least}; got {value!r}")
+        whole_number(value, name, at_least=least)
     if not isinstance(io_mb, (int, float)) or io_mb < 0:
         raise TransferCacheError(f"io megabytes must be a number of at least 0; got {io_mb!r}")
     unknown = [part for part in skip if part not in PARTS]

@@ -422,6 +422,23 @@ class Cache:
             return self.features_for(layer or self.layers[0])
         return self._file[table.node("features")] if table.group in self._file else None
 
+    def layer_name(self, layer: str | None = None, *, must_choose: bool = False) -> str:
+        """The feature layer to use: ``layer`` when the cache has it; None means the first (with ``must_choose``, only
+        when the cache holds one layer, so a choice between several is never made silently)."""
+        if layer is None:
+            if must_choose and len(self.layers) > 1:
+                raise TransferCacheError(
+                    f"cache {self.path} holds several layers ({', '.join(self.layers)}); choose one with --layer NAME"
+                )
+            return self.layers[0]
+        if layer not in self.layers:
+            raise TransferCacheError(f"cache {self.path} has no layer '{layer}'; it holds {self.layers}")
+        return layer
+
+    def read_rows(self, rows, *, layer: str | None = None) -> np.ndarray:
+        """The vectors of ``rows`` (sorted row numbers) of one layer as float32, read block by block."""
+        return read_rows(self.features_for(self.layer_name(layer)), rows)
+
     def features_for(self, layer: str) -> h5py.Dataset:
         node = self._file["features"]
         if isinstance(node, h5py.Dataset):
@@ -464,6 +481,32 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, rows={len(self)}, layers={self.layers}, fingerprint={self.fingerprint!r})"
+
+
+_READ_BLOCK_BYTES = 64 << 20
+
+
+def block_rows(dataset: h5py.Dataset) -> int:
+    """Rows per block of about 64 MB: how every streaming reader of a cache walks a dataset."""
+    row_bytes = max(1, int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize)
+    return max(1, _READ_BLOCK_BYTES // row_bytes)
+
+
+def read_rows(dataset: h5py.Dataset, rows) -> np.ndarray:
+    """``dataset[rows]`` for sorted row numbers, as float32: whole contiguous blocks of about 64 MB are read and the
+    wanted rows kept, rather than one HDF5 selection per row (fast) or the whole dataset (memory stays flat)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dtype=np.float32)
+    block = block_rows(dataset)
+    done = 0
+    while done < len(rows):
+        start = int(rows[done])
+        stop = min(dataset.shape[0], start + block)
+        count = int(np.searchsorted(rows, stop, side="left")) - done
+        chunk = np.asarray(dataset[start:stop], dtype=np.float32)
+        out[done : done + count] = chunk[rows[done : done + count] - start]
+        done += count
+    return out
 
 
 def _attr(value):

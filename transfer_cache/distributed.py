@@ -16,6 +16,7 @@ import os
 import time
 from typing import Callable
 
+from ._checks import whole_number
 from ._errors import TransferCacheError
 
 
@@ -27,14 +28,11 @@ def check_arguments(source, shards: int, engine: str, workers: int, retries: int
             f"a sharded run needs the source as a spec string or path (each worker opens it itself); got a "
             f"{type(source).__name__} object: pass the folder, manifest or name you opened it from"
         )
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise TransferCacheError(f"shards must be a whole number of at least 1; got {shards!r}")
+    whole_number(shards, "shards")
     if engine not in ENGINES:
         raise TransferCacheError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}; got {engine!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise TransferCacheError(f"workers must be a whole number of at least 1; got {workers!r}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise TransferCacheError(f"retries must be a whole number of at least 0; got {retries!r}")
+    whole_number(workers, "workers")
+    whole_number(retries, "retries", at_least=0)
 
 
 def _limit_threads(intra_op_threads: int | None) -> None:

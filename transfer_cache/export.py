@@ -27,19 +27,13 @@ import numpy as np
 from . import _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
+from .runs import load_run, write_json
 
 __all__ = ["export_model", "load_exported", "ExportedModel"]
 
 EXPORT_FORMAT = "transfer_cache.export"
 EXPORT_VERSION = 1
 FOLDER_DESCRIPTION = "transfer_cache.json"
-
-
-def _read_run(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise TransferCacheError(f"{run_dir} is not a run folder (no config.json); give a folder from runs/ written by fit")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _feature_config(run: dict) -> dict:
@@ -89,12 +83,6 @@ def _description(run: dict, config: dict, *, kind: str, classifier: str, files: 
     }
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
 
@@ -105,7 +93,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
 
     run_dir = Path(run_dir)
     out_path = Path(out_path)
-    run = _read_run(run_dir)
+    run = load_run(run_dir)["config"]
     classifier = run.get("classifier")
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
@@ -127,7 +115,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
         temporary = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.keras")
         model.save(temporary)
         os.replace(temporary, out_path)
-        _write_json(
+        write_json(
             out_path.with_suffix(".json"),
             _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]),
         )
@@ -147,7 +135,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
         shutil.copytree(run_dir / "model", temporary)
         features.save(temporary / "feature_model.keras")
         files = ["feature_model.keras"] + sorted(p.name for p in (run_dir / "model").iterdir())
-        _write_json(temporary / FOLDER_DESCRIPTION, _description(run, config, kind="folder", classifier=classifier, files=files))
+        write_json(temporary / FOLDER_DESCRIPTION, _description(run, config, kind="folder", classifier=classifier, files=files))
         if out_path.exists():
             shutil.rmtree(out_path)
         os.replace(temporary, out_path)

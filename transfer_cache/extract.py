@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from . import _cli
+from ._checks import whole_number
+from ._versions import library_versions
 from ._errors import ImageError, TransferCacheError
 from .backbones import DEFAULT_BACKBONE, get_spec, list_backbones
 from .cache import (
@@ -98,22 +100,6 @@ def parse_shard(shard) -> tuple[int, int] | None:
     return int(k), int(n)
 
 
-def _versions() -> dict:
-    import h5py
-    import keras
-    import tensorflow as tf
-
-    from . import __version__
-
-    return {
-        "transfer_cache": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "h5py": h5py.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -166,8 +152,7 @@ def extract(
     from .sources import Source, open_source
 
     started = time.perf_counter()
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise TransferCacheError(f"batch size must be a whole number of at least 1; got {batch_size!r}")
+    whole_number(batch_size, "batch size")
     if _wants_sharded_run(engine=engine, scheduler=scheduler, workers=workers, shards=shards, shard=shard):
         if isinstance(source, Source):
             raise TransferCacheError(
@@ -222,10 +207,8 @@ def _wants_sharded_run(*, engine, scheduler, workers, shards, shard) -> bool:
 
     if engine not in ENGINES:
         raise TransferCacheError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}; got {engine!r}")
-    if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
-        raise TransferCacheError(f"shards must be a whole number of at least 1; got {shards!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise TransferCacheError(f"workers must be a whole number of at least 1; got {workers!r}")
+    whole_number(shards, "shards", optional=True)
+    whole_number(workers, "workers", optional=True)
     if engine == "local" and (scheduler is not None or workers is not None):
         raise TransferCacheError("--scheduler and --workers apply to --engine dask; add --engine dask or drop them")
     sharded = engine == "dask" or shards is not None
@@ -515,7 +498,7 @@ def _cache_attrs(config: dict, src, shard_k_n) -> dict:
         source_kind=src.kind,
         source_root=str(src.root or ""),
         shard=f"{shard_k_n[0]}/{shard_k_n[1]}" if shard_k_n else "",
-        versions=_versions(),
+        versions=library_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     return attrs

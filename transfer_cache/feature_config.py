@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ._checks import whole_number
 from ._errors import TransferCacheError
 from .backbones import DEFAULT_BACKBONE, POOLINGS, default_layers, get_spec, resolve_weights, validate_choices
 from ._imaging import validate_resize
@@ -188,8 +189,7 @@ class FeatureConfig:
         if not isinstance(mixed_precision, bool):
             raise TransferCacheError(f"mixed_precision must be True or False; got {mixed_precision!r}")
         _, weights_name, weights_identity = resolve_weights(spec, weights)
-        if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
-            raise TransferCacheError(f"augment must be a whole number of views, 0 or more; got {augment!r}")
+        whole_number(augment, "augment (views per image)", at_least=0)
         augmentation: Any = 0
         if augment:
             from .augment import get_recipe

@@ -1,43 +1,20 @@
 """``python -m transfer_cache.fit`` and ``fit()``: train classifiers on cached transfer values, one run folder each.
 
-The split is chosen once for all classifiers of a command, so their scores are comparable:
-
-* ``source``: the cache's own split, when its labelled rows hold train and test (or train and val) rows. With
-  train/val/test, Keras heads use val as validation data and the other classifiers train on train + val.
-* ``stratified``: ``train_test_split(test_size, stratify=labels, random_state=seed)`` when there is no split.
-* ``unstratified``: ``train_test_split(test_size, random_state=seed)`` without stratification (seed 004's split), over
-  the labelled rows in cache order.
-* ``keras``: exactly the files ``keras.utils.image_dataset_from_directory(validation_split=test_size,
-  subset="validation", seed=seed)`` puts in its validation subset (seed 002): the class folders' image files in
-  Keras' listing order, shuffled by ``np.random.RandomState(seed)``, the last ``int(test_size * n)`` validated on.
-  Files Keras would list but that could not be decoded keep their place in that order and are left out.
-* ``cv``: ``--cv K`` alone runs StratifiedKFold(K, shuffle=True, random_state=seed) over all labelled rows; the
-  metrics are those of the out-of-fold predictions (every row predicted once by a model that never saw it),
-  ``cv_scores`` holds the per-fold accuracies, and the saved model is refitted on all labelled rows.
-* ``caches``: ``--test-cache`` trains on every labelled row of the positional caches and tests on the test cache.
-
-With ``--grid``, ``--cv K`` (default 3) sets the folds of the GridSearchCV on the training rows instead, and the
-test split is kept. Keras heads with no validation rows get the test rows as ``validation_data`` purely to
+The split is chosen once for all classifiers of a command, so their scores are comparable (``splits`` holds the
+strategies). With ``--grid``, ``--cv K`` (default 3) sets the folds of the GridSearchCV on the training rows instead,
+and the test split is kept. Keras heads with no validation rows get the test rows as ``validation_data`` purely to
 record the curves (as the seeds do); that never changes the weights, except with ``early_stopping`` > 0, which
 instead holds out 10% of the training rows (stratified, seeded) to monitor.
 
 Several caches are concatenated only when their fingerprints are equal. Unlabelled rows (label -1) are left out.
-Each run is written to a temporary folder and renamed into ``runs/<run_id>/`` when complete; only then is its row
-appended to ``runs/index.csv`` (temporary file + ``os.replace``, under a lock), so an interrupted fit leaves no
-half run in the index; a finished folder a killed fit did not get to list is listed by the next fit.
+Each run folder is written through ``runs`` (atomically, then listed in ``runs/index.csv``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import datetime as _dt
-import fcntl
-import io
 import json
 import os
-import secrets
-import shutil
 import sys
 import time
 import warnings
@@ -49,20 +26,18 @@ import numpy as np
 
 from . import _cli
 from ._errors import ImageError, TransferCacheError
-from .cache import Cache, open_cache, fsync_dir
+from ._versions import library_versions
+from .cache import Cache, open_cache, read_rows
 from .classifiers import CLASSIFIERS, Classifier, make_classifier, parse_grid, parse_params
+from .runs import INDEX_COLUMNS, append_index, jsonable, new_run_id, write_run  # noqa: F401  (INDEX_COLUMNS, append_index: public)
+from .splits import Split, choose_split, keras_file_order, keras_validation_split, split_names, stratified_rows  # noqa: F401
 
 __all__ = [
     "RunResult", "fit", "format_confusion", "format_leaderboard", "keras_file_order", "keras_validation_split", "main",
     "INDEX_COLUMNS",
 ]
 
-INDEX_COLUMNS = (
-    "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
-    "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir",
-)
-SPLITS = ("auto", "source", "stratified", "unstratified", "keras", "cv", "caches")
-KERAS_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras image_dataset_utils.ALLOWLIST_FORMATS
+SPLITS = split_names()
 VIEWS = ("auto", "none")
 _BLOCK_ROWS = 4096
 
@@ -118,7 +93,7 @@ class _Data:
                 continue
             cache_rows = self.row_of[rows[mine]]
             order = np.argsort(cache_rows, kind="stable")
-            out[mine[order]] = _read_rows(cache.features_for(self.layer), cache_rows[order])
+            out[mine[order]] = read_rows(cache.features_for(self.layer), cache_rows[order])
         return out
 
     def views(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +110,7 @@ class _Data:
             positions = np.asarray([j for j, _ in mine])
             view_rows = np.asarray([m for _, m in mine])
             order = np.argsort(view_rows, kind="stable")
-            out[positions[order]] = _read_rows(cache.views, view_rows[order])
+            out[positions[order]] = read_rows(cache.views, view_rows[order])
             mask[positions] = True
         return out, mask
 
@@ -169,23 +144,6 @@ class _Data:
             cache.close()
 
 
-def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
-    """dataset[rows] for sorted rows, reading contiguous blocks rather than one HDF5 selection per row."""
-    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dtype=np.float32)
-    if not len(rows):
-        return out
-    filled = 0
-    start = int(rows[0])
-    while filled < len(rows):
-        start = int(rows[filled])
-        stop = min(dataset.shape[0], start + _BLOCK_ROWS)
-        count = int(np.searchsorted(rows, stop, side="left")) - filled
-        block = np.asarray(dataset[start:stop], dtype=np.float32)
-        out[filled : filled + count] = block[rows[filled : filled + count] - start]
-        filled += count
-    return out
-
-
 def _open_all(paths: Sequence[str | os.PathLike]) -> list[Cache]:
     opened: list[Cache] = []
     try:
@@ -209,18 +167,6 @@ def _check_fingerprints(caches: list[Cache]) -> None:
             )
 
 
-def _choose_layer(cache: Cache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) > 1:
-            raise TransferCacheError(
-                f"cache {cache.path} holds several layers ({', '.join(cache.layers)}); choose one with --layer NAME"
-            )
-        return cache.layers[0]
-    if layer not in cache.layers:
-        raise TransferCacheError(f"cache {cache.path} has no layer '{layer}'; it holds {', '.join(cache.layers)}")
-    return layer
-
-
 def _load_data(cache_paths, test_cache, layer) -> _Data:
     paths = [cache_paths] if isinstance(cache_paths, (str, os.PathLike)) else list(cache_paths)
     if not paths:
@@ -229,7 +175,7 @@ def _load_data(cache_paths, test_cache, layer) -> _Data:
     caches = _open_all(all_paths)
     try:
         _check_fingerprints(caches)
-        chosen = _choose_layer(caches[0], layer)
+        chosen = caches[0].layer_name(layer, must_choose=True)
         class_names: list[str] = []
         for cache in caches:
             for name in cache.class_names:
@@ -269,167 +215,6 @@ def _load_data(cache_paths, test_cache, layer) -> _Data:
         for cache in caches:
             cache.close()
         raise
-
-
-@dataclass
-class _Split:
-    method: str
-    train: np.ndarray  # positions into _Data's labelled rows
-    test: np.ndarray
-    val: np.ndarray  # rows Keras heads validate on (empty: none); the others train on them
-    folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-
-def _choose_split(data: _Data, *, split: str, test_size: float, seed: int, cv: int, grid: bool) -> _Split:
-    n = len(data.labels)
-    everything = np.arange(n)
-    if "test" in data.roles:
-        if split not in ("auto", "caches"):
-            raise TransferCacheError(f"--test-cache sets the split itself; drop --split {split}")
-        test = np.flatnonzero(data.cache_of == len(data.caches) - 1)
-        train = np.flatnonzero(data.cache_of != len(data.caches) - 1)
-        if not len(train) or not len(test):
-            raise TransferCacheError("the training caches or the test cache have no labelled rows; check both caches")
-        return _Split("caches", train, test, np.empty(0, np.int64))
-    if split == "caches":
-        raise TransferCacheError("--split caches needs --test-cache PATH (the cache of the test images)")
-    if cv and not grid:
-        if split not in ("auto", "cv"):
-            raise TransferCacheError(f"--cv {cv} runs k-fold cross-validation over all labelled rows; drop --split {split}")
-        return _Split("cv", everything, everything, np.empty(0, np.int64), folds=_folds(data.labels, cv, seed))
-    if split == "cv":
-        raise TransferCacheError("--split cv needs --cv K (the number of folds, e.g. --cv 5)")
-    kinds = set(data.split.tolist())
-    has_source = "train" in kinds and ("test" in kinds or "val" in kinds)
-    if split == "source" and not has_source:
-        raise TransferCacheError(
-            f"--split source needs train and test (or val) rows in the cache; its rows have splits {sorted(kinds)}; "
-            "use --split stratified"
-        )
-    if split == "unstratified":
-        return _Split("unstratified", *_unstratified(everything, test_size, seed), np.empty(0, np.int64))
-    if split == "keras":
-        return _keras_split(data, test_size, seed)
-    if split in ("auto", "source") and has_source:
-        train = np.flatnonzero(data.split == "train")
-        if "test" in kinds:
-            test = np.flatnonzero(data.split == "test")
-            val = np.flatnonzero(data.split == "val")
-        else:
-            test = np.flatnonzero(data.split == "val")
-            val = np.empty(0, np.int64)
-        unused = n - len(train) - len(test) - len(val)
-        if unused:
-            data.notes.append(f"{unused} labelled rows outside the train/val/test split are not used")
-        return _Split("source", train, test, val)
-    return _Split("stratified", *_stratified(data.labels, everything, test_size, seed), np.empty(0, np.int64))
-
-
-def _stratified(labels: np.ndarray, rows: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    counts = np.bincount(labels[rows])
-    present = counts[counts > 0]
-    if present.min() < 2:
-        raise TransferCacheError(
-            f"a stratified split needs at least 2 labelled rows per class; class index {int(np.flatnonzero(counts == 1)[0])} "
-            "has 1; add images to it, or give the source its own train/test split"
-        )
-    try:
-        train, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=labels[rows])
-    except ValueError as exc:
-        raise TransferCacheError(
-            f"cannot split {len(rows)} rows of {len(present)} classes with test_size={test_size}: {exc}; "
-            "raise --test-size or add images"
-        ) from None
-    return np.sort(train), np.sort(test)
-
-
-def _unstratified(rows: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """train_test_split without stratification, as seed 004 calls it."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        train, test = train_test_split(rows, test_size=test_size, random_state=seed)
-    except ValueError as exc:
-        raise TransferCacheError(f"cannot split {len(rows)} rows with test_size={test_size}: {exc}; raise --test-size or add images") from None
-    return np.sort(train), np.sort(test)
-
-
-def keras_file_order(paths: Sequence[str], *, seed: int) -> list[int]:
-    """Indices of ``paths`` in the order ``image_dataset_from_directory(shuffle=True, seed=seed)`` lists them.
-
-    ``paths`` are relative to the directory Keras is given (``class/[sub/]file``). Keras takes the class folders
-    in sorted order (hidden ones skipped), walks each with roots sorted and file names sorted, keeps the allowed
-    image extensions, then shuffles the whole list with ``np.random.RandomState(seed).shuffle``. Paths Keras would
-    not list are left out.
-    """
-    import posixpath
-
-    listed = []
-    for i, path in enumerate(paths):
-        parts = path.split("/")
-        if len(parts) < 2 or parts[0].startswith(".") or not parts[-1].lower().endswith(KERAS_IMAGE_FORMATS):
-            continue
-        listed.append((parts[0], posixpath.dirname(path), parts[-1], i))
-    order = [entry[3] for entry in sorted(listed)]
-    np.random.RandomState(seed).shuffle(order)
-    return order
-
-
-def keras_validation_split(paths: Sequence[str], *, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
-    """(training, validation) indices of ``paths`` as ``image_dataset_from_directory`` selects its two subsets."""
-    order = keras_file_order(paths, seed=seed)
-    n_val = int(validation_split * len(order))
-    if n_val == 0 or n_val == len(order):
-        raise TransferCacheError(
-            f"--split keras with validation split {validation_split} keeps {n_val} of {len(order)} files for validation "
-            "(Keras takes int(split * files)); give a fraction that leaves files on both sides, e.g. 0.2"
-        )
-    return order[:-n_val], order[-n_val:]
-
-
-def _keras_split(data: _Data, test_size: float, seed: int) -> _Split:
-    """Seed 002's split: the training/validation files of image_dataset_from_directory(validation_split, seed)."""
-    if len(data.caches) != 1:
-        raise TransferCacheError(
-            f"--split keras reproduces image_dataset_from_directory on one directory; got {len(data.caches)} caches; "
-            "fit one cache of that directory"
-        )
-    cache = data.caches[0]
-    kinds = sorted(set(data.split.tolist()) - {""})
-    if kinds or not str(cache.config.get("source", "")).startswith("folder:"):
-        raise TransferCacheError(
-            f"--split keras needs a cache of one folder of class folders (root/<class>/<image>), as "
-            f"image_dataset_from_directory reads; {cache.path} comes from {cache.config.get('source')!r}"
-            + (f" with splits {kinds}" if kinds else "") + "; use --split source or --split stratified"
-        )
-    failed_paths = [path for path, _ in cache.failed]
-    all_paths = list(data.paths) + failed_paths
-    train, val = keras_validation_split(all_paths, validation_split=test_size, seed=seed)
-    n = len(data.paths)
-    lost = sum(1 for i in train + val if i >= n)
-    if lost:
-        data.notes.append(f"{lost} files Keras would list could not be decoded; they keep their place in the split and are left out")
-    skipped = n - sum(1 for i in train + val if i < n)
-    if skipped:
-        data.notes.append(f"{skipped} rows are not .bmp/.gif/.jpeg/.jpg/.png files, which Keras does not list; they are not used")
-    pick = lambda indices: np.sort(np.asarray([i for i in indices if i < n], dtype=np.int64))  # noqa: E731
-    return _Split("keras", pick(train), pick(val), np.empty(0, np.int64))
-
-
-def _folds(labels: np.ndarray, cv: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
-
-    smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
-    if smallest < cv:
-        raise TransferCacheError(
-            f"--cv {cv} needs at least {cv} labelled rows in every class; the smallest class has {smallest}; "
-            f"use --cv {max(2, smallest)} or fewer folds" if smallest >= 2 else
-            f"--cv {cv} needs at least {cv} labelled rows in every class; the smallest class has {smallest}; add images"
-        )
-    splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    return [(train, test) for train, test in splitter.split(np.zeros(len(labels)), labels)]
 
 
 # --------------------------------------------------------------------------- pixels (the raw-image baseline)
@@ -505,148 +290,21 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[st
     return metrics
 
 
-def _versions() -> dict:
-    from importlib import metadata
-
-    from . import __version__
-
-    def version(*names: str) -> str | None:
-        for name in names:
-            try:
-                return metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-        return None
-
-    return {
-        "transfer_cache": __version__,
-        "tensorflow": version("tensorflow", "tensorflow-cpu"),
-        "keras": version("keras"),
-        "scikit-learn": version("scikit-learn"),
-        "numpy": version("numpy"),
-        "h5py": version("h5py"),
-    }
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2) + "\n", encoding="utf-8")
-
-
-def _write_predictions(path: Path, data: _Data, rows: np.ndarray, proba: np.ndarray) -> None:
+def _prediction_rows(data: _Data, rows: np.ndarray, proba: np.ndarray):
+    """predictions.csv: (header, rows) for every predicted row."""
     names = data.class_names
     pred = np.argmax(proba, axis=1)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence"]
-            + [f"prob_{name}" for name in names]
+    header = ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence"]
+    header += [f"prob_{name}" for name in names]
+    table = []
+    for j, position in enumerate(rows):
+        true = int(data.labels[position])
+        table.append(
+            [int(data.row_of[position]), int(data.cache_of[position]), data.paths[position], true, names[true],
+             int(pred[j]), names[int(pred[j])], f"{proba[j, pred[j]]:.8g}"]
+            + [f"{p:.8g}" for p in proba[j]]
         )
-        for j, position in enumerate(rows):
-            true = int(data.labels[position])
-            writer.writerow(
-                [int(data.row_of[position]), int(data.cache_of[position]), data.paths[position], true, names[true],
-                 int(pred[j]), names[int(pred[j])], f"{proba[j, pred[j]]:.8g}"]
-                + [f"{p:.8g}" for p in proba[j]]
-            )
-
-
-@contextlib.contextmanager
-def _index_lock(runs_dir: Path):
-    handle = open(runs_dir / ".index.lock", "a+")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        yield
-    finally:
-        handle.close()
-
-
-def append_index(runs_dir: Path, row: dict) -> Path:
-    """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace.
-
-    Under the same lock, the index heals itself: a finished run folder that a killed fit renamed into place but did
-    not get to list is added (its row is rebuilt from its files), and temporary folders of dead fits are removed.
-    """
-    index = runs_dir / "index.csv"
-    with _index_lock(runs_dir):
-        existing = index.read_text(encoding="utf-8") if index.exists() else ""
-        listed = {line.split(",", 1)[0] for line in existing.splitlines()[1:]}
-        rows = [_index_row(folder) for folder in _unlisted_runs(runs_dir, listed | {row["run_id"]})] + [row]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
-        if not existing:
-            writer.writeheader()
-        for item in rows:
-            writer.writerow({key: item.get(key, "") for key in INDEX_COLUMNS})
-        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(existing + buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, index)
-        fsync_dir(runs_dir)
-        _sweep_dead_temporaries(runs_dir)
-    return index
-
-
-def _index_row(run_dir: Path) -> dict:
-    """A run's index row, from the files of its finished folder."""
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    return {
-        "run_id": config["run_id"], "created": config["created"], "classifier": config["classifier"],
-        "backbone": config.get("backbone"), "fingerprint": config.get("fingerprint"),
-        "cache": ";".join(c["path"] for c in config.get("caches", []) if c.get("role", "train") == "train"),
-        "accuracy": f"{metrics['accuracy']:.6f}", "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}",
-        "macro_f1": f"{metrics['macro_f1']:.6f}", "n_train": metrics["n_train"], "n_test": metrics["n_test"],
-        "fit_seconds": f"{metrics['fit_seconds']:.3f}", "run_dir": str(run_dir.resolve()),
-    }
-
-
-def _unlisted_runs(runs_dir: Path, listed: set[str]) -> list[Path]:
-    found = []
-    for folder in runs_dir.iterdir():
-        if folder.name.startswith(".") or folder.name in listed or not folder.is_dir():
-            continue
-        if (folder / "config.json").is_file() and (folder / "metrics.json").is_file():
-            with contextlib.suppress(ValueError, KeyError, OSError):
-                found.append((_index_row(folder)["created"], folder))
-    return [folder for _, folder in sorted(found)]
-
-
-def _sweep_dead_temporaries(runs_dir: Path) -> None:
-    """Remove ``.<run_id>.tmp-<pid>`` folders whose fit process no longer exists (killed mid-write)."""
-    for folder in runs_dir.glob(".*.tmp-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _run_id(classifier: str, now: _dt.datetime) -> str:
-    return f"{now.strftime('%Y%m%d-%H%M%S')}-{classifier}-{secrets.token_hex(3)}"
+    return header, table
 
 
 # --------------------------------------------------------------------------- training one classifier
@@ -692,7 +350,7 @@ class _Inputs:
 
 
 def _train_one(
-    name: str, params: dict, grid: dict | None, *, data: _Data, split: _Split, inputs: _Inputs, seed: int, cv: int,
+    name: str, params: dict, grid: dict | None, *, data: _Data, split: Split, inputs: _Inputs, seed: int, cv: int,
     n_jobs: int,
 ) -> _Outcome:
     K = len(data.class_names)
@@ -743,7 +401,7 @@ def _train_one(
         monitor = val
         if model.uses_validation and not len(val):
             if int(model.get_params().get("early_stopping", 0)) > 0:
-                train, monitor = _stratified(labels, train, 0.1, seed)
+                train, monitor = stratified_rows(labels, train, 0.1, seed)
                 extra["validation"] = "10% of the training rows (early stopping)"
             else:
                 monitor = split.test
@@ -804,20 +462,18 @@ def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, tr
         fit_params.update(views=views, view_mask=view_mask)
     search.fit(inputs.get(model, train), labels, **fit_params)
     results = [
-        {"params": _jsonable(p), "mean_accuracy": float(m), "std_accuracy": float(s)}
+        {"params": jsonable(p), "mean_accuracy": float(m), "std_accuracy": float(s)}
         for p, m, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"], search.cv_results_["std_test_score"])
     ]
-    return search.best_estimator_, {"grid": _jsonable(grid), "grid_best_params": _jsonable(search.best_params_),
+    return search.best_estimator_, {"grid": jsonable(grid), "grid_best_params": jsonable(search.best_params_),
                                     "grid_cv": cv, "grid_results": results}
 
 
-def _write_run(
-    *, runs_dir: Path, name: str, outcome: _Outcome, data: _Data, split: _Split, test_size: float, seed: int, cv: int,
+def _record_run(
+    *, runs_dir: Path, name: str, outcome: _Outcome, data: _Data, split: Split, test_size: float, seed: int, cv: int,
 ) -> RunResult:
     now = _dt.datetime.now(_dt.timezone.utc)
-    run_id = _run_id(name, now)
-    final = runs_dir / run_id
-    temporary = runs_dir / f".{run_id}.tmp-{os.getpid()}"
+    run_id = new_run_id(name, now)
     labels = data.labels[outcome.rows]
     metrics = compute_metrics(labels, np.argmax(outcome.proba, axis=1), data.class_names)
     metrics.update(
@@ -840,7 +496,7 @@ def _write_run(
                   "cv": cv},
         "seed": seed,
         "created": now.isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": library_versions(),
         "backbone": data.config.get("backbone"),
         "class_names": data.class_names,
         "fingerprint": data.caches[0].fingerprint,
@@ -849,21 +505,11 @@ def _write_run(
         "notes": list(data.notes) + list(outcome.extra.get("notes", [])),
     }
     config.update({key: value for key, value in outcome.extra.items() if key not in metrics and key != "notes"})
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        temporary.mkdir()
-        _write_json(temporary / "config.json", config)
-        _write_json(temporary / "metrics.json", metrics)
-        _write_predictions(temporary / "predictions.csv", data, outcome.rows, outcome.proba)
-        if outcome.model.history is not None:
-            _write_json(temporary / "history.json", outcome.model.history)
-        outcome.model.save(temporary / "model")
-        os.replace(temporary, final)
-        fsync_dir(runs_dir)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    append_index(runs_dir, _index_row(final))
+    final = write_run(
+        runs_dir, run_id, config=config, metrics=metrics,
+        predictions=_prediction_rows(data, outcome.rows, outcome.proba), history=outcome.model.history,
+        save_model=outcome.model.save,
+    )
     return RunResult(run_id, final, name, outcome.model.params, metrics, outcome.fit_seconds)
 
 
@@ -923,7 +569,7 @@ def fit(
     if views not in VIEWS:
         raise TransferCacheError(f"views must be one of {', '.join(repr(v) for v in VIEWS)}; got {views!r}")
     if split not in SPLITS:
-        raise TransferCacheError(f"split must be one of {', '.join(repr(s) for s in SPLITS)}; got {split!r}")
+        raise TransferCacheError(f"split must be one of {', '.join(repr(s) for s in SPLITS)}; got {split!r}")  # before any work
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0.0 < float(test_size) < 1.0:
         raise TransferCacheError(f"test size must be a fraction between 0 and 1, e.g. 0.2; got {test_size!r}")
     if isinstance(cv, bool) or not isinstance(cv, int) or cv < 0 or cv == 1:
@@ -937,7 +583,7 @@ def fit(
     runs_dir = Path(runs_dir)
     data = _load_data(cache_paths, test_cache, layer)
     try:
-        chosen = _choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
+        chosen = choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
         counts = {cache.n_views for cache in data.caches}
         if views == "auto" and len(counts) == 1 and counts != {0}:
             data.use_views = True
@@ -970,7 +616,7 @@ def fit(
                 outcome.extra.setdefault("notes", []).append(message)
                 _note(message, progress)
             results.append(
-                _write_run(
+                _record_run(
                     runs_dir=runs_dir, name=name, outcome=outcome, data=data, split=chosen, test_size=float(test_size),
                     seed=seed, cv=cv,
                 )
@@ -989,10 +635,21 @@ def _note(message: str, progress: bool) -> None:
 
 
 def _reports(results: list[RunResult], progress: bool) -> None:
-    from . import report as report_module  # imported here: report is the stage downstream of fit
+    """Run the report command on each new run, as its own process: fit never imports the report stage."""
+    import subprocess
 
     for result in results:
-        result.report = Path(report_module.write_report(result.run_dir))
+        done = subprocess.run(
+            [sys.executable, "-m", "transfer_cache.report", str(result.run_dir), "--quiet"],
+            capture_output=True, text=True,
+        )
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise TransferCacheError(
+                f"run {result.run_dir} is written, but its report failed: {reason}; run python -m transfer_cache.report "
+                f"{result.run_dir} to see why"
+            )
+        result.report = result.run_dir / "report.html"
 
 
 def format_leaderboard(results: Sequence[RunResult]) -> str:

@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _cli
+from ._checks import whole_number
 from ._errors import TransferCacheError
 from .cache import TABLES, Cache, Table, TableData, cache_lock, open_cache, write_tables
 
@@ -161,8 +162,7 @@ def merge(
         shard_paths = [shard_paths]
     if not shard_paths and cache_dir is None:
         raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
-    if not isinstance(block_rows, int) or block_rows < 1:
-        raise TransferCacheError(f"block_rows must be a whole number of at least 1; got {block_rows!r}")
+    whole_number(block_rows, "block_rows")
     if shard_paths:
         names = []
         for item in shard_paths:

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _cli
+from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 
 __all__ = ["Prediction", "predict", "collect_images", "main"]
@@ -70,10 +71,8 @@ def predict(
     from .export import ExportedModel, load_exported
     from .pipeline import prepare_image
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise TransferCacheError(f"batch size must be a positive integer; got {batch_size!r}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise TransferCacheError(f"top must be a positive integer; got {top!r}")
+    whole_number(batch_size, "batch size")
+    whole_number(top, "top")
     paths = collect_images([images] if isinstance(images, (str, os.PathLike)) else images)
     if not paths:
         raise TransferCacheError("no image files found; give image files or folders holding .png/.jpg/... images")

@@ -226,8 +226,9 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
 
 def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> _Page:
     from . import analysis
+    from .runs import load_run, open_run_cache
 
-    run = analysis.load_run(run_dir)
+    run = load_run(run_dir)
     config, metrics = run["config"], run["metrics"]
     with _bar(7, progress) as bar:
         page = _Page(
@@ -276,7 +277,7 @@ def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bo
         bar.update()
 
         try:
-            cache = analysis.open_run_cache(run)
+            cache = open_run_cache(run)
         except TransferCacheError as exc:
             page.heading("Misclassified images and transfer values")
             page.note(f"Left out: {exc}")
@@ -303,14 +304,13 @@ def _default_out(target: Path, is_run: bool) -> Path:
 
 
 def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> tuple[Path, _Page, bool]:
-    from .analysis import _check_positive_int, is_run_dir
+    from ._checks import integer, whole_number
+    from .runs import is_run_dir
 
     target = Path(run_or_cache)
-    sample = _check_positive_int("sample", sample)
-    if n_jobs is not None:
-        n_jobs = _check_positive_int("n_jobs", n_jobs)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TransferCacheError(f"seed must be an integer; got {seed!r}")
+    sample = whole_number(sample, "sample")
+    n_jobs = whole_number(n_jobs, "n_jobs", optional=True)
+    integer(seed, "seed")
     if not target.exists():
         raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)")
     is_run = is_run_dir(target)
@@ -365,6 +365,7 @@ def build_parser():
                         help=f"at most N points in the PCA and t-SNE scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of t-SNE (default 0)")
     parser.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip t-SNE (the slowest figure)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--n-jobs", metavar="N", type=int, default=None,
                         help="threads for t-SNE (default: all cores; 1 is often faster on a busy machine)")
     return parser
@@ -373,7 +374,7 @@ def build_parser():
 def _main(args) -> int:
     started = time.perf_counter()
     out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
-                               progress=True, n_jobs=args.n_jobs)
+                               progress=not args.quiet, n_jobs=args.n_jobs)
     size = out.stat().st_size / 1e6
     kind = "run" if is_run else "cache"
     print(f"report: wrote {out} ({size:.1f} MB, {page.figures} figures) for {kind} {args.target} "

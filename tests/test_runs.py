@@ -1,0 +1,104 @@
+"""runs: the run folder and the index, written and read by one module."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from transfer_cache import TransferCacheError
+from transfer_cache.runs import (
+    INDEX_COLUMNS,
+    append_index,
+    index_row,
+    load_run,
+    new_run_id,
+    read_index,
+    write_json,
+    write_run,
+)
+
+
+def _write(runs_dir, run_id, *, accuracy=0.5, created="2026-01-01T00:00:00+00:00"):
+    config = {"run_id": run_id, "created": created, "classifier": "knn", "backbone": "tiny", "fingerprint": "f" * 16,
+              "caches": [{"path": "/c.h5", "role": "train"}], "params": {"k": np.int64(3)}}
+    metrics = {"accuracy": accuracy, "balanced_accuracy": accuracy, "macro_f1": accuracy, "n_train": 8, "n_test": 2,
+               "fit_seconds": 0.25}
+    predictions = (["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence", "prob_a"],
+                   [[0, 0, "a.png", 0, "a", 0, "a", "1", "1"]])
+    return write_run(runs_dir, run_id, config=config, metrics=metrics, predictions=predictions, history={"loss": [1.0]},
+                     save_model=lambda folder: folder.mkdir())
+
+
+def test_a_run_folder_round_trips(tmp_path):
+    folder = _write(tmp_path, "r1", accuracy=0.75)
+    run = load_run(folder)
+    assert run["config"]["params"] == {"k": 3}  # numpy values become plain JSON
+    assert run["metrics"]["accuracy"] == 0.75 and run["history"] == {"loss": [1.0]}
+    assert run["predictions"]["path"].tolist() == ["a.png"] and run["predictions"]["prob_a"].tolist() == [1.0]
+    (row,) = read_index(tmp_path)
+    assert row["run_id"] == "r1" and row["accuracy"] == 0.75 and row["n_train"] == 8
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "metrics.json", "model", "predictions.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+def test_run_ids_sort_by_time_and_never_collide():
+    now = dt.datetime(2026, 11, 24, 3, 4, 5, tzinfo=dt.timezone.utc)
+    ids = {new_run_id("logreg", now) for _ in range(50)}
+    assert len(ids) == 50 and all(re.fullmatch(r"20261124-030405-logreg-[0-9a-f]{6}", i) for i in ids)
+
+
+def test_json_is_replaced_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    write_json(path, {"version": 1})
+
+    def crash(*args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json(path, {"version": 2})
+    assert json.loads(path.read_text()) == {"version": 1}  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # no temporary left behind
+
+
+def test_the_index_lists_a_finished_run_a_killed_fit_did_not_list(tmp_path):
+    _write(tmp_path, "r1", created="2026-01-01T00:00:00+00:00")
+    _write(tmp_path, "r2", created="2026-01-02T00:00:00+00:00")
+    # a fit killed between the rename and the append: r2's folder exists but its row does not
+    with open(tmp_path / "index.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["run_id"] != "r2"]
+    with open(tmp_path / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INDEX_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    dead = tmp_path / ".r3.tmp-999999999"  # the half-written folder of a fit that died
+    dead.mkdir()
+    (dead / "config.json").write_text("{")
+    _write(tmp_path, "r4", created="2026-01-03T00:00:00+00:00")
+    assert [row["run_id"] for row in read_index(tmp_path)] == ["r1", "r2", "r4"]
+    assert not dead.exists()
+
+
+def test_reading_a_damaged_or_missing_run_says_what_to_do(tmp_path):
+    with pytest.raises(TransferCacheError, match=re.escape(f"run folder {tmp_path / 'nope'} does not exist")):
+        load_run(tmp_path / "nope")
+    folder = _write(tmp_path, "r1")
+    (folder / "metrics.json").write_text("{broken")
+    with pytest.raises(TransferCacheError, match=re.escape("metrics.json is not valid JSON")):
+        load_run(folder)
+    with pytest.raises(TransferCacheError, match=re.escape(f"no runs index at {tmp_path / 'empty' / 'index.csv'}")):
+        read_index(tmp_path / "empty")
+
+
+def test_index_row_is_rebuilt_from_the_folder(tmp_path):
+    folder = _write(tmp_path, "r1", accuracy=0.125)
+    row = index_row(folder)
+    assert set(row) == set(INDEX_COLUMNS) and row["accuracy"] == "0.125000" and row["cache"] == "/c.h5"
+    append_index(tmp_path, row)  # listed twice on purpose: the index keeps what it is given
+    assert [r["run_id"] for r in read_index(tmp_path)] == ["r1", "r1"]

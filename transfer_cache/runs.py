@@ -1,0 +1,305 @@
+"""The run folder and the runs index: the only module that writes or reads them.
+
+``runs/<run_id>/`` holds ``config.json``, ``metrics.json``, ``predictions.csv``, ``history.json`` (Keras heads) and
+``model/``. It is written under a temporary name (``.<run_id>.tmp-<pid>``) and renamed when complete; only then is
+its row appended to ``runs/index.csv`` (temporary file + ``os.replace``, under an ``flock``), so an interrupted fit
+leaves no half run in the index. The index heals itself: a finished folder a killed fit did not list is listed by
+the next append, and temporary folders of dead fits are swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import fcntl
+import io
+import json
+import math
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ._errors import TransferCacheError
+from .cache import Cache, fsync_dir, open_cache
+
+INDEX_COLUMNS = (
+    "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
+    "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir",
+)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, payload) -> None:
+    """JSON written atomically: a temporary file beside it, fsync, ``os.replace`` (a crash keeps the old file)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(jsonable(payload), indent=2, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_predictions(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(header))
+        writer.writerows(rows)
+
+
+def write_run(
+    runs_dir: Path,
+    run_id: str,
+    *,
+    config: dict,
+    metrics: dict,
+    predictions: tuple[Sequence[str], Iterable[Sequence]],
+    history: dict | None,
+    save_model: Callable[[Path], object],
+) -> Path:
+    """Write one complete run folder (temporary name, then rename) and list it in the index; return its path."""
+    runs_dir = Path(runs_dir)
+    final = runs_dir / run_id
+    temporary = runs_dir / f".{run_id}.tmp-{os.getpid()}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        temporary.mkdir()
+        write_json(temporary / "config.json", config)
+        write_json(temporary / "metrics.json", metrics)
+        write_predictions(temporary / "predictions.csv", *predictions)
+        if history is not None:
+            write_json(temporary / "history.json", history)
+        save_model(temporary / "model")
+        os.replace(temporary, final)
+        fsync_dir(runs_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    append_index(runs_dir, index_row(final))
+    return final
+
+
+@contextlib.contextmanager
+def _index_lock(runs_dir: Path):
+    handle = open(runs_dir / ".index.lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()
+
+
+def append_index(runs_dir: Path, row: dict) -> Path:
+    """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace.
+
+    Under the same lock, the index heals itself: a finished run folder that a killed fit renamed into place but did
+    not get to list is added (its row is rebuilt from its files), and temporary folders of dead fits are removed.
+    """
+    index = runs_dir / "index.csv"
+    with _index_lock(runs_dir):
+        existing = index.read_text(encoding="utf-8") if index.exists() else ""
+        listed = {line.split(",", 1)[0] for line in existing.splitlines()[1:]}
+        rows = [index_row(folder) for folder in _unlisted_runs(runs_dir, listed | {row["run_id"]})] + [row]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+        if not existing:
+            writer.writeheader()
+        for item in rows:
+            writer.writerow({key: item.get(key, "") for key in INDEX_COLUMNS})
+        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(existing + buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, index)
+        fsync_dir(runs_dir)
+        _sweep_dead_temporaries(runs_dir)
+    return index
+
+
+def index_row(run_dir: Path) -> dict:
+    """A run's index row, from the files of its finished folder."""
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {
+        "run_id": config["run_id"], "created": config["created"], "classifier": config["classifier"],
+        "backbone": config.get("backbone"), "fingerprint": config.get("fingerprint"),
+        "cache": ";".join(c["path"] for c in config.get("caches", []) if c.get("role", "train") == "train"),
+        "accuracy": f"{metrics['accuracy']:.6f}", "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}",
+        "macro_f1": f"{metrics['macro_f1']:.6f}", "n_train": metrics["n_train"], "n_test": metrics["n_test"],
+        "fit_seconds": f"{metrics['fit_seconds']:.3f}", "run_dir": str(run_dir.resolve()),
+    }
+
+
+def _unlisted_runs(runs_dir: Path, listed: set[str]) -> list[Path]:
+    found = []
+    for folder in runs_dir.iterdir():
+        if folder.name.startswith(".") or folder.name in listed or not folder.is_dir():
+            continue
+        if (folder / "config.json").is_file() and (folder / "metrics.json").is_file():
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                found.append((index_row(folder)["created"], folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def _sweep_dead_temporaries(runs_dir: Path) -> None:
+    """Remove ``.<run_id>.tmp-<pid>`` folders whose fit process no longer exists (killed mid-write)."""
+    for folder in runs_dir.glob(".*.tmp-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def new_run_id(classifier: str, now: _dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%d-%H%M%S')}-{classifier}-{secrets.token_hex(3)}"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a finished run folder (it has config.json and metrics.json)."""
+    path = Path(path)
+    return path.is_dir() and (path / "config.json").is_file() and (path / "metrics.json").is_file()
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise TransferCacheError(f"{path} is not valid JSON ({exc}); the run folder is damaged, fit again") from exc
+
+
+_INT_COLUMNS = ("row", "cache", "true_label", "pred_label")
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """predictions.csv as columns: int64 for row/cache/labels, float64 for confidence and prob_*, str objects otherwise."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    required = ("row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence")
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise TransferCacheError(
+            f"{path} lacks the columns {missing}; expected {', '.join(required)}, prob_<class> (written by transfer_cache.fit)"
+        )
+    columns: dict[str, np.ndarray] = {}
+    for name in fields:
+        values = [row[name] for row in rows]
+        if name in _INT_COLUMNS:
+            columns[name] = np.asarray([int(v) if v != "" else -1 for v in values], dtype=np.int64)
+        elif name == "confidence" or name.startswith("prob_"):
+            columns[name] = np.asarray([float(v) if v != "" else math.nan for v in values], dtype=np.float64)
+        else:
+            columns[name] = np.asarray(values, dtype=object)
+    return columns
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """A run folder as plain Python: {"run_dir", "config", "metrics", "predictions" (columns or None), "history" (or None)}."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TransferCacheError(f"run folder {run_dir} does not exist; pass a folder under runs/ written by python -m transfer_cache.fit")
+    for name in ("config.json", "metrics.json"):
+        if not (run_dir / name).is_file():
+            raise TransferCacheError(
+                f"{run_dir} is not a run folder: {name} is missing; pass a folder under runs/ written by python -m transfer_cache.fit"
+            )
+    predictions_path = run_dir / "predictions.csv"
+    history_path = run_dir / "history.json"
+    return {
+        "run_dir": run_dir,
+        "config": read_json(run_dir / "config.json"),
+        "metrics": read_json(run_dir / "metrics.json"),
+        "predictions": read_predictions(predictions_path) if predictions_path.is_file() else None,
+        "history": read_json(history_path) if history_path.is_file() else None,
+    }
+
+
+def as_run(run) -> dict:
+    return run if isinstance(run, dict) and "config" in run and "metrics" in run else load_run(run)
+
+
+def run_cache_path(run, index: int = 0) -> Path:
+    """The cache file a run was fitted on (``config["caches"][index]``), found as written, or relative to the run folder."""
+    run = as_run(run)
+    caches = run["config"].get("caches") or []
+    if not 0 <= index < len(caches):
+        raise TransferCacheError(f"run {run['run_dir']} has {len(caches)} cache(s); got cache index {index}")
+    written = Path(caches[index]["path"])
+    candidates = [written] if written.is_absolute() else [written, Path(run["run_dir"]) / written, Path(run["run_dir"]).parent.parent / written]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise TransferCacheError(
+        f"the cache of run {run['run_dir']} is gone: {written} does not exist; extract it again with the same "
+        "configuration (python -m transfer_cache.extract) or run the report from the folder the fit ran in"
+    )
+
+
+def open_run_cache(run, index: int = 0) -> Cache:
+    """Open a run's cache, refusing a file whose fingerprint differs from the one the run was fitted on."""
+    run = as_run(run)
+    path = run_cache_path(run, index)
+    cache = open_cache(path)
+    expected = run["config"]["caches"][index].get("fingerprint")
+    if expected and cache.fingerprint != expected:
+        cache.close()
+        raise TransferCacheError(
+            f"cache {path} has fingerprint {cache.fingerprint} but run {run['run_dir']} was fitted on {expected}; "
+            "the file was replaced by another feature configuration: extract the run's configuration again"
+        )
+    return cache
+
+
+def read_index(runs_dir: str | os.PathLike = "runs") -> list[dict]:
+    """runs/index.csv as a list of dicts, metrics as floats and counts as ints."""
+    path = Path(runs_dir) / "index.csv"
+    if not path.is_file():
+        raise TransferCacheError(f"no runs index at {path}; run python -m transfer_cache.fit first, or pass the runs folder it wrote")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds"):
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
+        for key in ("n_train", "n_test"):
+            row[key] = int(float(row[key])) if row.get(key) not in (None, "") else -1
+    return rows
