@@ -224,8 +224,8 @@ def test_manifest_with_a_nul_byte_or_a_home_path_is_not_followed(tmp_path):
 # every call that turns file bytes into Python objects, and why it is safe
 DESERIALISERS = {
     ("_torch_legacy.py", "pickle.Unpickler"): "restricted: find_class allow-list, local stand-ins, no persistent ids but storages",
-    ("sources.py", "pickle.Unpickler"): "restricted: numpy array constructors only (CIFAR batches)",
-    ("sources.py", "np.load("): "allow_pickle=False (.npy memory-mapped, .npz)",
+    ("sources/cifar.py", "pickle.Unpickler"): "restricted: numpy array constructors only (CIFAR batches)",
+    ("sources/arrays.py", "np.load("): "allow_pickle=False (.npy memory-mapped, .npz)",
     ("cache.py", "np.load("): "allow_pickle=False (work parts)",
     ("classifiers/sklearn_heads.py", "np.load("): "allow_pickle=False (head.npz of linear heads)",
     ("classifiers/_pickles.py", "joblib.load"): "documented pickle of a user's own fitted head; warns unless written on this machine",
@@ -249,6 +249,6 @@ def test_every_deserialiser_in_the_package_is_restricted_or_documented():
                     found.add((name, pattern))
                     if pattern in ("np.load(", "numpy.load("):
                         assert "allow_pickle=False" in code, f"{name}: {line.strip()}"
-    assert {("classifiers/_pickles.py", "joblib.load"), ("sources.py", "np.load("), ("sources.py", "pickle.Unpickler")} <= found
+    assert {("classifiers/_pickles.py", "joblib.load"), ("sources/arrays.py", "np.load("), ("sources/cifar.py", "pickle.Unpickler")} <= found
     unknown = found - set(DESERIALISERS)
     assert not unknown, f"new deserialising calls: review them and list them in DESERIALISERS: {sorted(unknown)}"

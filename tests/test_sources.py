@@ -729,3 +729,61 @@ def test_cifar10_test_batch_only(cifar10_folder):
     assert isinstance(source, CifarSource)
     assert [r.path for r in source.records] == ["test_batch/0", "test_batch/1"]
     np.testing.assert_array_equal(source.load(1), expected["test_batch"][0][1])
+
+
+# --------------------------------------------------------------------------- the registry of kinds
+
+
+def test_a_new_source_kind_is_one_registration(tmp_path):
+    """A throwaway kind (a text file listing image paths) registered in a test opens through open_source, by its
+    suffix and by its name prefix, and is listed in the help; nothing else in the package had to change."""
+    from transfer_cache.sources import registry
+    from transfer_cache.sources.base import FileSource
+
+    class ListSource(FileSource):
+        kind = "list"
+
+        def __init__(self, path):
+            path = pathlib.Path(path).resolve()
+            self.root, self.description, self.name, self.failed = path.parent, f"list:{path}", path.stem, []
+            self.class_names = ["any"]
+            self.records = [Record(path=line, label=0, split="") for line in path.read_text().split()]
+
+    kind = registry.register(registry.SourceKind(
+        name="list", help="a .list file of image paths", open=lambda path, allow_outside_root: ListSource(path),
+        takes="file", suffixes=(".list",),
+    ))
+    try:
+        write_image(tmp_path / "a.png")
+        (tmp_path / "images.list").write_text("a.png\n")
+        for spec in (tmp_path / "images.list", f"list:{tmp_path / 'images.list'}"):
+            source = open_source(spec)
+            assert isinstance(source, ListSource) and source.load(0).shape == (4, 6, 3)
+        assert "a .list file of image paths" in registry.source_help()
+    finally:
+        registry.KINDS.pop(kind.name)
+
+
+def test_the_help_lists_every_registered_kind_and_the_cli_shows_it():
+    import subprocess
+    import sys
+
+    from transfer_cache.sources import KINDS, source_help
+
+    for kind in KINDS.values():
+        assert kind.help in source_help()
+    shown = subprocess.run([sys.executable, "-m", "transfer_cache.extract", "--help"], capture_output=True, text=True).stdout
+    assert "keras:fashion_mnist" in shown and "CIFAR-10/100 python batch folder" in shown
+
+
+def test_nothing_outside_sources_branches_on_a_source_kind():
+    package = pathlib.Path(__import__("transfer_cache").__file__).parent
+    kinds = ("folder", "csv", "arrays", "cifar", "keras", "sklearn")
+    pattern = re.compile(r"\.kind\s*(==|!=|in)\s*|source_kind\"?\]?\s*(==|!=|in)")
+    offenders = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in package.rglob("*.py") if "sources" not in path.parts
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line) and any(f'"{kind}"' in line for kind in kinds)
+    ]
+    assert not offenders, offenders

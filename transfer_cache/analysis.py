@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import csv
 import html
 import io
-import json
 import math
 import os
 from pathlib import Path

@@ -21,7 +21,6 @@ scikit-image and scikit-learn, saved as JPEG, one class per original photograph.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from .feature_config import (
     options_from_args,
 )
 from .runtimes import AUTO
+from .sources import source_help
 
 
 @dataclass
@@ -670,7 +672,7 @@ def _run_batches(stream, forward, key, items, config, parts: WorkParts, progress
 
 # --------------------------------------------------------------------------- command line
 
-EPILOG = """examples:
+EPILOG = f"""examples:
   python -m transfer_cache.extract sklearn:digits
   python -m transfer_cache.extract data/flowers --backbone efficientnet_lite0 --batch-size 64
   python -m transfer_cache.extract data/train --backbone inception_v3 --input-size 150 --layer mixed7 --pooling flatten
@@ -678,8 +680,7 @@ EPILOG = """examples:
   python -m transfer_cache.extract data/big --engine dask --workers 2 --shards 8
   python -m transfer_cache.extract --list-backbones
 
-SOURCE is a folder (root/<class>/<image> or root/<split>/<class>/<image>), a CSV manifest (path,label[,split]),
-an .npz/.npy file of uint8 images, a CIFAR-10/100 python batch folder, or keras:cifar10 / sklearn:digits.
+{textwrap.fill(source_help() + ".", 110)}
 The cache goes to --cache-dir (default $TRANSFER_CACHE_DIR or ./caches); running the same command again reuses it.
 """
 
@@ -711,7 +712,7 @@ def _main(args) -> int:
         return 0
     _cli.quiet_tensorflow()
     if not args.source:
-        raise TransferCacheError("SOURCE is missing: give a folder, a CSV manifest, an .npz/.npy file or a name such as sklearn:digits")
+        raise TransferCacheError(f"SOURCE is missing: {source_help()}")
     result = extract(args.source, **options_from_args(args))
     for path, reason in result.failed[:10]:
         print(f"skipped {path}: {reason}", file=sys.stderr)

@@ -13,7 +13,6 @@ Each run folder is written through ``runs`` (atomically, then listed in ``runs/i
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import sys
 import time

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._errors import TransferCacheError
+from .sources import kind_of
 
 KERAS_IMAGE_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # keras image_dataset_utils.ALLOWLIST_FORMATS
 _NONE = np.empty(0, np.int64)
@@ -211,7 +212,8 @@ def _keras_split(data, test_size: float, seed: int) -> Split:
         )
     cache = data.caches[0]
     kinds = sorted(set(data.split.tolist()) - {""})
-    if kinds or not str(cache.config.get("source", "")).startswith("folder:"):
+    kind = kind_of(cache.config.get("source", ""))
+    if kinds or kind is None or not kind.keras_listing:
         raise TransferCacheError(
             f"--split keras needs a cache of one folder of class folders (root/<class>/<image>), as "
             f"image_dataset_from_directory reads; {cache.path} comes from {cache.config.get('source')!r}"

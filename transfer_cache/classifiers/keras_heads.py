@@ -106,8 +106,6 @@ class _KerasClassifier(Classifier):
         return False
 
     def _fit(self, X, y, X_val, y_val) -> None:
-        import keras
-
         p = self._params
         with _own_seed(int(self.seed)):
             self._train(X, y, X_val, y_val, p)

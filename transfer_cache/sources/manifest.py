@@ -1,0 +1,127 @@
+"""A CSV manifest: ``path,label[,split]``, paths relative to the manifest."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+
+from .._errors import TransferCacheError
+from .base import FileSource, Record, class_sort_key, normalise_split
+from .registry import SourceKind, register
+
+class CsvSource(FileSource):
+    """A CSV manifest: a header row with ``path`` and ``label`` columns and an optional ``split``.
+
+    Paths are relative to the manifest's folder (absolute paths are accepted when they lie inside
+    it); a path that leads outside that folder is refused unless ``allow_outside_root=True``. The
+    check is on the written path (``..`` components), not on where symbolic links point, so a
+    dataset folder linked into place still works. ``label`` is a class name, or empty for an
+    unlabelled image; class names are sorted (numerically when all are integers). ``split`` is
+    train, test, val (valid, validation) or empty. Other columns are ignored. Files that do not
+    exist and repeated paths are recorded in ``failed``.
+    """
+
+    kind = "csv"
+
+    def __init__(self, manifest: str | os.PathLike, *, allow_outside_root: bool = False):
+        manifest = pathlib.Path(manifest).resolve()
+        self.manifest = manifest
+        self.root = manifest.parent
+        self.description = f"csv:{manifest}"
+        self.name = manifest.stem
+        self.failed = []
+        self._read(allow_outside_root)
+
+    def _read(self, allow_outside_root: bool) -> None:
+        manifest = self.manifest
+        try:
+            with open(manifest, newline="", encoding="utf-8-sig") as fh:
+                rows = list(csv.reader(fh))
+        except UnicodeDecodeError as exc:
+            raise TransferCacheError(
+                f"manifest '{manifest}' is not valid UTF-8 text ({exc.reason} at byte {exc.start}): "
+                "save it as UTF-8 CSV"
+            ) from None
+        except csv.Error as exc:
+            raise TransferCacheError(f"manifest '{manifest}' is not a valid CSV file: {exc}") from None
+        except OSError as exc:
+            raise TransferCacheError(f"cannot read manifest '{manifest}': {exc.strerror or exc}") from None
+        expected = "path,label[,split]"
+        if not rows:
+            raise TransferCacheError(
+                f"manifest '{manifest}' is empty: expected a header row with columns {expected}"
+            )
+        header = [h.strip().lower() for h in rows[0]]
+        missing = [c for c in ("path", "label") if c not in header]
+        if missing:
+            raise TransferCacheError(
+                f"manifest '{manifest}' must have a header row with columns {expected}; "
+                f"got columns: {', '.join(rows[0]) or '(none)'} (missing {', '.join(missing)})"
+            )
+        col_path, col_label = header.index("path"), header.index("label")
+        col_split = header.index("split") if "split" in header else None
+        root = os.path.normpath(str(self.root))
+        entries: list[tuple[int, str, str, str]] = []  # (line, relative path, label, split)
+        for line, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            if len(row) <= max(col_path, col_label, col_split or 0):
+                raise TransferCacheError(
+                    f"manifest '{manifest}' line {line}: expected {len(header)} columns "
+                    f"({', '.join(rows[0])}); got {len(row)}: {','.join(row)!r}"
+                )
+            raw_path = row[col_path].strip()
+            if not raw_path:
+                raise TransferCacheError(f"manifest '{manifest}' line {line}: the path is empty")
+            full = os.path.normpath(os.path.join(root, raw_path))
+            inside = os.path.commonpath([root, full]) == root
+            if not inside and not allow_outside_root:
+                raise TransferCacheError(
+                    f"manifest '{manifest}' line {line}: path {raw_path!r} leads outside the "
+                    f"manifest's folder '{root}': move the images below that folder, or pass "
+                    "allow_outside_root=True (--allow-outside-root) if you trust the manifest"
+                )
+            rel = pathlib.PurePath(os.path.relpath(full, root)).as_posix()
+            split = ""
+            if col_split is not None:
+                split = normalise_split(row[col_split])
+                if split is None:
+                    raise TransferCacheError(
+                        f"manifest '{manifest}' line {line}: split must be one of 'train', 'val', "
+                        f"'test' (or 'valid', 'validation', or empty); got {row[col_split]!r}"
+                    )
+            entries.append((line, rel, row[col_label].strip(), split))
+        if not entries:
+            raise TransferCacheError(f"manifest '{manifest}' lists no images: add rows under the header")
+
+        names = sorted({label for _, _, label, _ in entries if label})
+        names.sort(key=class_sort_key(names))
+        index = {name: i for i, name in enumerate(names)}
+        first_line: dict[str, int] = {}
+        records = []
+        for line, rel, label, split in entries:
+            if rel in first_line:
+                self.failed.append((rel, f"duplicate row (line {line} repeats line {first_line[rel]})"))
+                continue
+            first_line[rel] = line
+            if not os.path.isfile(os.path.join(root, rel)):
+                self.failed.append((rel, "file not found"))
+                continue
+            records.append(Record(path=rel, label=index[label] if label else -1, split=split))
+        if not records:
+            raise TransferCacheError(
+                f"manifest '{manifest}': none of its {len(entries)} images can be used "
+                f"(e.g. {self.failed[0][0]}: {self.failed[0][1]}): paths are relative to the "
+                "manifest's folder"
+            )
+        records.sort(key=lambda r: r.path)
+        self.class_names = names
+        self.records = records
+
+
+register(SourceKind(
+    name="csv", help="a CSV manifest (.csv with columns path,label[,split])",
+    open=lambda path, allow_outside_root: CsvSource(path, allow_outside_root=allow_outside_root), takes="file",
+    suffixes=(".csv",),
+))
