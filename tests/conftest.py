@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# converted OpenVINO models of this test session stay out of the user's cache (subprocesses inherit it)
+os.environ.setdefault("TRANSFER_CACHE_MODELS", __import__("tempfile").mkdtemp(prefix="transfer-cache-test-models-"))
 
 import numpy as np
 import pytest

@@ -15,15 +15,24 @@ from transfer_cache.bench import main, memory_flatness, run_bench, write_test_im
 
 def test_bench_cli_with_tiny_settings_writes_valid_json(tmp_path, capsys):
     target = tmp_path / "bench.json"
-    argv = ["--backbone", "tiny", "--weights", "none", "--images", "12", "--repeats", "1", "--batch-size", "4",
-            "--epochs", "1", "--hvass-images", "3", "--io-mb", "1", "--skip", "memory", "--json", str(target), "--quiet"]
+    argv = ["--backbone", "tiny", "--weights", "none", "--images", "12", "--repeats", "2", "--batch-size", "4",
+            "--parts", "backbone,extract,peer,decode,seeds,hvass,io", "--epochs", "1", "--hvass-images", "3",
+            "--io-mb", "1", "--json", str(target), "--quiet"]
     assert main(argv) == 0
     report = json.loads(target.read_text())
-    assert 0 < report["pipeline_efficiency"] < 10
-    assert report["pipeline_efficiency"] == pytest.approx(
-        report["extract_images_per_second"]["median"] / report["backbone_images_per_second"]["median"]
-    )
+    runtimes = report["runtimes"]
+    assert runtimes[-1] == "tensorflow" and set(runtimes) <= {"openvino", "tensorflow"}
     assert (report["backbone"], report["images"], report["batch_size"], report["input_size"]) == ("tiny", 12, 4, 32)
+    for name in runtimes:
+        assert len(report["backbone_images_per_second"][name]["runs"]) == 2
+        figures = report["extract"][name]
+        assert len(figures["runs"]) == 2 and all(run["computed"] == 12 for run in figures["runs"])
+        assert 0 < figures["first_batch_seconds"] < figures["wall_seconds"]
+        assert report["pipeline_efficiency"][name] == pytest.approx(
+            figures["images_per_second"] / report["backbone_images_per_second"][name]["median"])
+        assert report["extract"]["speedup_over_peer"][name] > 0
+    assert len(report["extract"]["peer_wall_seconds"]["runs"]) == 2
+    assert report["decode"]["workers_1"]["median"] > 0 and report["decode"]["scaling_2_over_1"] > 0
     assert report["seeds_frozen_base"]["epochs"] == 1 and report["seeds_frozen_base"]["speedup"] > 0
     assert report["hvass_one_per_call"]["images"] == 3 and report["hvass_one_per_call"]["images_per_second"] > 0
     synthetic = report["cache_read"]["synthetic_cache"]
@@ -31,7 +40,17 @@ def test_bench_cli_with_tiny_settings_writes_valid_json(tmp_path, capsys):
     assert report["cache_read"]["extracted_cache"]["megabytes"] == pytest.approx(12 * 32 * 4 / 1e6)
     assert "memory" not in report
     out = capsys.readouterr().out
-    assert "pipeline efficiency (goal >= 0.95)" in out and f"(JSON: {target})" in out
+    assert "hand-written Keras loop: whole process (s)" in out and f"(JSON: {target})" in out
+
+
+def test_the_memory_part_names_its_missing_dependency(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # what an install without the bench extra looks like
+    message = ("the memory part needs psutil, which is not installed; pip install 'transfer_cache[bench]' "
+               "(or pip install psutil), or leave memory out of --parts")
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        run_bench(backbone="tiny", weights="none", parts=("memory",))
 
 
 def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
@@ -44,8 +63,7 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
     assert contents == [f.read_bytes() for f in sorted(again.rglob("*.jpg"))]
     for f in files:
         with Image.open(f) as image:
-            assert image.format == "JPEG"
-            assert all(min(256, side) <= side <= 500 for side in image.size) and max(image.size) >= 256
+            assert image.format == "JPEG" and image.size == (500, 375)  # photo-like, not tiny synthetic images
 
 
 @pytest.mark.parametrize(
@@ -54,8 +72,7 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
         (dict(images=0), "images must be a whole number of at least 1; got 0"),
         (dict(repeats=0), "repeats must be a whole number of at least 1; got 0"),
         (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
-        (dict(skip=("gpu",)), "skip must name parts among 'backbone', 'extract', 'seeds', 'hvass', 'io', 'memory'; got 'gpu'"),
-        (dict(skip=("backbone",)), "pipeline efficiency needs both 'backbone' and 'extract': skip both or neither"),
+        (dict(parts=("gpu",)), "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; got 'gpu'"),
         (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
     ],
 )

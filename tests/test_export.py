@@ -51,7 +51,9 @@ def fitted(tmp_path_factory, trust_file):
     """A real folder of PNGs, extracted with the tiny backbone, and one run per head kind."""
     base = tmp_path_factory.mktemp("export")
     images = overlapping_class_folder(base / "images")
-    cache = extract(str(images), backbone="tiny", weights="none", cache_dir=base / "caches", progress=False).path
+    # the exported model runs the Keras network, so it reproduces fit exactly on a cache the TensorFlow runtime made
+    cache = extract(str(images), backbone="tiny", weights="none", cache_dir=base / "caches", progress=False,
+                    runtime="tensorflow").path
     runs = fit(
         [cache], classifier="logreg,linear_svm,dense,knn,random_forest,pixels", params=PARAMS, test_size=0.5,
         runs_dir=base / "runs", progress=False,

@@ -88,7 +88,7 @@ def test_mixed_folder_keeps_good_images_and_lists_bad_ones(tmp_path, cache_dir):
 
 
 def test_features_equal_a_direct_call_of_the_backbone(image_folder, cache_dir):
-    result = extract(str(image_folder), cache_dir=cache_dir, batch_size=5, **TINY)
+    result = extract(str(image_folder), cache_dir=cache_dir, batch_size=5, runtime="tensorflow", **TINY)
     from transfer_cache.sources import open_source
 
     source = open_source(str(image_folder))
@@ -325,7 +325,7 @@ def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp
         (root / name).mkdir(parents=True)
         Image.fromarray(array).save(root / name / f"{name}.png")
 
-    result = extract(str(root), cache_dir=cache_dir, progress=False)  # the default backbone
+    result = extract(str(root), cache_dir=cache_dir, progress=False, runtime="tensorflow")  # the default backbone
     full = build_efficientnet_lite("efficientnet_lite0", include_top=True)
     pooled = keras.Model(full.inputs, [full.get_layer("avg_pool").output, full.output])
     crops = np.stack([center_crop_for_eval(Image.fromarray(pictures[n]), 224) for n in sorted(pictures)]).astype("float32")

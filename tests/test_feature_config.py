@@ -56,8 +56,23 @@ def test_fingerprint_fields_are_the_feature_config_fields():
 
 
 def test_the_embedded_default_keeps_its_0_1_0_fingerprint():
-    """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0: still a hit."""
-    assert fingerprint(feature_config()) == "2db0b89fddb4a7db"
+    """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0 (TensorFlow)."""
+    assert fingerprint(feature_config(runtime="tensorflow")) == "2db0b89fddb4a7db"
+
+
+@pytest.mark.slow
+def test_the_readme_command_is_a_cache_hit_on_a_0_1_0_digits_cache(tmp_path):
+    """The README's first command, run where 0.1.0 left its digits cache: a hit on that file (auto continues it),
+    whichever runtime this machine would pick for a new cache."""
+    import subprocess
+    import sys
+
+    made = extract("sklearn:digits", cache_dir=tmp_path, runtime="tensorflow", progress=False)
+    assert made.path.name == "digits-8fc028.efficientnet_lite0.2db0b89fddb4a7db.h5"
+    done = subprocess.run([sys.executable, "-m", "transfer_cache.extract", "sklearn:digits", "--cache-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"cache hit: 1797 rows, nothing computed (0 failed images listed) -> {made.path}"
 
 
 def test_unknown_vector_option_is_named():

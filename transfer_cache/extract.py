@@ -9,6 +9,7 @@ known, compute what is new, assemble the new cache.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 import textwrap
 import time
@@ -58,6 +59,7 @@ class ExtractResult:
     seconds: float = 0.0
     compute_seconds: float = 0.0
     hit: bool = False
+    first_batch_seconds: float | None = None  # from the call until the first batch's vectors were durable
 
     @property
     def images_per_second(self) -> float:
@@ -342,9 +344,11 @@ def _extract_locked(
                 failed=list(known.existing.failed), seconds=time.perf_counter() - started, hit=True,
             )
         items = _work_items(src, planned, digests, known, n_views=_views(config))
-        compute_seconds, shapes, computed = 0.0, None, 0
+        compute_seconds, shapes, computed, first_batch = 0.0, None, 0, None
         if items:
-            compute_seconds, shapes, computed = _compute(src, items, digests, config, known.parts, batch_size, progress)
+            compute_seconds, shapes, computed, first_batch = _compute(
+                src, items, digests, config, known.parts, batch_size, progress
+            )
         rows, failed_ids, origins, row_images = _clean_rows(src, planned, digests, known, listing_failed)
         if shapes is None:
             shapes = _shapes_from(known, rows.ids[0], config["layers"])
@@ -360,6 +364,7 @@ def _extract_locked(
     return ExtractResult(
         path=path, rows=len(rows.ids), computed=computed, reused=len(rows.ids) - computed, failed=rows.failed,
         seconds=time.perf_counter() - started, compute_seconds=compute_seconds,
+        first_batch_seconds=None if first_batch is None else first_batch - started,
     )
 
 
@@ -368,17 +373,28 @@ def _views(config: dict) -> int:
 
 
 def _digest_images(src, indices, progress: bool) -> tuple[dict[int, str], list[tuple[str, str]]]:
-    """Who is who: the content digest of every image (an unreadable one is recorded, never fatal)."""
+    """Who is who: the content digest of every image (an unreadable one is recorded, never fatal).
+
+    Files are read and hashed on a thread pool (hashlib and file reads release the GIL), in source order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def digest(i: int):
+        try:
+            return src.digest(i), None
+        except ImageError as exc:  # unreadable (permissions) or gone since listing: one bad image, not a crash
+            return None, str(exc)
+        except OSError as exc:
+            return None, f"cannot read file: {exc.strerror or exc}"
+
     listing_failed = list(getattr(src, "failed", []))
     digests: dict[int, str] = {}
-    with _progress(len(indices), "hashing", progress) as bar:
-        for i in indices:
-            try:
-                digests[i] = src.digest(i)
-            except ImageError as exc:  # unreadable (permissions) or gone since listing: one bad image, not a crash
-                listing_failed.append((src.records[i].path, str(exc)))
-            except OSError as exc:
-                listing_failed.append((src.records[i].path, f"cannot read file: {exc.strerror or exc}"))
+    with _progress(len(indices), "hashing", progress) as bar, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for i, (value, reason) in zip(indices, pool.map(digest, indices, chunksize=64)):
+            if value is None:
+                listing_failed.append((src.records[i].path, reason))
+            else:
+                digests[i] = value
             bar.update(1)
     return digests, listing_failed
 
@@ -559,8 +575,8 @@ def _augmentable(record) -> bool:
 class _ReadAhead:
     """Iterate a dataset in a background thread, ``depth`` batches ahead, from the moment it is created.
 
-    tf.data only starts decoding when it is first asked for a batch; asking from a thread at once lets the first
-    batches decode while the model is built and traced, instead of after. Use it as a context manager, so the
+    A pipeline only starts decoding when it is first asked for a batch; asking from a thread at once lets the first
+    batches decode while the model is loaded (or built and traced), instead of after. Use it as a context manager, so the
     thread stops whatever happens in between.
     """
 
@@ -651,23 +667,22 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
 
 def _run_batches(stream, forward, key, items, config, parts: WorkParts, progress: bool):
     """Push each decoded batch through the backbone and make its vectors durable as one part."""
-    shapes, computed = None, 0
+    shapes, computed, first_batch = None, 0, None
     begin = time.perf_counter()
     with _progress(len(items), f"extracting ({config['backbone']})", progress) as bar:
-        for pixels, position, ok, reason in stream:
-            ok = ok.numpy()
-            position = position.numpy()
-            failed = [(key(int(p)), r.decode("utf-8")) for p, good, r in zip(position, ok, reason.numpy()) if not good]
-            good_ids = [key(int(p)) for p, good in zip(position, ok) if good]
+        for pixels, positions, ok, reasons in stream:
+            failed = [(key(int(p)), reason) for p, good, reason in zip(positions, ok, reasons) if not good]
+            good_ids = [key(int(p)) for p, good in zip(positions, ok) if good]
             if good_ids:
-                arrays = [output.astype(config["dtype"]) for output in forward(pixels.numpy()[ok])]
+                arrays = [output.astype(config["dtype"]) for output in forward(pixels[ok])]
                 shapes = [a.shape[1:] for a in arrays]
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
             parts.write(good_ids, arrays, failed)
-            computed += sum(1 for p, good in zip(position, ok) if good and items[int(p)][1] == 0)
-            bar.update(len(position))
-    return time.perf_counter() - begin, shapes, computed
+            first_batch = first_batch or time.perf_counter()
+            computed += sum(1 for p, good in zip(positions, ok) if good and items[int(p)][1] == 0)
+            bar.update(len(positions))
+    return time.perf_counter() - begin, shapes, computed, first_batch
 
 
 # --------------------------------------------------------------------------- command line
@@ -707,10 +722,8 @@ def _main(args) -> int:
     if args.list_layers:
         from .backbones import layer_names
 
-        _cli.quiet_tensorflow()
         print("\n".join(layer_names(args.list_layers, include_top=get_spec(args.list_layers).top_input_size is not None)))
         return 0
-    _cli.quiet_tensorflow()
     if not args.source:
         raise TransferCacheError(f"SOURCE is missing: {source_help()}")
     result = extract(args.source, **options_from_args(args))

@@ -1,13 +1,17 @@
-"""The tf.data input pipeline: read, decode, colour handling and resize in parallel, then batch and prefetch.
+"""The input pipeline: read, decode, colour handling and resize on a thread pool, in order, a few batches ahead.
 
 Decoding goes through Pillow (EXIF orientation, alpha, palette, 16-bit and CMYK are handled the same way for
-every source) inside parallel tf.data workers; Pillow releases the GIL while it decodes and resizes, so the
-workers really run side by side. An image that cannot be read does not stop the pipeline: its slot carries
+every source); Pillow releases the GIL while it decodes and resizes, so the threads really run side by side, and
+nothing here needs TensorFlow. An image that cannot be read does not stop the pipeline: its slot carries
 ``ok=False`` and the reason, and extraction records it. Preprocessing is not done here: it is the first layer
 of the feature model, so exported models carry it too.
 """
 
 from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -42,21 +46,22 @@ def image_batches(
     batch_size: int,
     views=None,
     augment=None,
-    parallel_calls: int | None = None,
+    workers: int | None = None,
+    ahead: int = 3,
 ):
-    """A tf.data.Dataset of batches ``(pixels uint8 (B,S,S,3), position int64 (B,), ok bool (B,), reason string (B,))``.
+    """Batches ``(pixels uint8 (B,S,S,3), position int64 (B,), ok bool (B,), reasons list of str)``, in order.
 
     Item ``position`` is image ``indices[position]`` of ``source``; with ``views`` (a view number per item, 0 = the
-    clean image) an item with view v > 0 is ``augment(image, index, v)`` before resizing. Order is kept
-    (deterministic), so batch k always holds the same items.
+    clean image) an item with view v > 0 is ``augment(image, index, v)`` before resizing. Images are read, decoded
+    and resized by a pool of ``workers`` threads (default: one per core; Pillow releases the GIL while it decodes and
+    resizes, so they run side by side), at most ``ahead`` batches in flight, so memory stays flat. TensorFlow is not
+    needed: the forward pass may run in another runtime.
     """
-    import tensorflow as tf
-
     indices = np.asarray(indices, dtype=np.int64)
     views = np.zeros_like(indices) if views is None else np.asarray(views, dtype=np.int64)
     blank = np.zeros((input_size, input_size, 3), np.uint8)
 
-    def load(position):
+    def load(position: int):
         index, view = int(indices[position]), int(views[position])
         try:
             image = source.load(index)
@@ -65,23 +70,36 @@ def image_batches(
             pixels = _imaging.resize_image(
                 image, size=input_size, policy=resize, crop_fraction=crop_fraction, interpolation=interpolation
             )
-            return pixels, True, b""
+            return pixels, True, ""
         except ImageError as exc:
-            return blank, False, str(exc).encode("utf-8")
+            return blank, False, str(exc)
         except Exception as exc:  # an unexpected decoder failure is still one bad image, never a crash
-            return blank, False, f"cannot read image: {type(exc).__name__}: {exc}".encode("utf-8")
+            return blank, False, f"cannot read image: {type(exc).__name__}: {exc}"
 
-    def load_tf(position):
-        pixels, ok, reason = tf.numpy_function(load, [position], [tf.uint8, tf.bool, tf.string], stateful=False)
-        pixels.set_shape((input_size, input_size, 3))
-        ok.set_shape(())
-        reason.set_shape(())
-        return pixels, position, ok, reason
+    starts = iter(range(0, len(indices), batch_size))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="transfer_cache-decode") as pool:
+        pending: deque = deque()
 
-    autotune = tf.data.AUTOTUNE
-    dataset = tf.data.Dataset.range(len(indices))
-    dataset = dataset.map(load_tf, num_parallel_calls=parallel_calls or autotune, deterministic=True)
-    dataset = dataset.batch(batch_size).prefetch(autotune)
-    options = tf.data.Options()
-    options.deterministic = True
-    return dataset.with_options(options)
+        def submit_next() -> None:
+            start = next(starts, None)
+            if start is not None:
+                positions = np.arange(start, min(start + batch_size, len(indices)), dtype=np.int64)
+                pending.append((positions, [pool.submit(load, int(p)) for p in positions]))
+
+        for _ in range(max(1, ahead)):
+            submit_next()
+        try:
+            while pending:
+                positions, futures = pending.popleft()
+                submit_next()
+                results = [future.result() for future in futures]
+                yield (
+                    np.stack([pixels for pixels, _, _ in results]),
+                    positions,
+                    np.asarray([ok for _, ok, _ in results], dtype=bool),
+                    [reason for _, _, reason in results],
+                )
+        finally:
+            for _, futures in pending:
+                for future in futures:
+                    future.cancel()

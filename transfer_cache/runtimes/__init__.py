@@ -23,3 +23,4 @@ from .registry import (  # noqa: F401
 )
 
 from . import tensorflow  # noqa: E402,F401  (each runtime module registers itself)
+from . import openvino  # noqa: E402,F401  (registers itself whether or not the package is installed; available() says)

@@ -90,8 +90,10 @@ def compiled_forward(build_model, *, devices: Sequence[str] | None = None, polic
 
 def forward_for_config(config: dict, *, batch_size: int):
     """Build the Keras feature model of ``config`` and return its warm forward pass (traced on a blank batch)."""
+    from .._cli import quiet_tensorflow
     from ..backbones import build_feature_model_from_config
 
+    quiet_tensorflow()
     infer = compiled_forward(
         lambda: build_feature_model_from_config(config), devices=gpu_devices(), policy=config["compute_precision"]
     )

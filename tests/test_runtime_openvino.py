@@ -1,0 +1,147 @@
+"""The OpenVINO runtime against the TensorFlow reference: real photos through the embedded Lite0, the converted-model
+cache, fingerprints that keep the runtimes' caches apart, and the behaviour without OpenVINO installed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from transfer_cache import TransferCacheError
+from transfer_cache.cache import open_cache
+from transfer_cache.extract import extract
+from transfer_cache.feature_config import feature_config, fingerprint
+from transfer_cache.runtimes import registry
+
+from conftest import make_class_folder
+
+TINY = dict(backbone="tiny", weights="none", progress=False)
+
+
+def test_without_openvino_auto_uses_tensorflow_and_asking_for_it_is_a_clear_error(monkeypatch, tmp_path):
+    """What a machine without the openvino package sees (simulated: the package is reported absent)."""
+    import dataclasses
+
+    absent = dataclasses.replace(registry._RUNTIMES["openvino"], available=lambda: False)
+    monkeypatch.setitem(registry._RUNTIMES, "openvino", absent)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert registry.auto_candidates() == ["tensorflow"]
+    assert feature_config(backbone="tiny", weights="none")["runtime"] == "tensorflow"
+    with pytest.raises(TransferCacheError, match=re.escape("runtime 'openvino' is not installed here: OpenVINO on the CPU (pip install openvino)")):
+        extract(str(tmp_path), runtime="openvino", cache_dir=tmp_path / "c", **TINY)
+
+
+openvino = pytest.importorskip("openvino", reason="the OpenVINO runtime needs the openvino package (pip install openvino)")
+
+
+def test_auto_prefers_openvino_on_a_cpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            pytest.skip("this machine has a GPU: auto picks TensorFlow there")
+    assert registry.auto_candidates()[0] == "openvino"
+
+
+def test_runtimes_never_share_a_cache_and_tensorflow_keeps_its_fingerprint(tmp_path):
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    tf_result = extract(str(root), cache_dir=tmp_path / "c", runtime="tensorflow", **TINY)
+    ov_result = extract(str(root), cache_dir=tmp_path / "c", runtime="openvino", **TINY)
+    assert tf_result.path != ov_result.path and not ov_result.hit
+    base = feature_config(backbone="tiny", weights="none", runtime="tensorflow")
+    assert tf_result.path.name.endswith(f".{fingerprint({k: v for k, v in base.items() if k != 'runtime'})}.h5")
+    with open_cache(tf_result.path) as a, open_cache(ov_result.path) as b:
+        assert a.config["runtime"] == "tensorflow" and b.config["runtime"] == "openvino"
+        np.testing.assert_allclose(a.features[:], b.features[:], rtol=1e-3, atol=1e-4)
+        assert a.ids == b.ids
+
+
+def test_a_converted_model_is_reused_without_tensorflow(tmp_path):
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    extract(str(root), cache_dir=tmp_path / "first", runtime="openvino", **TINY)  # converts once
+    script = (
+        "import sys; from transfer_cache.extract import extract; "
+        f"r = extract({str(root)!r}, cache_dir={str(tmp_path / 'second')!r}, runtime='openvino', backbone='tiny', "
+        "weights='none', progress=False); "
+        "print(r.computed, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["6", "False", "False"]
+
+
+def test_a_damaged_converted_model_is_converted_again(tmp_path):
+    from transfer_cache.runtimes.openvino import converted_model_path
+
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    config = feature_config(backbone="tiny", weights="none", runtime="openvino")
+    first = extract(str(root), cache_dir=tmp_path / "a", runtime="openvino", **TINY)
+    path = converted_model_path(config)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 3])  # truncated by a full disk, say
+    again = extract(str(root), cache_dir=tmp_path / "b", runtime="openvino", **TINY)
+    assert path.read_bytes() == good
+    with open_cache(first.path) as a, open_cache(again.path) as b:
+        np.testing.assert_array_equal(a.features[:], b.features[:])
+
+
+def test_several_layers_come_out_in_their_order(tmp_path):
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    options = dict(layer="conv3,conv1", cache_dir=tmp_path / "c", **TINY)
+    tf_cache = extract(str(root), runtime="tensorflow", **options).path
+    ov_cache = extract(str(root), runtime="openvino", **options).path
+    with open_cache(tf_cache) as a, open_cache(ov_cache) as b:
+        for layer in ("conv3", "conv1"):
+            assert a.features_for(layer).shape == b.features_for(layer).shape
+            np.testing.assert_allclose(a.features_for(layer)[:], b.features_for(layer)[:], rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- real photos, real weights
+
+
+def _photos() -> dict[str, np.ndarray]:
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    sample = dict(zip(("china", "flower"), load_sample_images().images))
+    return {"coffee": data.coffee(), "chelsea": data.chelsea(), "rocket": data.rocket(), **sample}
+
+
+@pytest.fixture(scope="module")
+def lite0_vectors(tmp_path_factory):
+    """The reference photos through the embedded Lite0 with each runtime, via extract (same files, same crop)."""
+    root = tmp_path_factory.mktemp("photos")
+    for name, array in _photos().items():
+        (root / name).mkdir()
+        Image.fromarray(array).save(root / name / f"{name}.png")
+    vectors = {}
+    for runtime in ("tensorflow", "openvino"):
+        result = extract(str(root), cache_dir=root.parent / f"caches-{runtime}", runtime=runtime, progress=False)
+        with open_cache(result.path) as cache:
+            vectors[runtime] = (cache.paths, cache.features[:])
+    return vectors
+
+
+def test_openvino_vectors_are_within_cosine_0_9999_of_tensorflow_on_real_photos(lite0_vectors):
+    (paths, tf), (paths_ov, ov) = lite0_vectors["tensorflow"], lite0_vectors["openvino"]
+    assert paths == paths_ov and len(paths) == 5
+    cosine = (tf * ov).sum(axis=1) / (np.linalg.norm(tf, axis=1) * np.linalg.norm(ov, axis=1))
+    assert cosine.min() >= 0.9999, dict(zip(paths, cosine))
+
+
+def test_top1_of_the_embedded_lite0_is_unchanged_on_the_reference_photos(lite0_vectors):
+    """The ImageNet classifier of Lite0 applied to each runtime's pooled vectors gives DESIGN's reference classes."""
+    from transfer_cache._efficientnet_lite import build_efficientnet_lite
+
+    full = build_efficientnet_lite("efficientnet_lite0", include_top=True)
+    kernel, bias = full.layers[-1].get_weights()
+    expected = {"chelsea/chelsea.png": 282, "china/china.png": 698, "coffee/coffee.png": 967, "flower/flower.png": 985,
+                "rocket/rocket.png": 657}
+    for runtime, (paths, vectors) in lite0_vectors.items():
+        top1 = np.argmax(vectors @ kernel + bias, axis=1)
+        assert dict(zip(paths, top1.tolist())) == expected, runtime
