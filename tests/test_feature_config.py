@@ -172,5 +172,5 @@ def test_auto_continues_a_cache_another_runtime_made(tmp_path, monkeypatch):
 
 
 def test_an_unknown_runtime_is_refused_before_any_work(tmp_path):
-    with pytest.raises(TransferCacheError, match=re.escape("runtime must be one of 'auto', 'tensorflow'")):
+    with pytest.raises(TransferCacheError, match=re.escape("runtime must be one of 'auto', 'openvino', 'tensorflow'")):
         extract(str(tmp_path), runtime="onnx", cache_dir=tmp_path / "c", progress=False, **TINY)

@@ -34,7 +34,9 @@ from .registry import (  # noqa: F401
     register,
 )
 
-from . import keras_heads, sklearn_heads  # noqa: E402,F401  (each registers its heads)
+from .._plugins import import_submodules  # noqa: E402
+
+import_submodules(__name__, __path__)  # every heads module registers its heads: adding one is adding a file
 
 __all__ = [
     "CLASSIFIERS",

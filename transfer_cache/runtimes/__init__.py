@@ -22,5 +22,7 @@ from .registry import (  # noqa: F401
     runtime_choices,
 )
 
-from . import tensorflow  # noqa: E402,F401  (each runtime module registers itself)
-from . import openvino  # noqa: E402,F401  (registers itself whether or not the package is installed; available() says)
+from .._plugins import import_submodules  # noqa: E402
+
+# each runtime module registers itself (openvino whether or not the package is installed: its available() says)
+import_submodules(__name__, __path__)

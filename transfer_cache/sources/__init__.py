@@ -23,6 +23,9 @@ from .folder import FolderSource  # noqa: E402,F401
 from .manifest import CsvSource  # noqa: E402,F401
 from .arrays import ArraySource  # noqa: E402,F401
 
+from .._plugins import import_submodules  # noqa: E402
+
+import_submodules(__name__, __path__)  # any other kind module registers itself by being in this folder
 SOURCE_HELP = source_help()
 
 __all__ = [
