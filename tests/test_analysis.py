@@ -504,3 +504,13 @@ def test_real_leaderboard_matches_the_index(real_runs):
     best = max(index, key=lambda r: (r["accuracy"], r["run_id"] == min(x["run_id"] for x in index)))
     assert fig.data[0].x[-1] == pytest.approx(best["accuracy"])
     assert {float(v) for v in fig.data[0].x} == {r["accuracy"] for r in index}
+
+
+def test_umap_beside_tsne_is_seeded_and_shows_every_sampled_row(blob_cache):
+    pytest.importorskip("umap", reason="UMAP is the optional extra transfer_cache[umap]")
+    first = analysis.umap_figure(blob_cache, sample=60, seed=3)
+    again = analysis.umap_figure(blob_cache, sample=60, seed=3)
+    assert sum(len(trace.x) for trace in first.data) == 60
+    assert first.layout.title.text.startswith("UMAP of")
+    for a, b in zip(first.data, again.data):
+        np.testing.assert_allclose(a.x, b.x, rtol=1e-5, atol=1e-5)

@@ -222,6 +222,42 @@ def tsne_figure(
     return fig
 
 
+def umap_available() -> bool:
+    """UMAP is an optional extra (pip install 'transfer_cache[umap]': umap-learn and numba)."""
+    import importlib.util
+
+    return importlib.util.find_spec("umap") is not None
+
+
+def umap_figure(
+    cache, *, layer: str | None = None, sample: int = 2000, n_neighbors: int = 15, pca_dims: int = 50, seed: int = 0
+) -> go.Figure:
+    """UMAP map of the transfer values (cosine metric, after PCA to ``pca_dims``), seeded, coloured by class."""
+    sample = whole_number(sample, "sample")
+    n_neighbors = whole_number(n_neighbors, "n_neighbors", at_least=2)
+    pca_dims = whole_number(pca_dims, "pca_dims")
+    if not umap_available():
+        raise TransferCacheError("UMAP needs the umap-learn package: pip install 'transfer_cache[umap]' (or umap-learn)")
+    import umap
+    from sklearn.decomposition import PCA
+
+    with _opened(cache) as cache:
+        layer = cache.layer_name(layer)
+        n = len(cache)
+        rows = sample_rows(n, sample, seed)
+        if len(rows) <= n_neighbors:
+            raise TransferCacheError(f"UMAP with n_neighbors={n_neighbors} needs more than {n_neighbors} points; got {len(rows)}")
+        features = read_rows(cache, rows, layer=layer)
+        reduced_to = min(pca_dims, features.shape[0], features.shape[1])
+        if reduced_to < features.shape[1]:
+            features = PCA(n_components=reduced_to, random_state=seed).fit_transform(features)
+        coords = umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed).fit_transform(features)
+        fig = go.Figure(_scatter_traces(coords, rows, cache))
+        title = f"UMAP of {_describe(cache, layer)} ({n_neighbors} neighbours, cosine, seed {seed}): {_sample_note(len(rows), n)}"
+    fig.update_layout(title=title, legend_title_text="class", xaxis_title="UMAP 1", yaxis_title="UMAP 2", height=600)
+    return fig
+
+
 def class_counts_figure(cache) -> go.Figure:
     """Images per class, stacked by the source's split: class balance at a glance."""
     with _opened(cache) as cache:
@@ -467,7 +503,7 @@ def thumbnail_png(image: np.ndarray, *, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class _ImageFinder:
+class ImageFinder:
     """Re-reads a cache's images by path: through its source (``sources.open_source``) or from ``source_root``/path."""
 
     def __init__(self, cache: Cache):
@@ -523,7 +559,7 @@ def misclassified_figure(run_dir, *, limit: int = 24, columns: int = 6, thumb_si
         wrong_total = int(((p["true_label"] >= 0) & (p["true_label"] != p["pred_label"])).sum())
     items = misclassified(run, limit=limit)
     tiles, unreadable = [], []
-    finders: dict[int, _ImageFinder] = {}
+    finders: dict[int, ImageFinder] = {}
     opened: list[Cache] = []
     try:
         for item in items:
@@ -531,7 +567,7 @@ def misclassified_figure(run_dir, *, limit: int = 24, columns: int = 6, thumb_si
             if index not in finders:
                 cache = open_run_cache(run, index)
                 opened.append(cache)
-                finders[index] = _ImageFinder(cache)
+                finders[index] = ImageFinder(cache)
             try:
                 image = finders[index].load(item["path"])
             except ImageError as exc:

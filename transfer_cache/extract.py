@@ -353,8 +353,10 @@ def _extract_locked(
         if shapes is None:
             shapes = _shapes_from(known, rows.ids[0], config["layers"])
         view_rows, view_features = _view_rows(src, rows, row_images, known, n_views=_views(config), config=config, shapes=shapes)
+        attrs = _cache_attrs(config, src, shard_k_n)
+        attrs.update(extraction_seconds=round(compute_seconds, 3), extraction_computed=computed)  # what this run cost
         write_cache(
-            path, attrs=_cache_attrs(config, src, shard_k_n), rows=rows,
+            path, attrs=attrs, rows=rows,
             feature_rows=_feature_reader(origins, rows.ids, known, config, shapes), feature_shapes=shapes,
             failed_ids=failed_ids, view_rows=view_rows, view_features=view_features, views=_views(config),
         )

@@ -10,6 +10,7 @@ is visible to the reader (and to the headless-browser test) instead of silently 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import json
@@ -17,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import _cli
 from ._errors import TransferCacheError
@@ -96,7 +99,7 @@ def _kv_table(pairs) -> str:
                                if v not in (None, "")) + "</table>"
 
 
-class _Page:
+class Page:
     """Sections of HTML and figures, rendered in order with plotly.js embedded by the first figure only."""
 
     def __init__(self, title: str, subtitle: str):
@@ -113,6 +116,15 @@ class _Page:
 
     def note(self, text: str) -> None:
         self.blocks.append(f'<p class="note">{_esc(text)}</p>')
+
+    def table(self, rows, *, header=None, escape: bool = True) -> None:
+        """A table; with ``escape=False`` the cells are HTML already (thumbnails, links)."""
+        if escape:
+            self.blocks.append(_table(rows, header=header))
+            return
+        head = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>" if header else ""
+        body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+        self.blocks.append(f"<table>{head}{body}</table>")
 
     def figure(self, fig) -> None:
         self.blocks.append(fig)
@@ -164,7 +176,7 @@ def _cache_pairs(cache) -> list:
     ]
 
 
-def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick, n_jobs=None) -> None:
+def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick, n_jobs=None) -> None:
     from . import analysis
 
     n = len(cache)
@@ -188,18 +200,23 @@ def _scatter_section(page: _Page, cache, *, layer, sample: int, seed: int, tsne:
     page.heading("Transfer values: t-SNE")
     page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, not distances, are meaningful.")
     page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
+    if analysis.umap_available() and min(n, sample) > 15:
+        page.heading("Transfer values: UMAP")
+        page.figure(analysis.umap_figure(cache, layer=layer, sample=sample, seed=seed))
+    else:
+        page.note("UMAP left out: pip install 'transfer_cache[umap]' adds it beside t-SNE.")
     tick()
 
 
 # --------------------------------------------------------------------------- the two reports
 
 
-def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> _Page:
+def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
     from . import analysis
     from .cache import open_cache
 
     with open_cache(path) as cache, _bar(5, progress) as bar:
-        page = _Page(f"Cache report: {path.name}", f"{len(cache)} images through {cache.config.get('backbone')} "
+        page = Page(f"Cache report: {path.name}", f"{len(cache)} images through {cache.config.get('backbone')} "
                                                     f"({', '.join(cache.layers)}), fingerprint {cache.fingerprint}")
         page.heading("Configuration")
         page.html(_kv_table(_cache_pairs(cache)))
@@ -224,14 +241,14 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
     return page
 
 
-def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> _Page:
+def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
     from . import analysis
     from .runs import load_run, open_run_cache
 
     run = load_run(run_dir)
     config, metrics = run["config"], run["metrics"]
     with _bar(7, progress) as bar:
-        page = _Page(
+        page = Page(
             f"Run report: {config.get('run_id', run_dir.name)}",
             f"{config.get('classifier')} on {config.get('backbone')} transfer values, "
             f"{metrics.get('n_train')} training and {metrics.get('n_test')} test images",
@@ -293,6 +310,64 @@ def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bo
     return page
 
 
+def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
+    """Every run of ``runs/index.csv`` on one page: a leaderboard across caches (backbone x layer x head), accuracy
+    against fit time and against the cache's extraction cost, and a link to each run's own page."""
+    import plotly.graph_objects as go
+
+    from . import analysis
+    from .cache import open_cache
+    from .runs import load_run, read_index, run_cache_path
+
+    rows = read_index(runs_dir)
+    if not rows:
+        raise TransferCacheError(f"{runs_dir / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
+    page = Page(f"Runs in {runs_dir}", f"{len(rows)} runs, best first")
+    table, points = [], []
+    extraction: dict[str, float | None] = {}
+    for row in sorted(rows, key=lambda r: -np.nan_to_num(r["accuracy"], nan=-1.0)):
+        run_dir = Path(row["run_dir"]) if Path(row["run_dir"]).is_dir() else runs_dir / row["run_id"]
+        try:
+            config = load_run(run_dir)["config"]
+            layer = config.get("layer", "")
+            cache_path = str(run_cache_path({"config": config, "metrics": {}, "run_dir": run_dir}))
+        except TransferCacheError:
+            layer, cache_path = "", ""
+        if cache_path and cache_path not in extraction:
+            with contextlib.suppress(TransferCacheError, OSError):
+                with open_cache(cache_path) as cache:
+                    extraction[cache_path] = cache.config.get("extraction_seconds")
+        cost = extraction.get(cache_path)
+        page_file = run_dir / "report.html"
+        target = page_file if page_file.is_file() else run_dir
+        link = f'<a href="{_esc(target.resolve().as_uri())}">{_esc(row["run_id"])}</a>'
+        table.append([link, _esc(row["classifier"]), _esc(row["backbone"]), _esc(layer), f"{row['accuracy']:.4f}",
+                      f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row['fit_seconds']:.2f}",
+                      "" if cost is None else f"{cost:.1f}", _esc(Path(cache_path).name if cache_path else row["cache"])])
+        points.append((row, layer, cost))
+    page.heading("Leaderboard")
+    page.table(table, header=("run", "head", "backbone", "layer", "accuracy", "balanced acc.", "macro F1", "fit s",
+                              "extraction s", "cache"), escape=False)
+    for title, x_of, axis in (("Accuracy against fit time", lambda p: p[0]["fit_seconds"], "fit seconds"),
+                              ("Accuracy against the cache's extraction cost", lambda p: p[2], "extraction seconds")):
+        if not any(x_of(p) is not None for p in points):
+            page.note(f"{title}: left out, no run's cache records it (caches written before transfer_cache 0.2 do not)")
+            continue
+        fig = go.Figure()
+        for head in sorted({p[0]["classifier"] for p in points}):
+            chosen = [p for p in points if p[0]["classifier"] == head and x_of(p) is not None]
+            if chosen:
+                fig.add_trace(go.Scatter(
+                    x=[x_of(p) for p in chosen], y=[p[0]["accuracy"] for p in chosen], mode="markers", name=head,
+                    text=[f"{p[0]['run_id']}<br>{p[0]['backbone']} {p[1]}" for p in chosen],
+                    hovertemplate="%{text}<br>accuracy %{y:.4f}<br>%{x:.2f} s<extra></extra>", marker=dict(size=10),
+                ))
+        fig.update_layout(title=title, xaxis=dict(title=axis, type="log"), yaxis=dict(title="accuracy"), height=420)
+        page.figure(fig)
+    page.figure(analysis.leaderboard_figure(runs_dir))
+    return page
+
+
 def _bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -303,9 +378,11 @@ def _default_out(target: Path, is_run: bool) -> Path:
     return target / "report.html" if is_run else Path("reports") / f"{target.stem}.html"
 
 
-def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> tuple[Path, _Page, bool]:
+def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> tuple[Path, Page, bool]:
     from ._checks import integer, whole_number
     from .runs import is_run_dir
+
+    from .runs import read_index
 
     target = Path(run_or_cache)
     sample = whole_number(sample, "sample")
@@ -314,14 +391,18 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> t
     if not target.exists():
         raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)")
     is_run = is_run_dir(target)
-    if target.is_dir() and not is_run:
+    is_runs = target.is_dir() and (target / "index.csv").is_file()
+    if target.is_dir() and not is_run and not is_runs:
         raise TransferCacheError(
-            f"{target} is a folder but not a run folder (no config.json and metrics.json); pass runs/<run_id> or a cache file (.h5)"
+            f"{target} is a folder but neither a run folder (no config.json and metrics.json) nor a runs folder (no "
+            "index.csv); pass runs/<run_id>, runs/ or a cache file (.h5)"
         )
-    out = Path(out) if out is not None else _default_out(target, is_run)
+    if is_runs:
+        read_index(target)  # a damaged index is refused here, before any work
+    out = Path(out) if out is not None else (target / "index.html" if is_runs else _default_out(target, is_run))
     if out.suffix.lower() not in (".html", ".htm"):
         raise TransferCacheError(f"the report is an HTML page: --out must end in .html; got {out}")
-    builder = _run_page if is_run else _cache_page
+    builder = _runs_page if is_runs else (_run_page if is_run else _cache_page)
     page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -358,7 +439,8 @@ def build_parser():
             "--out digits.html --sample 1000\n"
         ),
     )
-    parser.add_argument("target", metavar="RUN_OR_CACHE", help="a run folder written by transfer_cache.fit, or a cache .h5 file")
+    parser.add_argument("target", metavar="RUN_OR_CACHE",
+                        help="a run folder written by transfer_cache.fit, the runs folder (all runs on one page), or a cache .h5 file")
     parser.add_argument("--out", metavar="FILE.html", default=None,
                         help="where to write the page (default: RUN/report.html, or reports/<cache name>.html)")
     parser.add_argument("--sample", metavar="N", type=int, default=DEFAULT_SAMPLE,
@@ -376,7 +458,7 @@ def _main(args) -> int:
     out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
                                progress=not args.quiet, n_jobs=args.n_jobs)
     size = out.stat().st_size / 1e6
-    kind = "run" if is_run else "cache"
+    kind = "run" if is_run else ("runs" if Path(args.target).is_dir() else "cache")
     print(f"report: wrote {out} ({size:.1f} MB, {page.figures} figures) for {kind} {args.target} "
           f"in {time.perf_counter() - started:.1f} s")
     return 0

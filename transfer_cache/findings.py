@@ -1,0 +1,302 @@
+"""What the cached vectors know about the dataset: duplicates and train/test leakage, likely label errors, outliers,
+and the images nearest to any image.
+
+Every finding is computed from the cache alone (one vector per image, its content digest, label and split), exactly
+and in blocks, so memory stays at a few blocks of similarities however many images there are (about
+``block_rows x N x 4`` bytes: 256 x 100,000 rows is 100 MB).
+
+* **Exact duplicates**: rows with the same content digest (the same bytes, whatever their names).
+  **Near duplicates**: pairs whose transfer values have cosine similarity >= ``NEAR_DUPLICATE_COSINE``. A pair whose
+  two images sit on different sides of the split (train vs val/test) is **leakage**; a pair with two different
+  labels is a **conflict**.
+* **Likely label errors** follow the confident-learning rule (Northcutt et al., 2021): out-of-fold probabilities
+  from a cross-validated logistic regression on the cached vectors; class j's threshold is the mean probability of
+  j over the rows labelled j; a row is flagged when some other class reaches its threshold and is the most
+  probable of the classes that do (an off-diagonal entry of the confident joint, which is what cleanlab's
+  ``find_label_issues(filter_by="confident_learning")`` reports). The rule is a few lines on top of scikit-learn, so
+  cleanlab and its dependencies do not earn a place here. Rows are ranked by self-confidence (the probability of
+  their given label), lowest first.
+* **Outliers**: images far from everything: one minus the mean cosine similarity to their ``k`` nearest neighbours,
+  over all images and within their own class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._checks import integer, whole_number
+from ._errors import TransferCacheError
+
+# Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
+# scikit-image and scikit-learn and edited copies of each, cosine to the original: JPEG quality 90 0.993-0.998,
+# quality 80 0.938-0.995 (the rocket photo's artefacts cost the most), quality 70 0.92-0.98, halved 0.955-0.98,
+# mirrored 0.94-0.98, rotated 5 degrees 0.94-0.96, cropped to 90% 0.90-0.97; distinct photographs at most 0.35.
+NEAR_DUPLICATE_COSINE = 0.90
+# Homogeneous data is different: scikit-learn's 8x8 digits, blown up to 224 px, have a median nearest-neighbour
+# cosine of 0.969 between *distinct* images (max 0.990), and a median 0.95 to their 10th nearest. When the median
+# similarity to the k-th nearest neighbour (not the first: duplicates themselves must not make a dataset look
+# homogeneous) is above HOMOGENEOUS_MEDIAN, the automatic threshold is HOMOGENEOUS_COSINE instead.
+HOMOGENEOUS_MEDIAN = 0.90
+HOMOGENEOUS_COSINE = 0.995
+
+
+def automatic_threshold(kth_similarities: np.ndarray) -> float:
+    """The near-duplicate threshold for a dataset, from each image's similarity to its k-th nearest neighbour."""
+    if len(kth_similarities) and float(np.median(kth_similarities)) > HOMOGENEOUS_MEDIAN:
+        return HOMOGENEOUS_COSINE
+    return NEAR_DUPLICATE_COSINE
+
+
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32: dot products are then cosine similarities."""
+    X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, 1e-12)
+
+
+def nearest(X: np.ndarray, k: int, *, queries: np.ndarray | None = None, block_rows: int = 256):
+    """The ``k`` rows of ``X`` most similar (cosine) to each query row, best first: (indices (Q, k), similarities).
+
+    Without ``queries`` the rows of ``X`` query themselves and each row's own entry is left out. Exact, computed a
+    block of queries at a time.
+    """
+    base = unit_rows(X)
+    self_query = queries is None
+    Q = base if self_query else unit_rows(queries)
+    k = min(k, len(base) - (1 if self_query else 0))
+    indices = np.zeros((len(Q), max(k, 0)), dtype=np.int64)
+    sims = np.zeros((len(Q), max(k, 0)), dtype=np.float32)
+    if k <= 0:
+        return indices, sims
+    for start in range(0, len(Q), block_rows):
+        stop = min(len(Q), start + block_rows)
+        block = Q[start:stop] @ base.T
+        if self_query:
+            block[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-top_sims, axis=1, kind="stable")
+        indices[start:stop] = np.take_along_axis(top, order, axis=1)
+        sims[start:stop] = np.take_along_axis(top_sims, order, axis=1)
+    return indices, sims
+
+
+def _side(split: str) -> str:
+    """Which side of the split a row is on: "train", "held-out" (val or test), or "" (no split given)."""
+    return "train" if split == "train" else ("held-out" if split in ("val", "test") else "")
+
+
+def duplicate_pairs(
+    X: np.ndarray, *, ids, labels, split, threshold: float | None = None, k: int = 10, block_rows: int = 256
+) -> tuple[list[dict], float]:
+    """Every pair of rows that are exact (same digest) or near (cosine >= threshold) duplicates, most similar first,
+    and the threshold used (None: ``automatic_threshold``).
+
+    Each pair says whether it is ``leakage`` (one image in train, the other in val/test) and a ``conflict`` (two
+    different labels, both given). Near pairs are found among each row's ``k`` nearest neighbours.
+    """
+    ids = list(ids)
+    labels = np.asarray(labels)
+    split = [str(s) for s in split]
+    pairs: dict[tuple[int, int], float] = {}
+    by_digest: dict[str, list[int]] = {}
+    for row, digest in enumerate(ids):
+        by_digest.setdefault(digest, []).append(row)
+    for rows in by_digest.values():
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                pairs[(rows[a], rows[b])] = 1.0
+    if len(ids) > 1:
+        neighbours, sims = nearest(X, k, block_rows=block_rows)
+        if threshold is None:
+            threshold = automatic_threshold(sims[:, -1])
+        for row in range(len(ids)):
+            for other, sim in zip(neighbours[row], sims[row]):
+                if sim < threshold:
+                    break
+                pairs.setdefault((min(row, int(other)), max(row, int(other))), float(sim))
+    out = []
+    for (a, b), sim in pairs.items():
+        exact = ids[a] == ids[b]
+        sides = {_side(split[a]), _side(split[b])}
+        out.append({
+            "row_a": a, "row_b": b, "cosine": 1.0 if exact else round(sim, 6), "kind": "exact" if exact else "near",
+            "split_a": split[a], "split_b": split[b], "label_a": int(labels[a]), "label_b": int(labels[b]),
+            "leakage": sides == {"train", "held-out"},
+            "conflict": bool(labels[a] >= 0 and labels[b] >= 0 and labels[a] != labels[b]),
+        })
+    out.sort(key=lambda p: (-p["cosine"], p["row_a"], p["row_b"]))
+    return out, float(NEAR_DUPLICATE_COSINE if threshold is None else threshold)
+
+
+def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+    """Each labelled row's class probabilities from a logistic regression that never saw it (stratified k-fold)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels)
+    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    if smallest < folds:
+        raise TransferCacheError(
+            f"finding label errors needs at least {folds} labelled images in every class (cross-validation over "
+            f"{folds} folds); the smallest class has {smallest}: pass a smaller --folds, or label more images"
+        )
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(model, np.asarray(X, dtype=np.float32).reshape(len(X), -1), labels, cv=splitter,
+                             method="predict_proba", n_jobs=n_jobs)
+
+
+def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged mask, suggested label) by the confident-learning rule (see the module docstring)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = probabilities.shape[1]
+    thresholds = np.array([
+        probabilities[labels == j, j].mean() if np.any(labels == j) else np.inf for j in range(n_classes)
+    ])
+    confident = probabilities >= thresholds[None, :]
+    masked = np.where(confident, probabilities, -np.inf)
+    suggested = np.argmax(masked, axis=1)
+    has_any = confident.any(axis=1)
+    flagged = has_any & (suggested != labels)
+    return flagged, np.where(has_any, suggested, labels)
+
+
+def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> list[dict]:
+    """Every labelled row with its out-of-fold self-confidence, ranked (lowest first); ``flagged`` marks likely
+    label errors by the confident-learning rule, with the label the vectors suggest."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = np.flatnonzero(labels >= 0)
+    probabilities = out_of_fold_probabilities(np.asarray(X)[rows], labels[rows], folds=folds, seed=seed, n_jobs=n_jobs)
+    flagged, suggested = confident_learning_issues(probabilities, labels[rows])
+    self_confidence = probabilities[np.arange(len(rows)), labels[rows]]
+    out = [
+        {"row": int(row), "label": int(labels[row]), "suggested": int(suggested[i]),
+         "self_confidence": round(float(self_confidence[i]), 6),
+         "suggested_probability": round(float(probabilities[i, suggested[i]]), 6), "flagged": bool(flagged[i])}
+        for i, row in enumerate(rows)
+    ]
+    out.sort(key=lambda item: (not item["flagged"], item["self_confidence"], item["row"]))
+    for rank, item in enumerate(out, 1):
+        item["rank"] = rank
+    return out
+
+
+def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256) -> list[dict]:
+    """Every row with its k-NN distance (1 - mean cosine to its k nearest neighbours), overall and within its class,
+    ranked by the overall distance, farthest first."""
+    labels = np.asarray(labels, dtype=np.int64)
+    _, sims = nearest(X, k, block_rows=block_rows)
+    overall = 1.0 - sims.mean(axis=1) if sims.size else np.zeros(len(labels))
+    within = np.full(len(labels), np.nan)
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        if len(members) > 1:
+            _, class_sims = nearest(np.asarray(X)[members], k, block_rows=block_rows)
+            within[members] = 1.0 - class_sims.mean(axis=1)
+    out = [{"row": row, "label": int(labels[row]), "knn_distance": round(float(overall[row]), 6),
+            "class_knn_distance": None if np.isnan(within[row]) else round(float(within[row]), 6)}
+           for row in range(len(labels))]
+    out.sort(key=lambda item: (-item["knn_distance"], item["row"]))
+    for rank, item in enumerate(out, 1):
+        item["rank"] = rank
+    return out
+
+
+# --------------------------------------------------------------------------- on caches
+
+
+@dataclass
+class Findings:
+    """The findings of one inspection, rows numbered in the combined table (the cache, then the test cache)."""
+
+    paths: list[str]
+    labels: np.ndarray
+    split: list[str]
+    class_names: list[str]
+    origin: list[str]  # which cache file each row comes from
+    threshold: float = NEAR_DUPLICATE_COSINE  # the near-duplicate cosine used
+    duplicates: list[dict] = field(default_factory=list)
+    label_issues: list[dict] = field(default_factory=list)
+    outliers: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def leakage(self) -> list[dict]:
+        return [pair for pair in self.duplicates if pair["leakage"]]
+
+    @property
+    def conflicts(self) -> list[dict]:
+        return [pair for pair in self.duplicates if pair["conflict"]]
+
+
+def inspect_caches(
+    cache,
+    *,
+    test_cache=None,
+    layer: str | None = None,
+    threshold: float | None = None,
+    k: int = 10,
+    folds: int = 5,
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> Findings:
+    """Duplicates (and leakage, conflicts), likely label errors and outliers of a cache (plus a test cache, whose
+    rows count as "test"): what ``python -m transfer_cache.inspect`` writes."""
+    from .cache import open_cache
+
+    whole_number(k, "k")
+    whole_number(folds, "folds", at_least=2)
+    integer(seed, "seed")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 < float(threshold) <= 1.0):
+        raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
+    paths = [cache] + ([test_cache] if test_cache is not None else [])
+    blocks, ids, labels, split, row_paths, origin = [], [], [], [], [], []
+    class_names: list[str] = []
+    fingerprint = None
+    for index, path in enumerate(paths):
+        with open_cache(path) as opened:
+            if fingerprint is not None and opened.fingerprint != fingerprint:
+                raise TransferCacheError(
+                    f"{path} has fingerprint {opened.fingerprint}, not {fingerprint} like {paths[0]}: vectors of two "
+                    "feature configurations cannot be compared; extract both with the same options"
+                )
+            fingerprint = opened.fingerprint
+            names = list(opened.class_names)
+            for name in names:
+                if name not in class_names:
+                    class_names.append(name)
+            remap = np.asarray([class_names.index(n) for n in names] or [0], dtype=np.int64)
+            chosen = opened.layer_name(layer)
+            blocks.append(opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1))
+            ids.extend(opened.ids)
+            labels.append(np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)], -1))
+            split.extend(["test"] * len(opened) if index else [str(s) for s in opened.split])
+            row_paths.extend(opened.paths)
+            origin.extend([str(path)] * len(opened))
+    X = np.concatenate(blocks)
+    all_labels = np.concatenate(labels)
+    findings = Findings(paths=row_paths, labels=all_labels, split=split, class_names=class_names, origin=origin)
+    findings.duplicates, findings.threshold = duplicate_pairs(X, ids=ids, labels=all_labels, split=split,
+                                                              threshold=threshold, k=k)
+    if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
+        findings.notes.append(
+            f"these images are all very alike (median cosine to their {k}th nearest neighbour above {HOMOGENEOUS_MEDIAN}), so near "
+            f"duplicates start at cosine {findings.threshold} here instead of {NEAR_DUPLICATE_COSINE}; --threshold sets it"
+        )
+    labelled = int((all_labels >= 0).sum())
+    counts = np.bincount(all_labels[all_labels >= 0]) if labelled else np.zeros(0, int)
+    if len(counts[counts > 0]) >= 2 and counts[counts > 0].min() >= folds:
+        findings.label_issues = label_issues(X, all_labels, folds=folds, seed=seed, n_jobs=n_jobs)
+    else:
+        findings.notes.append(
+            f"label errors not searched: it needs two or more classes with at least {folds} labelled images each"
+        )
+    findings.outliers = outliers(X, all_labels, k=k)
+    return findings

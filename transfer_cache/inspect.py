@@ -1,0 +1,210 @@
+"""``python -m transfer_cache.inspect CACHE``: what the cached vectors say about the data itself.
+
+Exact and near duplicates (with train/test leakage and label conflicts called out), likely label errors and
+outliers (see ``findings`` for how each is found), written as one CSV per finding plus one HTML page with
+thumbnails, so a person can look at the images and fix the data. Nothing is recomputed: the cache holds everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _cli
+from ._errors import ImageError, TransferCacheError
+from .analysis import ImageFinder, thumbnail_png
+from .cache import open_cache
+from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
+from .report import Page
+
+
+@dataclass
+class InspectResult:
+    findings: Findings
+    files: dict[str, Path]
+    seconds: float
+
+    def summary(self) -> str:
+        f = self.findings
+        exact = sum(1 for p in f.duplicates if p["kind"] == "exact")
+        flagged = sum(1 for item in f.label_issues if item["flagged"])
+        return (
+            f"inspect: {len(f.paths)} images; {exact} exact and {len(f.duplicates) - exact} near duplicate pairs "
+            f"({len(f.leakage)} across train/test: leakage, {len(f.conflicts)} with different labels), {flagged} likely "
+            f"label errors (near duplicates from cosine {f.threshold}); {self.seconds:.1f} s -> {self.files['page']}"
+        )
+
+
+def _name(findings: Findings, label: int) -> str:
+    return findings.class_names[label] if 0 <= label < len(findings.class_names) else "unlabelled"
+
+
+def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
+    """duplicates.csv, label_issues.csv and outliers.csv in ``folder`` (rows, paths and class names spelled out)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {
+        "duplicates": (
+            ["cosine", "kind", "leakage", "conflict", "row_a", "path_a", "split_a", "label_a", "row_b", "path_b",
+             "split_b", "label_b"],
+            [[p["cosine"], p["kind"], p["leakage"], p["conflict"], p["row_a"], findings.paths[p["row_a"]], p["split_a"],
+              _name(findings, p["label_a"]), p["row_b"], findings.paths[p["row_b"]], p["split_b"],
+              _name(findings, p["label_b"])] for p in findings.duplicates],
+        ),
+        "label_issues": (
+            ["rank", "flagged", "row", "path", "split", "label", "suggested", "self_confidence", "suggested_probability"],
+            [[i["rank"], i["flagged"], i["row"], findings.paths[i["row"]], findings.split[i["row"]],
+              _name(findings, i["label"]), _name(findings, i["suggested"]), i["self_confidence"],
+              i["suggested_probability"]] for i in findings.label_issues],
+        ),
+        "outliers": (
+            ["rank", "row", "path", "split", "label", "knn_distance", "class_knn_distance"],
+            [[o["rank"], o["row"], findings.paths[o["row"]], findings.split[o["row"]], _name(findings, o["label"]),
+              o["knn_distance"], "" if o["class_knn_distance"] is None else o["class_knn_distance"]]
+             for o in findings.outliers],
+        ),
+    }
+    written = {}
+    for name, (header, rows) in tables.items():
+        path = folder / f"{name}.csv"
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(temporary, path)
+        written[name] = path
+    return written
+
+
+class _Thumbnails:
+    """Thumbnails of rows, re-read through each row's cache's source (a row whose image is gone shows its path)."""
+
+    def __init__(self, findings: Findings):
+        self.findings = findings
+        self._finders: dict[str, ImageFinder] = {}
+
+    def __call__(self, row: int, *, size: int = 96) -> str:
+        origin = self.findings.origin[row]
+        if origin not in self._finders:
+            with open_cache(origin) as cache:
+                self._finders[origin] = ImageFinder(cache)
+        path = self.findings.paths[row]
+        caption = html.escape(f"{path} ({self.findings.split[row] or 'no split'}, "
+                              f"{_name(self.findings, int(self.findings.labels[row]))})")
+        try:
+            image = self._finders[origin].load(path)
+        except (ImageError, TransferCacheError, OSError):
+            return f"<span>{caption}</span>"
+        return f'<img src="{thumbnail_png(image, size=size)}" alt="{html.escape(path)}"><br><small>{caption}</small>'
+
+
+def inspection_page(findings: Findings, *, title: str, top: int = 24) -> Page:
+    """The HTML page: a summary, then the worst ``top`` items of each finding with thumbnails."""
+    thumb = _Thumbnails(findings)
+    page = Page(title, f"{len(findings.paths)} images, {len(findings.class_names)} classes")
+    flagged = [item for item in findings.label_issues if item["flagged"]]
+    page.table([["exact duplicate pairs", sum(1 for p in findings.duplicates if p["kind"] == "exact")],
+                ["near duplicate pairs", sum(1 for p in findings.duplicates if p["kind"] == "near")],
+                ["pairs across train and val/test (leakage)", len(findings.leakage)],
+                ["pairs with different labels (conflicts)", len(findings.conflicts)],
+                ["likely label errors", len(flagged)]], header=("finding", "count"))
+    page.note(f"Near duplicates: cosine similarity of the transfer values >= {findings.threshold}.")
+    for note in findings.notes:
+        page.note(note)
+
+    def pair_rows(pairs):
+        return [[thumb(p["row_a"]), thumb(p["row_b"]), f"{p['cosine']:.4f}", p["kind"]] for p in pairs[:top]]
+
+    for heading, pairs in (("Leakage: the same image on both sides of the split", findings.leakage),
+                           ("Conflicts: the same image with two labels", findings.conflicts),
+                           ("All duplicate pairs", findings.duplicates)):
+        page.heading(f"{heading} ({len(pairs)})")
+        if pairs:
+            page.table(pair_rows(pairs), header=("image", "its duplicate", "cosine", "kind"), escape=False)
+    page.heading(f"Likely label errors ({len(flagged)})")
+    if flagged:
+        page.note("Out-of-fold probabilities of a cross-validated logistic regression; the confident-learning rule "
+                  "flags a row when another class is confidently more likely than its label.")
+        page.table([[thumb(i["row"]), html.escape(_name(findings, i["label"])), html.escape(_name(findings, i["suggested"])),
+                     f"{i['self_confidence']:.3f}", f"{i['suggested_probability']:.3f}"] for i in flagged[:top]],
+                   header=("image", "label", "suggested", "p(label)", "p(suggested)"), escape=False)
+    page.heading("Outliers: farthest from every other image")
+    page.table([[thumb(o["row"]), f"{o['knn_distance']:.4f}",
+                 "" if o["class_knn_distance"] is None else f"{o['class_knn_distance']:.4f}"]
+                for o in findings.outliers[: min(top, 12)]],
+               header=("image", "k-NN distance", "within its class"), escape=False)
+    return page
+
+
+def inspect(
+    cache,
+    *,
+    test_cache=None,
+    out=None,
+    layer: str | None = None,
+    threshold: float | None = None,
+    k: int = 10,
+    folds: int = 5,
+    seed: int = 0,
+    top: int = 24,
+) -> InspectResult:
+    """Find duplicates, leakage, conflicts, likely label errors and outliers; write the CSVs and the page into ``out``
+    (default ``reports/<cache name>-inspect/``)."""
+    started = time.perf_counter()
+    cache = Path(cache)
+    folder = Path(out) if out is not None else Path("reports") / f"{cache.stem}-inspect"
+    findings = inspect_caches(cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed)
+    files = write_findings(findings, folder)
+    page = inspection_page(findings, title=f"What the vectors say about {cache.name}", top=top)
+    files["page"] = folder / "inspect.html"
+    temporary = files["page"].with_name(f".inspect.html.tmp-{os.getpid()}")
+    temporary.write_text(page.render(), encoding="utf-8")
+    os.replace(temporary, files["page"])
+    return InspectResult(findings, files, time.perf_counter() - started)
+
+
+EPILOG = """examples:
+  python -m transfer_cache.inspect caches/digits-8fc028.efficientnet_lite0.f8c0c52c814b0bc9.h5
+  python -m transfer_cache.inspect caches/train-*.h5 --test-cache caches/test-*.h5 --threshold 0.98
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.inspect",
+        "Find exact and near duplicates (and train/test leakage), likely label errors and outliers in a cache; write "
+        "a CSV per finding and an HTML page with thumbnails.",
+        EPILOG,
+    )
+    parser.add_argument("cache", metavar="CACHE", help="a cache file written by transfer_cache.extract")
+    parser.add_argument("--test-cache", default=None, metavar="CACHE", help="a second cache of the same configuration whose images are the test set")
+    parser.add_argument("--out", default=None, metavar="DIR", help="where to write (default reports/<cache name>-inspect)")
+    parser.add_argument("--layer", default=None, help="the feature layer, when the cache holds several")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help=f"cosine similarity from which two images are near duplicates (default: {NEAR_DUPLICATE_COSINE}, "
+                        f"or {HOMOGENEOUS_COSINE} for data whose images are all alike, such as 8x8 digits)")
+    parser.add_argument("-k", type=int, default=10, help="neighbours per image for near duplicates and outliers (default 10)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for label errors (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
+    parser.add_argument("--top", type=int, default=24, help="items shown per section of the page (default 24)")
+    return parser
+
+
+def _main(args) -> int:
+    result = inspect(args.cache, test_cache=args.test_cache, out=args.out, layer=args.layer, threshold=args.threshold,
+                     k=args.k, folds=args.folds, seed=args.seed, top=args.top)
+    print(result.summary())
+    return 0
+
+
+def main(argv=None) -> int:
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``python -m transfer_cache.neighbors CACHE IMAGE_OR_ROW``: the cached images most similar to an image.
+
+The query is a row of the cache (its number, or its path) or an image file, which is pushed through the cache's own
+backbone, preprocessing, resize policy and runtime, so it lands where extraction would have put it. Similarity is the
+cosine of the transfer values.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import _cli
+from ._checks import whole_number
+from ._errors import TransferCacheError
+from .cache import open_cache
+from .findings import nearest
+
+
+def image_vector(config: dict, image_path: str | Path, *, layer: str) -> np.ndarray:
+    """An image file's transfer values, computed exactly as extraction computed the cache's (same runtime)."""
+    from .pipeline import prepare_image
+    from .runtimes import get_runtime
+
+    runtime = get_runtime(str(config.get("runtime", "tensorflow")))
+    if not runtime.available():
+        raise TransferCacheError(
+            f"this cache was made with the {runtime.name} runtime, which is not installed here: {runtime.description}"
+        )
+    try:
+        data = Path(image_path).read_bytes()
+    except OSError as exc:
+        raise TransferCacheError(f"cannot read {image_path}: {exc.strerror or exc}") from None
+    pixels = prepare_image(data, config=config)
+    outputs = runtime.forward(config, batch_size=1)(pixels[None])
+    vector = outputs[list(config["layers"]).index(layer)][0]
+    return np.asarray(vector.astype(config["dtype"]), dtype=np.float32).reshape(-1)  # stored precision, as cached
+
+
+def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[dict]:
+    """The ``k`` cached images nearest to ``query`` (a row number, a cached path, or an image file), best first."""
+    whole_number(k, "k")
+    with open_cache(cache) as opened:
+        chosen = opened.layer_name(layer)
+        X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
+        paths, labels, names = opened.paths, opened.labels, opened.class_names
+        text = str(query)
+        if text.isdigit() and int(text) < len(opened):
+            vector = X[int(text)]
+        elif text in paths:
+            vector = X[paths.index(text)]
+        elif Path(text).is_file():
+            vector = image_vector(opened.config, text, layer=chosen)
+        else:
+            raise TransferCacheError(
+                f"{query!r} is neither a row of {opened.path} (0..{len(opened) - 1}), a path in it, nor an image file; "
+                "give one of these"
+            )
+    indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
+    return [
+        {"rank": rank, "row": int(row), "path": paths[row], "similarity": float(sim),
+         "label": names[labels[row]] if 0 <= labels[row] < len(names) else "unlabelled"}
+        for rank, (row, sim) in enumerate(zip(indices[0], sims[0]), 1)
+    ]
+
+
+EPILOG = """examples:
+  python -m transfer_cache.neighbors caches/digits-*.h5 17
+  python -m transfer_cache.neighbors caches/flowers-*.h5 ~/photos/rose.jpg -k 20
+"""
+
+
+def build_parser():
+    parser = _cli.make_parser(
+        "python -m transfer_cache.neighbors",
+        "List the cached images most similar to a row of the cache or to an image file.",
+        EPILOG,
+    )
+    parser.add_argument("cache", metavar="CACHE", help="a cache file written by transfer_cache.extract")
+    parser.add_argument("query", metavar="IMAGE_OR_ROW", help="a row number, a path as cached, or an image file")
+    parser.add_argument("-k", type=int, default=12, help="how many neighbours (default 12)")
+    parser.add_argument("--layer", default=None, help="the feature layer, when the cache holds several")
+    return parser
+
+
+def _main(args) -> int:
+    started = time.perf_counter()
+    found = neighbors(args.cache, args.query, k=args.k, layer=args.layer)
+    width = max(len(item["path"]) for item in found)
+    for item in found:
+        print(f"{item['rank']:3d}  {item['similarity']:.4f}  row {item['row']:<7d} {item['path']:<{width}}  {item['label']}")
+    print(f"neighbors: {len(found)} nearest to {args.query} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    return _cli.run(_main, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
