@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_real_runs, make_run, single_openmp_thread  # noqa: F401 (autouse)
-from transfer_cache import report
+from transfer_cache import analysis, report
 from transfer_cache._errors import TransferCacheError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -83,7 +83,8 @@ def test_run_report_figures_carry_the_run_data(run_dir, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     figures = embedded_figures(page)
     titles = [title_of(f) for f in figures]
-    assert len(figures) == 7, titles  # 2 confusion matrices, per-class, curves, gallery, PCA, t-SNE
+    # 2 confusion matrices, per-class, curves, gallery, PCA, t-SNE, and UMAP where installed
+    assert len(figures) == 7 + analysis.umap_available(), titles
     counts, normalised = figures[0]["data"][0], figures[1]["data"][0]
     assert np.asarray(_typed(counts["z"])).reshape(3, 3).tolist() == metrics["confusion_matrix"]
     cm = np.asarray(metrics["confusion_matrix"])
@@ -106,7 +107,8 @@ def test_cache_report_lists_config_counts_and_failures(big_cache, tmp_path):
     out = report.write_report(big_cache, out=tmp_path / "r" / "cache.html", sample=50)
     page = out.read_text()
     figures = embedded_figures(page)
-    assert [title_of(f).split(" ")[0] for f in figures] == ["Images", "Similarity", "PCA", "Explained", "t-SNE"]
+    expected = ["Images", "Similarity", "PCA", "Explained", "t-SNE"] + (["UMAP"] if analysis.umap_available() else [])
+    assert [title_of(f).split(" ")[0] for f in figures] == expected
     assert count_points(figures[2]) == 50 and count_points(figures[4]) == 50
     assert "sampled 50 of 120 rows" in title_of(figures[2])
     assert "cat/broken.png" in page and "truncated image: image file is truncated" in page
@@ -151,7 +153,7 @@ def test_write_report_validates_arguments(big_cache, kwargs, message):
 
 
 def test_write_report_rejects_other_folders(tmp_path):
-    with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path} is a folder but not a run folder")):
+    with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path} is a folder but neither a run folder")):
         report.write_report(tmp_path)
     with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path / 'x.h5'} does not exist; pass a run folder")):
         report.write_report(tmp_path / "x.h5")
