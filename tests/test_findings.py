@@ -216,3 +216,13 @@ def test_neighbors_cli_prints_a_table_and_a_summary(photo_folder):
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 4 and lines[0].split()[:2] == ["1", "1.0000"] and lines[-1].startswith("neighbors: 3 nearest to 0")
     assert json.dumps  # the CLI prints plain text; CSV/JSON come from the Python API
+
+
+def test_the_cache_report_carries_the_findings_and_a_similar_images_gallery(photo_folder, tmp_path):
+    from transfer_cache.report import write_report
+
+    _, cache, _ = photo_folder
+    page = write_report(cache, out=tmp_path / "cache.html", tsne=False).read_text()
+    assert "What the vectors say about the data" in page
+    assert "Leakage: the same image on both sides of the split (4)" in page
+    assert "Similar images: each sample image, then its nearest neighbours" in page

@@ -221,6 +221,7 @@ class Findings:
     class_names: list[str]
     origin: list[str]  # which cache file each row comes from
     threshold: float = NEAR_DUPLICATE_COSINE  # the near-duplicate cosine used
+    neighbours: tuple | None = None  # (indices, similarities) of each row's k nearest rows
     duplicates: list[dict] = field(default_factory=list)
     label_issues: list[dict] = field(default_factory=list)
     outliers: list[dict] = field(default_factory=list)
@@ -299,4 +300,5 @@ def inspect_caches(
             f"label errors not searched: it needs two or more classes with at least {folds} labelled images each"
         )
     findings.outliers = outliers(X, all_labels, k=k)
+    findings.neighbours = nearest(X, k) if len(X) > 1 else None
     return findings

@@ -8,7 +8,6 @@ thumbnails, so a person can look at the images and fix the data. Nothing is reco
 from __future__ import annotations
 
 import csv
-import html
 import os
 import sys
 import time
@@ -16,11 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _cli
-from ._errors import ImageError, TransferCacheError
-from .analysis import ImageFinder, thumbnail_png
-from .cache import open_cache
 from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
-from .report import Page
+from .report import inspection_page
 
 
 @dataclass
@@ -79,66 +75,6 @@ def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
         os.replace(temporary, path)
         written[name] = path
     return written
-
-
-class _Thumbnails:
-    """Thumbnails of rows, re-read through each row's cache's source (a row whose image is gone shows its path)."""
-
-    def __init__(self, findings: Findings):
-        self.findings = findings
-        self._finders: dict[str, ImageFinder] = {}
-
-    def __call__(self, row: int, *, size: int = 96) -> str:
-        origin = self.findings.origin[row]
-        if origin not in self._finders:
-            with open_cache(origin) as cache:
-                self._finders[origin] = ImageFinder(cache)
-        path = self.findings.paths[row]
-        caption = html.escape(f"{path} ({self.findings.split[row] or 'no split'}, "
-                              f"{_name(self.findings, int(self.findings.labels[row]))})")
-        try:
-            image = self._finders[origin].load(path)
-        except (ImageError, TransferCacheError, OSError):
-            return f"<span>{caption}</span>"
-        return f'<img src="{thumbnail_png(image, size=size)}" alt="{html.escape(path)}"><br><small>{caption}</small>'
-
-
-def inspection_page(findings: Findings, *, title: str, top: int = 24) -> Page:
-    """The HTML page: a summary, then the worst ``top`` items of each finding with thumbnails."""
-    thumb = _Thumbnails(findings)
-    page = Page(title, f"{len(findings.paths)} images, {len(findings.class_names)} classes")
-    flagged = [item for item in findings.label_issues if item["flagged"]]
-    page.table([["exact duplicate pairs", sum(1 for p in findings.duplicates if p["kind"] == "exact")],
-                ["near duplicate pairs", sum(1 for p in findings.duplicates if p["kind"] == "near")],
-                ["pairs across train and val/test (leakage)", len(findings.leakage)],
-                ["pairs with different labels (conflicts)", len(findings.conflicts)],
-                ["likely label errors", len(flagged)]], header=("finding", "count"))
-    page.note(f"Near duplicates: cosine similarity of the transfer values >= {findings.threshold}.")
-    for note in findings.notes:
-        page.note(note)
-
-    def pair_rows(pairs):
-        return [[thumb(p["row_a"]), thumb(p["row_b"]), f"{p['cosine']:.4f}", p["kind"]] for p in pairs[:top]]
-
-    for heading, pairs in (("Leakage: the same image on both sides of the split", findings.leakage),
-                           ("Conflicts: the same image with two labels", findings.conflicts),
-                           ("All duplicate pairs", findings.duplicates)):
-        page.heading(f"{heading} ({len(pairs)})")
-        if pairs:
-            page.table(pair_rows(pairs), header=("image", "its duplicate", "cosine", "kind"), escape=False)
-    page.heading(f"Likely label errors ({len(flagged)})")
-    if flagged:
-        page.note("Out-of-fold probabilities of a cross-validated logistic regression; the confident-learning rule "
-                  "flags a row when another class is confidently more likely than its label.")
-        page.table([[thumb(i["row"]), html.escape(_name(findings, i["label"])), html.escape(_name(findings, i["suggested"])),
-                     f"{i['self_confidence']:.3f}", f"{i['suggested_probability']:.3f}"] for i in flagged[:top]],
-                   header=("image", "label", "suggested", "p(label)", "p(suggested)"), escape=False)
-    page.heading("Outliers: farthest from every other image")
-    page.table([[thumb(o["row"]), f"{o['knn_distance']:.4f}",
-                 "" if o["class_knn_distance"] is None else f"{o['class_knn_distance']:.4f}"]
-                for o in findings.outliers[: min(top, 12)]],
-               header=("image", "k-NN distance", "within its class"), escape=False)
-    return page
 
 
 def inspect(
