@@ -249,6 +249,8 @@ def test_a_new_head_is_one_registration(tmp_path):
         head = make_classifier("nearest_test_head", {"n_neighbors": "1"}).fit(X, y)
         assert head.predict(X[:5]).tolist() == y[:5].tolist()
         assert parse_params("nearest_test_head", ["n_neighbors=3"]) == {"nearest_test_head": {"n_neighbors": 3}}
+        Nearest.summary = "a throwaway"
+        assert "nearest_test_head (a throwaway)." in registry.classifier_help()
     finally:
         registry.CLASSIFIERS.pop("nearest_test_head")
 
@@ -289,3 +291,19 @@ def test_fitting_leaves_the_global_random_state_alone(name):
     assert numpy_after[2:] == numpy_before[2:]
     second = make_classifier(name, params, seed=5).fit(X, y).predict_proba(X[:10])
     np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)  # its own seed makes it repeatable
+
+
+def test_fit_help_lists_every_registered_head_and_split():
+    import subprocess
+    import sys
+
+    from transfer_cache.classifiers import CLASSIFIERS
+    from transfer_cache.splits import split_names
+
+    shown = subprocess.run([sys.executable, "-m", "transfer_cache.fit", "--help"], capture_output=True, text=True,
+                           env={**__import__("os").environ, "COLUMNS": "400"}).stdout
+    listed = next(line for line in shown.splitlines() if line.startswith("classifiers: "))
+    assert listed == "classifiers: " + ", ".join(
+        f"{name} ({k.summary})" if k.summary else name for name, k in CLASSIFIERS.items()) + "."
+    assert "sgd (out of core)" in listed and "pixels (raw-pixel CNN baseline)" in listed
+    assert ", ".join(split_names()) in shown

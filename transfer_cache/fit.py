@@ -27,7 +27,7 @@ from . import _cli
 from ._errors import ImageError, TransferCacheError
 from ._versions import library_versions
 from .cache import Cache, open_cache, read_rows
-from .classifiers import CLASSIFIERS, Classifier, make_classifier, parse_grid, parse_params
+from .classifiers import CLASSIFIERS, Classifier, classifier_help, make_classifier, parse_grid, parse_params
 from .runs import INDEX_COLUMNS, append_index, jsonable, new_run_id, write_run  # noqa: F401  (INDEX_COLUMNS, append_index: public)
 from .splits import Split, choose_split, keras_file_order, keras_validation_split, split_names, stratified_rows  # noqa: F401
 
@@ -690,7 +690,7 @@ EPILOG = """examples:
   python -m transfer_cache.fit CACHE --classifier dense --split keras --validation-split 0.2 --seed 123
   python -m transfer_cache.fit CACHE --classifier logreg --split unstratified --test-size 0.1 --seed 42 --print-confusion
 
-classifiers: dense, logreg, linear_svm, svm, knn, random_forest, mlp, sgd (out of core), pixels (raw-pixel CNN baseline).
+{classifiers}
 --param key=value goes to every listed classifier that accepts it; name.key=value targets one (knn.n_neighbors=3).
 Each run is written to RUNS_DIR/<run_id>/ and listed in RUNS_DIR/index.csv.
 """
@@ -700,7 +700,7 @@ def build_parser():
     parser = _cli.make_parser(
         "python -m transfer_cache.fit",
         "Train classifiers on cached transfer values and write one run folder per classifier, with a leaderboard.",
-        EPILOG,
+        EPILOG.format(classifiers=classifier_help()),
     )
     parser.add_argument("caches", nargs="+", metavar="CACHE", help="cache files (same fingerprint) made by transfer_cache.extract")
     parser.add_argument("--classifier", default="logreg", help="NAME[,NAME...] (default logreg)")
@@ -715,7 +715,7 @@ def build_parser():
     parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation (or the folds of --grid)")
     parser.add_argument(
         "--split", default="auto",
-        help="auto, source, stratified, unstratified, keras (image_dataset_from_directory's files), cv or caches (default auto)",
+        help=f"{', '.join(split_names())} (keras: image_dataset_from_directory's files; default auto)",
     )
     parser.add_argument("--test-cache", default=None, help="a cache of test images (same fingerprint)")
     parser.add_argument("--layer", default=None, help="which cached layer to use when the cache holds several")

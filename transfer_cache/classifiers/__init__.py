@@ -27,6 +27,7 @@ from .base import Classifier  # noqa: F401
 from .registry import (  # noqa: F401
     CLASSIFIERS,
     available,
+    classifier_help,
     load_classifier,
     make_classifier,
     parse_grid,
@@ -42,6 +43,7 @@ __all__ = [
     "CLASSIFIERS",
     "Classifier",
     "available",
+    "classifier_help",
     "load_classifier",
     "make_classifier",
     "parse_grid",

@@ -63,6 +63,7 @@ class Classifier(BaseEstimator, ClassifierMixin):
     """Base class: a named head with declared hyper-parameters. Subclasses implement _fit, _proba, _save, _load."""
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""  # a few words for the CLI's list of heads, when the name alone does not say it
     spec: ClassVar[dict[str, Param]] = {}
     # capabilities: what fit and export ask instead of the head's name
     input_kind: ClassVar[str] = "features"  # "pixels": X is a uint8 image batch (the head takes images, not vectors)

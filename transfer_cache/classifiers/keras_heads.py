@@ -278,6 +278,7 @@ class Pixels(_KerasClassifier):
     """Raw-pixel baseline: seed 000's simple CNN trained from scratch on images resized to ``size``."""
 
     name = "pixels"
+    summary = "raw-pixel CNN baseline"
     input_kind = "pixels"
     spec = {
         "size": Param(64, "int"),

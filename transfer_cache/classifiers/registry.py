@@ -25,6 +25,12 @@ def available() -> list[str]:
     return list(CLASSIFIERS)
 
 
+def classifier_help() -> str:
+    """One line naming every registered head (the fit CLI's help ends with it)."""
+    names = [f"{name} ({klass.summary})" if klass.summary else name for name, klass in CLASSIFIERS.items()]
+    return f"classifiers: {', '.join(names)}."
+
+
 def _klass(name: str) -> type[Classifier]:
     klass = CLASSIFIERS.get(name)
     if klass is None:

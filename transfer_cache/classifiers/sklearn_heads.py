@@ -341,6 +341,7 @@ class SGD(_SklearnClassifier):
     """
 
     name = "sgd"
+    summary = "out of core"
     spec = {
         "loss": Param("log_loss", "str", ("log_loss", "hinge", "modified_huber")),
         "alpha": Param(1e-4, "float"),
