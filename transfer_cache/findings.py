@@ -89,13 +89,15 @@ def _side(split: str) -> str:
 
 
 def duplicate_pairs(
-    X: np.ndarray, *, ids, labels, split, threshold: float | None = None, k: int = 10, block_rows: int = 256
+    X: np.ndarray, *, ids, labels, split, threshold: float | None = None, k: int = 10, block_rows: int = 256,
+    neighbours: tuple | None = None,
 ) -> tuple[list[dict], float]:
     """Every pair of rows that are exact (same digest) or near (cosine >= threshold) duplicates, most similar first,
     and the threshold used (None: ``automatic_threshold``).
 
     Each pair says whether it is ``leakage`` (one image in train, the other in val/test) and a ``conflict`` (two
-    different labels, both given). Near pairs are found among each row's ``k`` nearest neighbours.
+    different labels, both given). Near pairs are found among each row's ``k`` nearest neighbours (``neighbours``:
+    ``nearest(X, k)`` when the caller has it already).
     """
     ids = list(ids)
     labels = np.asarray(labels)
@@ -109,7 +111,7 @@ def duplicate_pairs(
             for b in range(a + 1, len(rows)):
                 pairs[(rows[a], rows[b])] = 1.0
     if len(ids) > 1:
-        neighbours, sims = nearest(X, k, block_rows=block_rows)
+        neighbours, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
         if threshold is None:
             threshold = automatic_threshold(sims[:, -1])
         for row in range(len(ids)):
@@ -187,11 +189,11 @@ def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs
     return out
 
 
-def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256) -> list[dict]:
+def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256, neighbours: tuple | None = None) -> list[dict]:
     """Every row with its k-NN distance (1 - mean cosine to its k nearest neighbours), overall and within its class,
-    ranked by the overall distance, farthest first."""
+    ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it)."""
     labels = np.asarray(labels, dtype=np.int64)
-    _, sims = nearest(X, k, block_rows=block_rows)
+    _, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
     overall = 1.0 - sims.mean(axis=1) if sims.size else np.zeros(len(labels))
     within = np.full(len(labels), np.nan)
     for label in np.unique(labels[labels >= 0]):
@@ -284,8 +286,9 @@ def inspect_caches(
     X = np.concatenate(blocks)
     all_labels = np.concatenate(labels)
     findings = Findings(paths=row_paths, labels=all_labels, split=split, class_names=class_names, origin=origin)
+    findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
     findings.duplicates, findings.threshold = duplicate_pairs(X, ids=ids, labels=all_labels, split=split,
-                                                              threshold=threshold, k=k)
+                                                              threshold=threshold, k=k, neighbours=findings.neighbours)
     if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
         findings.notes.append(
             f"these images are all very alike (median cosine to their {k}th nearest neighbour above {HOMOGENEOUS_MEDIAN}), so near "
@@ -299,6 +302,5 @@ def inspect_caches(
         findings.notes.append(
             f"label errors not searched: it needs two or more classes with at least {folds} labelled images each"
         )
-    findings.outliers = outliers(X, all_labels, k=k)
-    findings.neighbours = nearest(X, k) if len(X) > 1 else None
+    findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
     return findings
