@@ -251,6 +251,23 @@ def test_report_renders_in_headless_chromium(tmp_path):
     shutil.copy(out, ARTIFACTS / "run_report.html")
 
 
+def test_the_runs_page_leaderboard_names_each_runs_cache_runtime_and_cost(tmp_path):
+    """One row per run: head, backbone, layer and the runtime and extraction seconds its cache records."""
+    from transfer_cache.cache import open_cache
+    from transfer_cache.report import write_report
+
+    cache_path, run_dirs = make_real_runs(tmp_path / "real", classifiers=("logreg", "knn"))
+    with open_cache(cache_path) as cache:
+        runtime, cost, layer = cache.config["runtime"], cache.config["extraction_seconds"], cache.layer_name(None)
+    page = write_report(run_dirs[0].parent, out=tmp_path / "runs.html").read_text()
+    header = "".join(f"<th>{h}</th>" for h in ("run", "head", "backbone", "layer", "runtime", "accuracy"))
+    assert header in page
+    for run_dir, head in zip(run_dirs, ("logreg", "knn")):
+        row = re.search(rf"<tr><td><a [^>]*>{run_dir.name}</a></td>(.*?)</tr>", page).group(1)
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        assert cells[:4] == [head, "tiny", layer, runtime] and cells[8] == f"{cost:.1f}", cells
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
 def test_the_runs_page_renders_in_headless_chromium(tmp_path):
     """python -m transfer_cache.report runs/: every run of the index on one page, opened in a real browser."""

@@ -341,7 +341,7 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
         raise TransferCacheError(f"{runs_dir / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
     page = Page(f"Runs in {runs_dir}", f"{len(rows)} runs, best first")
     table, points = [], []
-    extraction: dict[str, float | None] = {}
+    caches: dict[str, tuple[float | None, str]] = {}  # cache path -> (extraction seconds, runtime)
     for row in sorted(rows, key=lambda r: -np.nan_to_num(r["accuracy"], nan=-1.0)):
         run_dir = Path(row["run_dir"]) if Path(row["run_dir"]).is_dir() else runs_dir / row["run_id"]
         try:
@@ -350,21 +350,21 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
             cache_path = str(run_cache_path({"config": config, "metrics": {}, "run_dir": run_dir}))
         except TransferCacheError:
             layer, cache_path = "", ""
-        if cache_path and cache_path not in extraction:
+        if cache_path and cache_path not in caches:
             with contextlib.suppress(TransferCacheError, OSError):
                 with open_cache(cache_path) as cache:
-                    extraction[cache_path] = cache.config.get("extraction_seconds")
-        cost = extraction.get(cache_path)
+                    caches[cache_path] = (cache.config.get("extraction_seconds"), cache.config.get("runtime", ""))
+        cost, runtime = caches.get(cache_path, (None, ""))
         page_file = run_dir / "report.html"
         target = page_file if page_file.is_file() else run_dir
         link = f'<a href="{_esc(target.resolve().as_uri())}">{_esc(row["run_id"])}</a>'
-        table.append([link, _esc(row["classifier"]), _esc(row["backbone"]), _esc(layer), f"{row['accuracy']:.4f}",
-                      f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row['fit_seconds']:.2f}",
+        table.append([link, _esc(row["classifier"]), _esc(row["backbone"]), _esc(layer), _esc(runtime),
+                      f"{row['accuracy']:.4f}", f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row['fit_seconds']:.2f}",
                       "" if cost is None else f"{cost:.1f}", _esc(Path(cache_path).name if cache_path else row["cache"])])
         points.append((row, layer, cost))
     page.heading("Leaderboard")
-    page.table(table, header=("run", "head", "backbone", "layer", "accuracy", "balanced acc.", "macro F1", "fit s",
-                              "extraction s", "cache"), escape=False)
+    page.table(table, header=("run", "head", "backbone", "layer", "runtime", "accuracy", "balanced acc.", "macro F1",
+                              "fit s", "extraction s", "cache"), escape=False)
     for title, x_of, axis in (("Accuracy against fit time", lambda p: p[0]["fit_seconds"], "fit seconds"),
                               ("Accuracy against the cache's extraction cost", lambda p: p[2], "extraction seconds")):
         if not any(x_of(p) is not None for p in points):
