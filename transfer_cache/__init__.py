@@ -18,7 +18,7 @@ import types
 
 from ._errors import ImageError, TransferCacheError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _LAZY = {
