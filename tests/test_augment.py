@@ -131,11 +131,11 @@ def test_dense_head_samples_one_view_per_image_each_epoch(tmp_path):
 def test_views_are_grouped_with_their_image_in_cross_validation(tmp_path):
     """With an unsplit source every image has views; each fold trains on its training images' views only."""
     from transfer_cache.classifiers.base import with_views as _with_views
-    from transfer_cache.fit import _load_data
+    from transfer_cache.training_data import load_training_data
     from transfer_cache.splits import choose_split as _choose_split
 
     path = _augmented_cache(tmp_path, views=2, splits=None)
-    data = _load_data([path], None, None)
+    data = load_training_data([path], None, None)
     data.use_views = True
     try:
         split = _choose_split(data, split="auto", test_size=0.2, seed=0, cv=3, grid=False)

@@ -6,7 +6,7 @@ and the test split is kept. Keras heads with no validation rows get the test row
 record the curves (as the seeds do); that never changes the weights, except with ``early_stopping`` > 0, which
 instead holds out 10% of the training rows (stratified, seeded) to monitor.
 
-Several caches are concatenated only when their fingerprints are equal. Unlabelled rows (label -1) are left out.
+The rows come from ``training_data`` (caches of equal fingerprint only; unlabelled rows are left out).
 Each run folder is written through ``runs`` (atomically, then listed in ``runs/index.csv``).
 """
 
@@ -24,12 +24,12 @@ from typing import Sequence
 import numpy as np
 
 from . import _cli
-from ._errors import ImageError, TransferCacheError
+from ._errors import TransferCacheError
 from ._versions import library_versions
-from .cache import Cache, open_cache, read_rows
 from .classifiers import CLASSIFIERS, Classifier, classifier_help, make_classifier, parse_grid, parse_params
 from .runs import INDEX_COLUMNS, append_index, jsonable, new_run_id, write_run  # noqa: F401  (INDEX_COLUMNS, append_index: public)
 from .splits import Split, choose_split, keras_file_order, keras_validation_split, split_names, stratified_rows  # noqa: F401
+from .training_data import BLOCK_ROWS, TrainingData, load_training_data, reread_images
 
 __all__ = [
     "RunResult", "fit", "format_confusion", "format_leaderboard", "keras_file_order", "keras_validation_split", "main",
@@ -38,7 +38,6 @@ __all__ = [
 
 SPLITS = split_names()
 VIEWS = ("auto", "none")
-_BLOCK_ROWS = 4096
 
 
 @dataclass
@@ -56,204 +55,6 @@ class RunResult:
     @property
     def accuracy(self) -> float:
         return float(self.metrics["accuracy"])
-
-
-# --------------------------------------------------------------------------- the data: caches, rows, split
-
-
-@dataclass
-class _Data:
-    """Labelled rows of one or more caches of equal fingerprint, with class names merged by name."""
-
-    caches: list[Cache]
-    roles: list[str]  # "train" (positional) or "test" (--test-cache)
-    layer: str
-    class_names: list[str]
-    cache_of: np.ndarray  # per labelled row: index into caches
-    row_of: np.ndarray  # per labelled row: row index in its cache
-    labels: np.ndarray
-    split: np.ndarray
-    paths: list[str]
-    notes: list[str] = field(default_factory=list)
-    use_views: bool = False  # train on the caches' augmented views (extract --augment)
-
-    @property
-    def config(self) -> dict:
-        return self.caches[0].config
-
-    def features(self, rows: np.ndarray) -> np.ndarray:
-        """Features of the given labelled-row positions, read block by block (only those rows stay in memory)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        shape = self.caches[0].features_for(self.layer).shape[1:]
-        out = np.empty((len(rows),) + tuple(shape), dtype=np.float32)
-        for k, cache in enumerate(self.caches):
-            mine = np.flatnonzero(self.cache_of[rows] == k)
-            if not len(mine):
-                continue
-            cache_rows = self.row_of[rows[mine]]
-            order = np.argsort(cache_rows, kind="stable")
-            out[mine[order]] = read_rows(cache.features_for(self.layer), cache_rows[order])
-        return out
-
-    def views(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented views aligned with ``rows``: (len(rows), K, D) and a mask of the rows that have them."""
-        rows = np.asarray(rows, dtype=np.int64)
-        first = self.caches[0]
-        out = np.zeros((len(rows), first.n_views) + tuple(first.views.shape[2:]), dtype=np.float32)
-        mask = np.zeros(len(rows), dtype=bool)
-        for k, cache in enumerate(self.caches):
-            where = {int(row): m for m, row in enumerate(cache.view_rows)}
-            mine = [(j, where[int(self.row_of[r])]) for j, r in enumerate(rows) if self.cache_of[r] == k and int(self.row_of[r]) in where]
-            if not mine:
-                continue
-            positions = np.asarray([j for j, _ in mine])
-            view_rows = np.asarray([m for _, m in mine])
-            order = np.argsort(view_rows, kind="stable")
-            out[positions[order]] = read_rows(cache.views, view_rows[order])
-            mask[positions] = True
-        return out, mask
-
-    def chunks(self, rows: np.ndarray, *, seed: int, block_rows: int = _BLOCK_ROWS):
-        """A callable giving a fresh shuffled pass of (X, y) chunks over ``rows``, one HDF5 block at a time."""
-        rows = np.asarray(rows, dtype=np.int64)
-        rng = np.random.default_rng(seed)
-        blocks = []
-        for k, cache in enumerate(self.caches):
-            mine = rows[self.cache_of[rows] == k]
-            cache_rows = self.row_of[mine]
-            order = np.argsort(cache_rows, kind="stable")
-            mine, cache_rows = mine[order], cache_rows[order]
-            for start in range(0, len(cache), block_rows):
-                inside = (cache_rows >= start) & (cache_rows < start + block_rows)
-                if inside.any():
-                    blocks.append((k, start, min(len(cache), start + block_rows), cache_rows[inside], mine[inside]))
-
-        def passes():
-            for b in rng.permutation(len(blocks)):
-                k, start, stop, cache_rows, positions = blocks[b]
-                block = np.asarray(self.caches[k].features_for(self.layer)[start:stop], dtype=np.float32)
-                X = block[cache_rows - start]
-                shuffle = rng.permutation(len(positions))
-                yield X[shuffle], self.labels[positions][shuffle]
-
-        return passes
-
-    def close(self) -> None:
-        for cache in self.caches:
-            cache.close()
-
-
-def _open_all(paths: Sequence[str | os.PathLike]) -> list[Cache]:
-    opened: list[Cache] = []
-    try:
-        for path in paths:
-            opened.append(open_cache(path))
-    except BaseException:
-        for cache in opened:
-            cache.close()
-        raise
-    return opened
-
-
-def _check_fingerprints(caches: list[Cache]) -> None:
-    first = caches[0]
-    for other in caches[1:]:
-        if other.fingerprint != first.fingerprint:
-            raise TransferCacheError(
-                f"caches have different feature configurations: {first.path} (fingerprint {first.fingerprint}, "
-                f"backbone {first.config.get('backbone')}) vs {other.path} (fingerprint {other.fingerprint}, backbone "
-                f"{other.config.get('backbone')}); extract both with the same --backbone/--layer/--pooling/--input-size"
-            )
-
-
-def _load_data(cache_paths, test_cache, layer) -> _Data:
-    paths = [cache_paths] if isinstance(cache_paths, (str, os.PathLike)) else list(cache_paths)
-    if not paths:
-        raise TransferCacheError("no cache given; pass one or more cache files made by python -m transfer_cache.extract")
-    all_paths = paths + ([test_cache] if test_cache else [])
-    caches = _open_all(all_paths)
-    try:
-        _check_fingerprints(caches)
-        chosen = caches[0].layer_name(layer, must_choose=True)
-        class_names: list[str] = []
-        for cache in caches:
-            for name in cache.class_names:
-                if name not in class_names:
-                    class_names.append(name)
-        cache_of, row_of, labels, split, row_paths = [], [], [], [], []
-        unlabelled = 0
-        for k, cache in enumerate(caches):
-            remap = np.asarray([class_names.index(name) for name in cache.class_names] or [0], dtype=np.int64)
-            keep = np.flatnonzero(cache.labels >= 0)
-            unlabelled += len(cache) - len(keep)
-            if len(keep) and int(cache.labels[keep].max()) >= len(cache.class_names):
-                raise TransferCacheError(
-                    f"cache {cache.path} has labels beyond its {len(cache.class_names)} class names; extract it again"
-                )
-            cache_of.append(np.full(len(keep), k, dtype=np.int64))
-            row_of.append(keep)
-            labels.append(remap[cache.labels[keep]])
-            split.append(cache.split[keep] if k < len(paths) else np.full(len(keep), "test", dtype=object))
-            row_paths.extend(cache.paths[i] for i in keep)
-        data = _Data(
-            caches=caches, roles=["train"] * len(paths) + (["test"] if test_cache else []), layer=chosen,
-            class_names=class_names, cache_of=np.concatenate(cache_of), row_of=np.concatenate(row_of),
-            labels=np.concatenate(labels).astype(np.int64), split=np.concatenate(split), paths=row_paths,
-        )
-        if unlabelled:
-            data.notes.append(f"{unlabelled} unlabelled rows (label -1) are left out of training and testing")
-        if not len(data.labels):
-            raise TransferCacheError(
-                f"no labelled rows in {', '.join(str(c.path) for c in caches)}; fit needs labels (class folders or a "
-                "label column in the manifest)"
-            )
-        if len(class_names) < 2:
-            raise TransferCacheError(f"fit needs at least two classes; the caches hold {len(class_names)} ({', '.join(class_names)})")
-        return data
-    except BaseException:
-        for cache in caches:
-            cache.close()
-        raise
-
-
-# --------------------------------------------------------------------------- pixels (the raw-image baseline)
-
-
-def _images(data: _Data, rows: np.ndarray, size: int, progress: bool) -> np.ndarray:
-    """Re-read the images of ``rows`` through each cache's source (matched by path), resized as extraction did."""
-    from tqdm import tqdm
-
-    from .pipeline import prepare_image
-    from .sources import reopen
-
-    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-    sources = {}
-    for k, cache in enumerate(data.caches):
-        if not np.any(data.cache_of[rows] == k):
-            continue
-        description = str(cache.config.get("source", ""))
-        try:
-            sources[k] = reopen(description)
-        except TransferCacheError as exc:
-            raise TransferCacheError(
-                f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({description}) cannot be "
-                f"opened: {exc}"
-            ) from None
-    config = dict(data.config)
-    config["input_size"] = size
-    for j, row in enumerate(tqdm(rows, desc="reading images", unit="img", disable=not progress, leave=False)):
-        source, index = sources[int(data.cache_of[row])]
-        path = data.paths[row]
-        if path not in index:
-            raise TransferCacheError(
-                f"classifier 'pixels' cannot find image '{path}' in {source.description}: the source changed since "
-                "extraction; extract it again"
-            )
-        try:
-            out[j] = prepare_image(source.load(index[path]), config=config)
-        except ImageError as exc:
-            raise TransferCacheError(f"classifier 'pixels' cannot read image '{path}' of {source.description}: {exc}") from None
-    return out
 
 
 # --------------------------------------------------------------------------- metrics and run folders
@@ -289,7 +90,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[st
     return metrics
 
 
-def _prediction_rows(data: _Data, rows: np.ndarray, proba: np.ndarray):
+def _prediction_rows(data: TrainingData, rows: np.ndarray, proba: np.ndarray):
     """predictions.csv: (header, rows) for every predicted row."""
     names = data.class_names
     pred = np.argmax(proba, axis=1)
@@ -327,7 +128,7 @@ class _Inputs:
     every subset (folds, early-stopping hold-outs) of the command.
     """
 
-    def __init__(self, data: _Data, progress: bool):
+    def __init__(self, data: TrainingData, progress: bool):
         self.data = data
         self.progress = progress
         self._stores: dict[object, tuple[np.ndarray, np.ndarray]] = {}  # kind -> (slot per row or -1, array)
@@ -339,7 +140,7 @@ class _Inputs:
         missing = np.unique(rows[slots[rows] < 0])
         if len(missing):
             fresh = (
-                _images(self.data, missing, kind[1], self.progress) if kind != "features" else self.data.features(missing)
+                reread_images(self.data, missing, kind[1], self.progress) if kind != "features" else self.data.features(missing)
             )
             offset = 0 if array is None else len(array)
             array = fresh if array is None else np.concatenate([array, fresh])
@@ -349,7 +150,7 @@ class _Inputs:
 
 
 def _train_one(
-    name: str, params: dict, grid: dict | None, *, data: _Data, split: Split, inputs: _Inputs, seed: int, cv: int,
+    name: str, params: dict, grid: dict | None, *, data: TrainingData, split: Split, inputs: _Inputs, seed: int, cv: int,
     n_jobs: int,
 ) -> _Outcome:
     K = len(data.class_names)
@@ -415,13 +216,13 @@ def _train_one(
     return _Outcome(model, split.test, proba, len(train), fit_seconds, predict_seconds, extra)
 
 
-def _fit_model(model: Classifier, data: _Data, inputs: _Inputs, train: np.ndarray, val: np.ndarray, *, seed: int) -> None:
+def _fit_model(model: Classifier, data: TrainingData, inputs: _Inputs, train: np.ndarray, val: np.ndarray, *, seed: int) -> None:
     K = len(data.class_names)
     X_val = inputs.get(model, val) if len(val) else None
     y_val = data.labels[val] if len(val) else None
     if model.streams:  # out of core: the training rows come from HDF5, one block in memory at a time
         model.fit_stream(
-            data.chunks(train, seed=seed, block_rows=model.stream_block_rows or _BLOCK_ROWS), y=data.labels[train],
+            data.chunks(train, seed=seed, block_rows=model.stream_block_rows or BLOCK_ROWS), y=data.labels[train],
             n_classes=K, X_val=X_val, y_val=y_val, input_shape=data.caches[0].features_for(data.layer).shape[1:],
         )
         return
@@ -429,19 +230,19 @@ def _fit_model(model: Classifier, data: _Data, inputs: _Inputs, train: np.ndarra
     model.fit(inputs.get(model, train), data.labels[train], X_val, y_val, n_classes=K, views=views, view_mask=view_mask)
 
 
-def _takes_views(model: Classifier, data: _Data) -> bool:
+def _takes_views(model: Classifier, data: TrainingData) -> bool:
     """Augmented views feed every head that trains on cached vectors in memory (not pixels, not streaming heads)."""
     return data.use_views and model.input_kind == "features" and not model.streams
 
 
-def _predict(model: Classifier, data: _Data, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
+def _predict(model: Classifier, data: TrainingData, inputs: _Inputs, rows: np.ndarray) -> np.ndarray:
     if model.streams:
-        parts = [model.predict_proba(data.features(rows[i : i + _BLOCK_ROWS])) for i in range(0, len(rows), _BLOCK_ROWS)]
+        parts = [model.predict_proba(data.features(rows[i : i + BLOCK_ROWS])) for i in range(0, len(rows), BLOCK_ROWS)]
         return np.concatenate(parts) if parts else np.zeros((0, len(data.class_names)))
     return model.predict_proba(inputs.get(model, rows))
 
 
-def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, train: np.ndarray, *, cv: int, n_jobs: int):
+def _grid_search(model: Classifier, grid: dict, data: TrainingData, inputs: _Inputs, train: np.ndarray, *, cv: int, n_jobs: int):
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     labels = data.labels[train]
@@ -469,7 +270,7 @@ def _grid_search(model: Classifier, grid: dict, data: _Data, inputs: _Inputs, tr
 
 
 def _record_run(
-    *, runs_dir: Path, name: str, outcome: _Outcome, data: _Data, split: Split, test_size: float, seed: int, cv: int,
+    *, runs_dir: Path, name: str, outcome: _Outcome, data: TrainingData, split: Split, test_size: float, seed: int, cv: int,
 ) -> RunResult:
     now = _dt.datetime.now(_dt.timezone.utc)
     run_id = new_run_id(name, now)
@@ -580,7 +381,7 @@ def fit(
 
     cache_paths = [str(Path(c).resolve()) for c in ([caches] if isinstance(caches, (str, os.PathLike)) else caches)]
     runs_dir = Path(runs_dir)
-    data = _load_data(cache_paths, test_cache, layer)
+    data = load_training_data(cache_paths, test_cache, layer)
     try:
         chosen = choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
         counts = {cache.n_views for cache in data.caches}
