@@ -132,6 +132,9 @@ def test_openvino_vectors_are_within_cosine_0_9999_of_tensorflow_on_real_photos(
     assert paths == paths_ov and len(paths) == 5
     cosine = (tf * ov).sum(axis=1) / (np.linalg.norm(tf, axis=1) * np.linalg.norm(ov, axis=1))
     assert cosine.min() >= 0.9999, dict(zip(paths, cosine))
+    # with the weights kept in float32 the vectors agree far closer still (7e-6 measured; OpenVINO's default float16
+    # weights moved them by up to 0.03)
+    assert np.abs(tf - ov).max() <= 1e-4, np.abs(tf - ov).max()
 
 
 def test_top1_of_the_embedded_lite0_is_unchanged_on_the_reference_photos(lite0_vectors):

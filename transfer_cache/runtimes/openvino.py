@@ -1,13 +1,13 @@
 """The OpenVINO runtime: the same Keras feature model, converted once per machine and run by OpenVINO on the CPU.
 
-Measured on 2 cores (EfficientNet-Lite0, batch 32): about 2.4x the images/s of the TensorFlow runtime. Its vectors are
-not bit-identical to TensorFlow's (max abs difference about 0.03, cosine >= 0.9999 on real photos), so a cache made
-with it has its own fingerprint. Inference runs in float32 (``INFERENCE_PRECISION_HINT=f32``): on CPUs with bf16
-support OpenVINO would otherwise compute in bf16 and change the vectors further.
+Measured on 2 cores (EfficientNet-Lite0, batch 32): about 1.7-2.4x the images/s of the TensorFlow runtime. Its vectors
+are not bit-identical to TensorFlow's (within 1e-5 on real photos), so a cache made with it has its own fingerprint.
+Inference runs in float32 (``INFERENCE_PRECISION_HINT=f32``): on CPUs with bf16 support OpenVINO would otherwise
+compute in bf16 and change the vectors further.
 
 The converted model is kept in a per-user folder (``$TRANSFER_CACHE_MODELS``, else ``~/.cache/transfer_cache/models``)
 under a key made of what defines the network (backbone, weights, layers, pooling, input size, preprocessing,
-precision). The first run builds the Keras model, exports it as a SavedModel and converts it (seconds); later runs read
+precision) and the conversion method. The first run builds the Keras model and converts it (seconds); later runs read
 and compile the saved OpenVINO model without building the Keras model or importing TensorFlow. A conversion is
 written to a temporary folder and renamed into place under a lock, so two processes never see half a model; a
 damaged model is converted again.
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import TransferCacheError
-from ._openvino_convert import MODEL_FIELDS, USER_ERROR
+from ._openvino_convert import CONVERSION, MODEL_FIELDS, USER_ERROR
 from .registry import Runtime, padded, register
 
 MODELS_ENV = "TRANSFER_CACHE_MODELS"
@@ -49,7 +49,7 @@ def models_dir() -> Path:
 
 
 def model_key(config: dict) -> str:
-    identity = json.dumps({name: config[name] for name in MODEL_FIELDS}, sort_keys=True)
+    identity = json.dumps({"conversion": CONVERSION, **{name: config[name] for name in MODEL_FIELDS}}, sort_keys=True)
     return f"{config['backbone']}-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:16]}"
 
 
