@@ -17,6 +17,7 @@ from transfer_cache._imaging import (
     MAX_PIXELS,
     RESIZE_POLICIES,
     decode_image,
+    decode_resized,
     resize_image,
     to_rgb_array,
     validate_resize,
@@ -228,6 +229,44 @@ def test_undecodable_reasons(data, reason):
     # pytest's match= also sees the notes; the message itself is exactly the short reason
     assert str(info.value) == reason
     assert info.value.__notes__ == ["while decoding cats/broken.jpg"]
+
+
+def _photo_bytes(fmt: str, mode: str, exif_orientation: int | None = None) -> bytes:
+    """scikit-learn's china.jpg, cut to 150x100, in the given colour mode and format."""
+    from sklearn.datasets import load_sample_images
+
+    im = Image.fromarray(load_sample_images().images[0][100:200, 200:350]).convert(mode)
+    kwargs = {}
+    if exif_orientation:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        kwargs["exif"] = exif.tobytes()
+    return encode(im, fmt, **kwargs)
+
+
+@pytest.mark.parametrize("policy, crop_fraction", [("squash", 1.0), ("center-crop", 0.875), ("pad", 1.0)])
+@pytest.mark.parametrize("interpolation", INTERPOLATIONS)
+@pytest.mark.parametrize(
+    "fmt, mode, orientation",
+    [("JPEG", "RGB", None), ("JPEG", "RGB", 6), ("PNG", "RGBA", None), ("PNG", "L", None), ("JPEG", "CMYK", None),
+     ("PNG", "P", None)],
+)
+def test_decode_resized_equals_decode_then_resize(fmt, mode, orientation, policy, crop_fraction, interpolation):
+    """The fast path for extraction (no numpy round trip for RGB) gives exactly the pixels of the two steps."""
+    data = _photo_bytes(fmt, mode, orientation)
+    options = dict(size=37, policy=policy, crop_fraction=crop_fraction, interpolation=interpolation)
+    expected = resize_image(decode_image(data), **options)
+    got = decode_resized(data, **options)
+    assert got.dtype == np.uint8 and got.shape == (37, 37, 3) and got.flags.writeable
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_decode_resized_reports_like_decode_image():
+    with pytest.raises(ImageError) as info:
+        decode_resized(b"", size=8, policy="squash", crop_fraction=1.0, interpolation="bilinear", name="a/b.jpg")
+    assert str(info.value) == "empty file (0 bytes)" and info.value.__notes__ == ["while decoding a/b.jpg"]
+    with pytest.raises(TransferCacheError, match=re.escape("resize policy must be one of")):
+        decode_resized(_photo_bytes("PNG", "RGB"), size=8, policy="stretch", crop_fraction=1.0, interpolation="bilinear")
 
 
 def test_truncated_jpeg():

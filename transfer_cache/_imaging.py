@@ -111,17 +111,45 @@ def decode_image(data: bytes, *, name: str = "") -> np.ndarray:
     :class:`ImageError` as a note, while the message itself stays the short reason that the cache
     records (e.g. "empty file (0 bytes)", "truncated image: image file is truncated").
     """
+    return _with_name(name, lambda: _pil_to_rgb_checked(_open_decoded(_as_bytes(data, "decode_image"))))
+
+
+def decode_resized(
+    data: bytes, *, size: int, policy: str, crop_fraction: float, interpolation: str, name: str = ""
+) -> np.ndarray:
+    """``resize_image(decode_image(data), ...)``, pixel for pixel, without the round trip through numpy between the
+    two for RGB images (most photographs): less work holding the GIL, so decoding threads scale with cores."""
+    validate_resize(size=size, policy=policy, crop_fraction=crop_fraction, interpolation=interpolation)
+
+    def run() -> np.ndarray:
+        im = _open_decoded(_as_bytes(data, "decode_resized"))
+        if im.mode != "RGB":
+            return resize_image(_pil_to_rgb_checked(im), size=size, policy=policy, crop_fraction=crop_fraction,
+                                interpolation=interpolation)
+        return _resize_pil(im, size=int(size), policy=policy, crop_fraction=float(crop_fraction),
+                           resample=_RESAMPLE[interpolation])
+
+    return _with_name(name, run)
+
+
+def _as_bytes(data, caller: str) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"decode_image expects bytes; got {type(data).__name__}")
+        raise TypeError(f"{caller} expects bytes; got {type(data).__name__}")
+    return bytes(data)
+
+
+def _with_name(name: str, run):
+    """Run a decode; an ImageError it raises carries the file's name as a note (its message stays the short reason)."""
     try:
-        return _decode(bytes(data))
+        return run()
     except ImageError as exc:
         if name:
             exc.add_note(f"while decoding {name}")
         raise
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _open_decoded(data: bytes) -> Image.Image:
+    """The decoded, EXIF-oriented Pillow image of ``data``, or an ImageError saying why it cannot be."""
     if len(data) == 0:
         raise ImageError("empty file (0 bytes)")
     im = _identify(data)
@@ -145,6 +173,10 @@ def _decode(data: bytes) -> np.ndarray:
         ImageOps.exif_transpose(im, in_place=True)  # in place: no copy for the usual unrotated image
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a readable image
         pass
+    return im
+
+
+def _pil_to_rgb_checked(im: Image.Image) -> np.ndarray:
     try:
         return _pil_to_rgb(im)
     except ImageError:
@@ -331,10 +363,13 @@ def resize_image(
             f"resize_image expects a uint8 array of shape (H, W, 3); got {image.dtype} {image.shape}: "
             "convert it with to_rgb_array first"
         )
-    size = int(size)
-    resample = _RESAMPLE[interpolation]
-    height, width = image.shape[:2]
-    pil = Image.fromarray(np.ascontiguousarray(image))
+    return _resize_pil(Image.fromarray(np.ascontiguousarray(image)), size=int(size), policy=policy,
+                       crop_fraction=float(crop_fraction), resample=_RESAMPLE[interpolation])
+
+
+def _resize_pil(pil: Image.Image, *, size: int, policy: str, crop_fraction: float, resample) -> np.ndarray:
+    """The resize policies of :func:`resize_image` on an RGB Pillow image (options already validated)."""
+    width, height = pil.size
     if policy == "squash":
         out = pil.resize((size, size), resample)
     elif policy == "center-crop":

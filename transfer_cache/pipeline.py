@@ -64,12 +64,12 @@ def image_batches(
     def load(position: int):
         index, view = int(indices[position]), int(views[position])
         try:
-            image = source.load(index)
             if view:
-                image = augment(image, index, view)
-            pixels = _imaging.resize_image(
-                image, size=input_size, policy=resize, crop_fraction=crop_fraction, interpolation=interpolation
-            )
+                pixels = _imaging.resize_image(augment(source.load(index), index, view), size=input_size, policy=resize,
+                                               crop_fraction=crop_fraction, interpolation=interpolation)
+            else:
+                pixels = source.load_resized(index, size=input_size, policy=resize, crop_fraction=crop_fraction,
+                                             interpolation=interpolation)
             return pixels, True, ""
         except ImageError as exc:
             return blank, False, str(exc)

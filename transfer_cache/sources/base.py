@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import ImageError, TransferCacheError
-from .._imaging import decode_image, to_rgb_array
+from .._imaging import decode_image, decode_resized, resize_image, to_rgb_array
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
@@ -106,6 +106,12 @@ class Source:
         """Record ``i`` as a uint8 (H, W, 3) RGB array; raises ImageError when it cannot be read."""
         raise NotImplementedError
 
+    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str) -> np.ndarray:
+        """``resize_image(self.load(i), ...)``: record ``i`` as extraction feeds it to the backbone (a source may do it
+        in fewer steps, pixel for pixel the same)."""
+        return resize_image(self.load(i), size=size, policy=policy, crop_fraction=crop_fraction,
+                            interpolation=interpolation)
+
 
 # --------------------------------------------------------------------------- file-backed sources
 
@@ -135,6 +141,10 @@ class FileSource(Source):
 
     def load(self, i: int) -> np.ndarray:
         return decode_image(self.read_bytes(i), name=self.records[i].path)
+
+    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str) -> np.ndarray:
+        return decode_resized(self.read_bytes(i), size=size, policy=policy, crop_fraction=crop_fraction,
+                              interpolation=interpolation, name=self.records[i].path)
 
 
 # --------------------------------------------------------------------------- array-backed sources
