@@ -1,6 +1,6 @@
 """The OpenVINO runtime: the same Keras feature model, converted once per machine and run by OpenVINO on the CPU.
 
-Measured on 2 cores (EfficientNet-Lite0, batch 32): about 1.7-2.4x the images/s of the TensorFlow runtime. Its vectors
+Measured on 2 cores (EfficientNet-Lite0, batch 32): about 1.6-1.75x the images/s of the TensorFlow runtime. Its vectors
 are not bit-identical to TensorFlow's (within 1e-5 on real photos), so a cache made with it has its own fingerprint.
 Inference runs in float32 (``INFERENCE_PRECISION_HINT=f32``): on CPUs with bf16 support OpenVINO would otherwise
 compute in bf16 and change the vectors further.
