@@ -123,10 +123,8 @@ def decode_resized(
 
     def run() -> np.ndarray:
         im = _open_decoded(_as_bytes(data, "decode_resized"))
-        if im.mode != "RGB":
-            return resize_image(_pil_to_rgb_checked(im), size=size, policy=policy, crop_fraction=crop_fraction,
-                                interpolation=interpolation)
-        return _resize_pil(im, size=int(size), policy=policy, crop_fraction=float(crop_fraction),
+        rgb = im if im.mode == "RGB" else Image.fromarray(_pil_to_rgb_checked(im))  # colour rules of decode_image
+        return _resize_pil(rgb, size=int(size), policy=policy, crop_fraction=float(crop_fraction),
                            resample=_RESAMPLE[interpolation])
 
     return _with_name(name, run)

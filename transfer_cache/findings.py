@@ -111,11 +111,11 @@ def duplicate_pairs(
             for b in range(a + 1, len(rows)):
                 pairs[(rows[a], rows[b])] = 1.0
     if len(ids) > 1:
-        neighbours, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
+        indices, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
         if threshold is None:
             threshold = automatic_threshold(sims[:, -1])
         for row in range(len(ids)):
-            for other, sim in zip(neighbours[row], sims[row]):
+            for other, sim in zip(indices[row], sims[row]):
                 if sim < threshold:
                     break
                 pairs.setdefault((min(row, int(other)), max(row, int(other))), float(sim))

@@ -359,8 +359,9 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
         target = page_file if page_file.is_file() else run_dir
         link = f'<a href="{_esc(target.resolve().as_uri())}">{_esc(row["run_id"])}</a>'
         table.append([link, _esc(row["classifier"]), _esc(row["backbone"]), _esc(layer), _esc(runtime),
-                      f"{row['accuracy']:.4f}", f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}", f"{row['fit_seconds']:.2f}",
-                      "" if cost is None else f"{cost:.1f}", _esc(Path(cache_path).name if cache_path else row["cache"])])
+                      f"{row['accuracy']:.4f}", f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}",
+                      f"{row['fit_seconds']:.2f}", "" if cost is None else f"{cost:.1f}",
+                      _esc(Path(cache_path).name if cache_path else row["cache"])])
         points.append((row, layer, cost))
     page.heading("Leaderboard")
     page.table(table, header=("run", "head", "backbone", "layer", "runtime", "accuracy", "balanced acc.", "macro F1",
