@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transfer_cache import TransferCacheError
-from transfer_cache.augment import RECIPES, augment_image, get_recipe, view_rng
+from transfer_cache.augment import RECIPES, augment_image, view_rng
 from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
 
@@ -83,10 +83,6 @@ def test_augment_image_is_a_pure_function_of_its_seed():
 def test_bad_augmentation_arguments(split_folder, tmp_path, kwargs, message):
     with pytest.raises(TransferCacheError, match=re.escape(message)):
         extract(str(split_folder), cache_dir=tmp_path, **TINY, **kwargs)
-
-
-def test_recipe_lookup():
-    assert get_recipe("imagedatagenerator").rotation == 40.0
 
 
 # --------------------------------------------------------------------------- fit uses the views

@@ -15,7 +15,6 @@ from transfer_cache.cache import TABLES, open_cache
 from transfer_cache.extract import build_parser, extract, run_sharded_result
 from transfer_cache.feature_config import (
     EXTRACT_OPTIONS,
-    FINGERPRINT_FIELDS,
     FeatureConfig,
     feature_config,
     fingerprint,
@@ -51,8 +50,27 @@ def test_vector_options_are_the_arguments_of_the_resolver():
         assert resolver[name].default == next(o.default for o in EXTRACT_OPTIONS if o.name == name), name
 
 
-def test_fingerprint_fields_are_the_feature_config_fields():
-    assert FINGERPRINT_FIELDS == tuple(f.name for f in dataclasses.fields(FeatureConfig))
+def _changed(value):
+    """Another value of the same type: what a different option would have put in the configuration."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, list):
+        return [*value, "other"]
+    return f"{value}-other"
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
+def test_every_field_that_changes_the_vectors_changes_the_fingerprint_and_nothing_else_does(runtime):
+    """Each field of the resolved configuration, changed alone, gives a new fingerprint; run options do not."""
+    config = feature_config(runtime=runtime)
+    base = fingerprint(config)
+    assert set(config) == {f.name for f in dataclasses.fields(FeatureConfig)}
+    for name, value in config.items():
+        assert fingerprint({**config, name: _changed(value)}) != base, name
+    for name in option_names("run"):
+        assert fingerprint({**config, name: "anything"}) == base, name
 
 
 def test_the_embedded_default_keeps_its_0_1_0_fingerprint():

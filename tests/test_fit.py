@@ -316,7 +316,6 @@ def test_cli_missing_cache_exits_2(tmp_path, capsys):
 
 
 def test_report_flag_writes_a_report_per_run(tmp_path):
-    pytest.importorskip("transfer_cache.report")
     cache = make_cache(tmp_path / "c.h5", n=90)
     (run,) = fit([cache], classifier="knn", report=True, runs_dir=tmp_path / "runs", progress=False)
     assert run.report is not None and run.report.exists() and run.report.stat().st_size > 0

@@ -375,11 +375,6 @@ def test_to_rgb_array_bad_float_range_is_a_usage_error():
 # --------------------------------------------------------------------------- resize
 
 
-def test_constants():
-    assert RESIZE_POLICIES == ("squash", "center-crop", "pad")
-    assert INTERPOLATIONS == ("bilinear", "bicubic", "nearest", "area")
-
-
 @pytest.mark.parametrize("policy", RESIZE_POLICIES)
 @pytest.mark.parametrize("interpolation", INTERPOLATIONS)
 @pytest.mark.parametrize("shape", [(30, 50), (50, 30), (7, 7), (1, 40)])
