@@ -1,4 +1,4 @@
-"""The seed workflows as documented: every README command of "From the articles to transfer_cache" runs here.
+"""The seed workflows as documented: every README command of "Reproducing five transfer-learning tutorials" runs here.
 
 Each test reads its seed's block from README.md, writes a tiny stand-in dataset in the article's layout, and runs
 the documented extract / fit / report commands through the CLIs' ``main`` with only these overrides appended (the
@@ -39,7 +39,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def seed_commands(seed: str) -> list[list[str]]:
     """The `python -m transfer_cache.*` lines of the README block '### Seed <seed>', as argument lists."""
     text = README.read_text(encoding="utf-8")
-    section = text.split("## From the articles to transfer_cache", 1)[1]
+    section = text.split("## Reproducing five transfer-learning tutorials", 1)[1]
     match = re.search(rf"### Seed {seed}\b.*?```bash\n(.*?)```", section, flags=re.S)
     assert match, f"README has no bash block for seed {seed}"
     lines = match.group(1).replace("\\\n", " ").splitlines()

@@ -12,9 +12,9 @@ use ``from transfer_cache import extract as ...`` style or ``sys.modules`` for t
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+import importlib as _importlib
+import sys as _sys
+import types as _types
 
 from ._errors import ImageError, TransferCacheError
 
@@ -43,18 +43,23 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'transfer_cache' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    return getattr(_importlib.import_module(f".{module}", __name__), name)
 
 
-class _Package(types.ModuleType):
+def __dir__() -> list[str]:
+    """The public names, lazy ones included (``dir()`` and tab completion show what ``__getattr__`` serves)."""
+    return sorted(__all__)
+
+
+class _Package(_types.ModuleType):
     """Keeps ``tc.extract`` (and fit, predict, merge ...) the function even after its module has been imported,
     which would otherwise rebind the package attribute to the module."""
 
     def __getattribute__(self, name: str):
         value = super().__getattribute__(name)
-        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+        if isinstance(value, _types.ModuleType) and _LAZY.get(name) == name:
             return getattr(value, name)
         return value
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package

@@ -1,6 +1,6 @@
 """``python -m transfer_cache.datasets NAME``: fetch a seed article's dataset and lay it out as that article reads it.
 
-Each seed workflow (README, "From the articles to transfer_cache") starts from a dataset on disk. This module
+Each seed workflow (README, "Reproducing five transfer-learning tutorials") starts from a dataset on disk. This module
 downloads it with the standard library only, or takes an archive fetched elsewhere (``--from``), and writes the
 layout our sources read:
 
