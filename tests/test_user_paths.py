@@ -153,3 +153,174 @@ def test_the_readme_tour_runs_as_written(tmp_path):
         done = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr, f"{line}\n{done.stderr[-3000:]}"
+
+
+# --------------------------------------------------------------------------- the package as a user meets it
+
+
+def test_dir_of_the_package_is_its_public_names_and_each_resolves():
+    import transfer_cache
+
+    assert dir(transfer_cache) == sorted(transfer_cache.__all__)
+    for name in transfer_cache.__all__:
+        assert getattr(transfer_cache, name) is not None, name
+
+
+# --------------------------------------------------------------------------- every head, source kind and runtime
+
+
+def test_every_registered_head_fits_with_its_defaults_through_the_cli(tiny_cache, tmp_path, capsys):
+    """``fit CACHE --classifier <every head>`` with no --param: the defaults a user gets, the pixel baseline too."""
+    import json
+
+    from transfer_cache.classifiers import CLASSIFIERS
+
+    heads = sorted(CLASSIFIERS)
+    code, out, err = run_main("fit", [str(tiny_cache), "--classifier", ",".join(heads), "--runs-dir",
+                                      str(tmp_path / "runs"), "--quiet"], capsys)
+    assert code == 0, err[-3000:]
+    assert f"{len(heads)} runs in" in out.strip().splitlines()[-1]
+    for folder in sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir()):
+        config = json.loads((folder / "config.json").read_text())
+        declared = CLASSIFIERS[config["classifier"]].spec
+        assert set(declared) <= set(config["params"]), (config["classifier"], "defaults are reported as parameters")
+        assert 0.0 <= json.loads((folder / "metrics.json").read_text())["accuracy"] <= 1.0
+        heads.remove(config["classifier"])
+    assert heads == []
+
+
+def _cifar_folder(photos: Path, root: Path) -> Path:
+    """The photos as a CIFAR-10 "python version" batch folder (32x32 crops, one data batch and a test batch)."""
+    from test_sources import CIFAR10_CLASSES, py2_pickle
+
+    files = sorted(photos.glob("*/*_0[0-5].jpg"))
+    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((32, 32))) for f in files])
+    labels = [["cat", "coffee", "rocket"].index(f.parent.name) for f in files]
+    root.mkdir()
+    (root / "batches.meta").write_bytes(py2_pickle({b"label_names": [n.encode() for n in CIFAR10_CLASSES]}))
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
+    for name, part in (("data_batch_1", slice(0, None, 2)), ("test_batch", slice(1, None, 2))):
+        (root / name).write_bytes(py2_pickle({b"batch_label": name.encode(), b"labels": labels[part],
+                                              b"data": rows[part], b"filenames": [b"x.png"] * len(labels[part])}))
+    return root
+
+
+def _manifest(photos: Path, root: Path) -> Path:
+    """A manifest beside the photo folder (paths relative to it, as the manifest kind requires), with a split."""
+    path = photos.parent / "photos.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split"])
+        for i, f in enumerate(sorted(photos.glob("*/*_*.jpg"))):
+            writer.writerow([f.relative_to(photos.parent).as_posix(), f.parent.name, "test" if i % 5 == 0 else "train"])
+    return path
+
+
+def _arrays(photos: Path, root: Path) -> Path:
+    files = sorted(photos.glob("*/*_*.jpg"))
+    root.mkdir()
+    np.savez(root / "photos.npz", images=np.stack([np.asarray(Image.open(f).resize((64, 48))) for f in files]),
+             labels=np.array([["cat", "coffee", "rocket"].index(f.parent.name) for f in files]),
+             class_names=np.array(["cat", "coffee", "rocket"]))
+    return root / "photos.npz"
+
+
+# each registered source kind: (make a SOURCE from the photo folder, the rows it must give)
+SOURCE_PATHS = {
+    "folder": (lambda photos, root: photos, 30),
+    "csv": (_manifest, 30),
+    "arrays": (_arrays, 30),
+    "cifar": (_cifar_folder, 18),
+    "sklearn": (lambda photos, root: "sklearn:digits", 1797),
+    "keras": (lambda photos, root: "keras:mnist", None),  # offline here: one clear line, exit 2
+}
+
+
+def test_every_registered_source_kind_has_a_user_path():
+    from transfer_cache.sources.registry import KINDS
+
+    assert sorted(SOURCE_PATHS) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCE_PATHS))
+def test_extract_reads_every_source_kind(kind, photos, tmp_path, capsys):
+    make, rows = SOURCE_PATHS[kind]
+    source = make(photos, tmp_path / "source")
+    code, out, err = run_main("extract", [str(source), *TINY, "--cache-dir", str(tmp_path / "caches"), "--quiet"], capsys)
+    if rows is None:
+        if (Path.home() / ".keras" / "datasets" / "mnist.npz").exists():
+            pytest.skip("a local Keras copy of MNIST exists, so the offline error cannot occur")
+        assert code == 2 and err.count("\n") == 1 and "could not download the keras dataset 'mnist'" in err
+        return
+    assert code == 0, err[-3000:]
+    assert out.strip().splitlines()[-1].startswith(f"{rows} rows written")
+
+
+def test_both_runtimes_extract_the_photos_and_agree(photos, tmp_path, capsys):
+    from transfer_cache.cache import open_cache
+    from transfer_cache.runtimes.registry import list_runtimes
+
+    vectors = {}
+    for runtime in list_runtimes():
+        folder = tmp_path / runtime
+        code, out, err = run_main("extract", [str(photos), *TINY, "--runtime", runtime, "--cache-dir", str(folder),
+                                              "--quiet"], capsys)
+        assert code == 0, err[-3000:]
+        (path,) = folder.glob("*.h5")
+        with open_cache(path) as cache:
+            assert cache.config["runtime"] == runtime
+            vectors[runtime] = cache.features[:]
+    reference, *others = vectors.values()
+    for other in others:
+        np.testing.assert_allclose(other, reference, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- the mistakes a hurried user makes
+
+# (command, arguments, words the one error line must contain); {cache}, {run}, {runs}, {photos}, {file} (an
+# existing file), {broken} (a truncated JPEG) and {missing} (a path that does not exist) are filled in
+MISTAKES = [
+    ("extract", ["{missing}"], ["{missing}"]),
+    ("extract", ["{photos}", "--backbone", "alexnet"], ["alexnet"]),
+    ("extract", ["{photos}", "--batch-size", "0"], ["batch size", "0"]),
+    ("extract", ["{photos}", *TINY, "--cache-dir", "{file}"], ["{file}"]),
+    ("fit", ["{missing}"], ["{missing}", "does not exist"]),
+    ("fit", ["{cache}", "--classifier", "nope"], ["nope"]),
+    ("fit", ["{cache}", "--classifier", "dense", "--param", "epochs=-5"], ["epochs", "-5"]),
+    ("fit", ["{cache}", "--classifier", "knn", "--param", "n_neighbors=0"], ["n_neighbors", "0"]),
+    ("fit", ["{cache}", "--test-size", "1.5"], ["1.5"]),
+    ("report", ["{missing}"], ["{missing}"]),
+    ("report", ["{runs}/index.csv"], ["index.csv", "runs"]),
+    ("report", ["{file}"], ["{file}"]),
+    ("inspect", ["{missing}"], ["{missing}"]),
+    ("neighbors", ["{cache}", "{missing}"], ["{missing}", "does not exist"]),
+    ("neighbors", ["{cache}", "{broken}"], ["broken.jpg"]),
+    ("neighbors", ["{cache}", "²"], ["²"]),
+    ("neighbors", ["{cache}", "٣"], ["٣"]),
+    ("neighbors", ["{cache}", "999"], ["999"]),
+    ("export", ["{missing}", "out.keras"], ["{missing}"]),
+    ("predict", ["{missing}", "{photos}"], ["{missing}", "python -m transfer_cache.export"]),
+]
+
+
+@pytest.mark.parametrize("module, argv, words", MISTAKES, ids=[f"{m} {' '.join(a)}" for m, a, _ in MISTAKES])
+def test_a_mistake_is_one_line_naming_it_with_exit_2(module, argv, words, photos, tiny_cache, tiny_run, tmp_path,
+                                                      monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not what the command wants")
+    places = {"{cache}": str(tiny_cache), "{run}": str(tiny_run), "{runs}": str(tiny_run.parent),
+              "{photos}": str(photos), "{file}": str(tmp_path / "notes.txt"), "{missing}": str(tmp_path / "nowhere.h5"),
+              "{broken}": str(photos / "cat" / "broken.jpg")}
+
+    def fill(text: str) -> str:
+        for key, value in places.items():
+            text = text.replace(key, value)
+        return text
+
+    code, out, err = run_main(module, [fill(a) for a in argv], capsys)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert code == 2, (code, err)
+    assert len(lines) == 1 and "error:" in lines[0], err
+    for word in words:
+        assert fill(word) in lines[0], (word, lines[0])
+    assert "delete" not in lines[0].lower()
