@@ -53,8 +53,8 @@ def _stray(folder: Path) -> list[str]:
     "damage, message",
     [
         ("truncate", "the file is damaged"),
-        ("garbage", "is not a transfer_cache file (not HDF5, or damaged); delete it and extract again"),
-        ("foreign", "is an HDF5 file but not a transfer_cache cache (no format='transfer_cache' attribute)"),
+        ("garbage", "is damaged (not an HDF5 file any more); python -m transfer_cache.extract on its source writes a new one in its place"),
+        ("foreign", "is an HDF5 file but not a cache (no format='transfer_cache' attribute); expected a cache file written by python -m transfer_cache.extract"),
         ("no-rows", "is damaged"),
     ],
 )
@@ -106,7 +106,7 @@ def test_a_cache_renamed_to_another_configurations_name_is_noticed(made, tmp_pat
         TransferCacheError,
         match=re.escape(
             f"cache {renamed} holds fingerprint {expected} but its name says 0123456789abcdef: it was renamed or copied "
-            "from another feature configuration; give it back its name, or delete it and extract again"
+            f"from another feature configuration; give it back its name ({renamed.name.replace('0123456789abcdef', expected)})"
         ),
     ):
         open_cache(renamed)

@@ -37,6 +37,9 @@ _STRING = h5py.string_dtype("utf-8")
 _CHUNK_BYTES = 1 << 20
 # the fingerprint in a cache's file name (see cache_filename), with an optional shard suffix
 _NAME_FINGERPRINT = re.compile(r"\.([0-9a-f]{16})(?:\.shard\d+-of-\d+)?\.h5$")
+# what a message about a damaged cache of ours advises: extract writes a complete new file in its place (never a
+# suggestion to delete: a file that is not one of ours may hold data its owner needs)
+REBUILD = "python -m transfer_cache.extract on its source writes a new one in its place"
 
 
 class NewerFormatError(TransferCacheError):
@@ -320,13 +323,21 @@ class Cache:
         if not self.path.exists():
             raise TransferCacheError(f"cache file {self.path} does not exist; run python -m transfer_cache.extract first")
         if not h5py.is_hdf5(self.path):
+            if _NAME_FINGERPRINT.search(self.path.name):  # named as extract names its caches: one of ours, damaged
+                raise TransferCacheError(f"cache {self.path} is damaged (not an HDF5 file any more); {REBUILD}")
             raise TransferCacheError(
-                f"{self.path} is not a transfer_cache file (not HDF5, or damaged); delete it and extract again"
+                f"{self.path} is not a cache: it is not an HDF5 file; expected a cache file (.h5) written by "
+                "python -m transfer_cache.extract"
             )
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise TransferCacheError(f"cannot open cache {self.path}: the file is damaged ({exc}); delete it and extract again") from exc
+            if _NAME_FINGERPRINT.search(self.path.name):
+                raise TransferCacheError(f"cannot open cache {self.path}: the file is damaged ({exc}); {REBUILD}") from exc
+            raise TransferCacheError(
+                f"cannot open {self.path} as a cache: HDF5 cannot read it ({exc}); expected a cache file (.h5) written "
+                "by python -m transfer_cache.extract"
+            ) from exc
         try:
             self._validate()
         except TransferCacheError:
@@ -334,12 +345,15 @@ class Cache:
             raise
         except Exception as exc:
             self._file.close()
-            raise TransferCacheError(f"cannot read cache {self.path}: the file is damaged ({exc}); delete it and extract again") from exc
+            raise TransferCacheError(f"cannot read cache {self.path}: the file is damaged ({exc}); {REBUILD}") from exc
 
     def _validate(self) -> None:
         attrs = self._file.attrs
         if attrs.get("format") != FORMAT:
-            raise TransferCacheError(f"{self.path} is an HDF5 file but not a transfer_cache cache (no format='{FORMAT}' attribute)")
+            raise TransferCacheError(
+                f"{self.path} is an HDF5 file but not a cache (no format='{FORMAT}' attribute); expected a cache file "
+                "written by python -m transfer_cache.extract"
+            )
         version = int(attrs.get("format_version", -1))
         if version > FORMAT_VERSION:
             raise NewerFormatError(
@@ -347,7 +361,7 @@ class Cache:
                 f"(up to {FORMAT_VERSION}); upgrade with pip install -U transfer_cache"
             )
         if version < 1:
-            raise TransferCacheError(f"{self.path} has no valid format_version attribute; delete it and extract again")
+            raise TransferCacheError(f"cache {self.path} is damaged: it has no valid format_version attribute; {REBUILD}")
         self.config: dict = {key: _attr(value) for key, value in attrs.items()}
         self.layers: list[str] = list(self.config["layers"])
         self.fingerprint: str = self.config["fingerprint"]
@@ -355,8 +369,8 @@ class Cache:
         if named and named.group(1) != self.fingerprint:
             raise TransferCacheError(
                 f"cache {self.path} holds fingerprint {self.fingerprint} but its name says {named.group(1)}: it was "
-                "renamed or copied from another feature configuration; give it back its name, or delete it and "
-                "extract again"
+                f"renamed or copied from another feature configuration; give it back its name "
+                f"({_NAME_FINGERPRINT.sub(lambda m: m.group(0).replace(m.group(1), self.fingerprint), self.path.name)})"
             )
         self.class_names: list[str] = list(self.config.get("class_names", []))
         self.tables: dict[str, dict] = {table.name: self._read_table(table) for table in TABLES}
@@ -375,14 +389,14 @@ class Cache:
         n = len(self)
         for layer in self.layers:
             if self.features_for(layer).shape[0] != n:
-                raise TransferCacheError(f"cache {self.path} is inconsistent: layer '{layer}' has a different row count; delete it and extract again")
+                raise TransferCacheError(f"cache {self.path} is inconsistent: layer '{layer}' has a different row count; {REBUILD}")
         for table in TABLES:
             if table.row_reference is not None:
                 rows = self.tables[table.name][table.row_reference]
                 if len(rows) and (rows.min() < 0 or rows.max() >= n):
                     raise TransferCacheError(
                         f"cache {self.path} is inconsistent: /{table.node(table.row_reference)} names rows outside "
-                        f"0..{n - 1}; delete it and extract again"
+                        f"0..{n - 1}; {REBUILD}"
                     )
 
     def _read_table(self, table: Table) -> dict:
@@ -392,7 +406,7 @@ class Cache:
             if _promised(table, self.config):
                 raise TransferCacheError(
                     f"cache {self.path} is damaged: its attributes promise /{table.group} ({table.promised_by}: "
-                    f"{self.config.get(table.promised_by)}) but the file has none; delete it and extract again"
+                    f"{self.config.get(table.promised_by)}) but the file has none; {REBUILD}"
                 )
             return {column.name: _decode_column(column.kind, []) for column in table.columns}
         group = self._file[table.group] if table.group else self._file
@@ -402,18 +416,18 @@ class Cache:
                 if column.optional:
                     columns[column.name] = None
                     continue
-                raise TransferCacheError(f"cache {self.path} is damaged: /{table.node(column.name)} is missing; delete it and extract again")
+                raise TransferCacheError(f"cache {self.path} is damaged: /{table.node(column.name)} is missing; {REBUILD}")
             columns[column.name] = _decode_column(column.kind, group[column.name][()])
         lengths = {len(values) for values in columns.values() if values is not None}
         if len(lengths) > 1:
             which = "its datasets differ in length" if table.name == "rows" else f"/{table.group} datasets differ in length"
-            raise TransferCacheError(f"cache {self.path} is inconsistent: {which}; delete it and extract again")
+            raise TransferCacheError(f"cache {self.path} is inconsistent: {which}; {REBUILD}")
         n = lengths.pop() if lengths else 0
         for column in table.columns:
             if columns[column.name] is None:  # an optional column of an older cache
                 columns[column.name] = _decode_column(column.kind, [0 if column.kind == "int" else ""] * n)
         if table.group and table.features and "features" in group and group["features"].shape[0] != n:
-            raise TransferCacheError(f"cache {self.path} is inconsistent: /{table.group} rows and features differ; delete it and extract again")
+            raise TransferCacheError(f"cache {self.path} is inconsistent: /{table.group} rows and features differ; {REBUILD}")
         return columns
 
     def table_features(self, table: Table, layer: str | None = None) -> "h5py.Dataset | None":
