@@ -204,7 +204,7 @@ def test_neighbors_of_a_cached_image_file_start_with_itself_and_find_the_origina
     assert "train/chelsea/chelsea.png" in found
     by_row = neighbors(cache, "0", k=2)
     assert by_row[0]["row"] == 0 and abs(by_row[0]["similarity"] - 1.0) <= 1e-6
-    with pytest.raises(TransferCacheError, match=re.escape("is neither a row of")):
+    with pytest.raises(TransferCacheError, match=re.escape("no-such-thing.png does not exist: no such image file")):
         neighbors(cache, "no-such-thing.png")
 
 
@@ -214,7 +214,8 @@ def test_neighbors_cli_prints_a_table_and_a_summary(photo_folder):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 4 and lines[0].split()[:2] == ["1", "1.0000"] and lines[-1].startswith("neighbors: 3 nearest to 0")
+    assert lines[0].split() == ["rank", "cosine", "row", "path", "label"]
+    assert len(lines) == 5 and lines[1].split()[:2] == ["1", "1.0000"] and lines[-1].startswith("neighbors: 3 nearest to 0")
     assert json.dumps  # the CLI prints plain text; CSV/JSON come from the Python API
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _cli
 from ._checks import whole_number
-from ._errors import TransferCacheError
+from ._errors import ImageError, TransferCacheError
 from .cache import open_cache
 from .findings import nearest
 
@@ -34,7 +34,10 @@ def image_vector(config: dict, image_path: str | Path, *, layer: str) -> np.ndar
         data = Path(image_path).read_bytes()
     except OSError as exc:
         raise TransferCacheError(f"cannot read {image_path}: {exc.strerror or exc}") from None
-    pixels = prepare_image(data, config=config)
+    try:
+        pixels = prepare_image(data, config=config)
+    except ImageError as exc:  # the decoder's reason alone would not say which file
+        raise TransferCacheError(f"cannot read the image {image_path}: {exc}") from None
     outputs = runtime.forward(config, batch_size=1)(pixels[None])
     vector = outputs[list(config["layers"]).index(layer)][0]
     return np.asarray(vector.astype(config["dtype"]), dtype=np.float32).reshape(-1)  # stored precision, as cached
@@ -48,23 +51,39 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[di
         X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
         paths, labels, names = opened.paths, opened.labels, opened.class_names
         text = str(query)
-        if text.isdigit() and int(text) < len(opened):
-            vector = X[int(text)]
+        row = _row_number(text)
+        if row is not None and row < len(opened):
+            vector = X[row]
         elif text in paths:
             vector = X[paths.index(text)]
         elif Path(text).is_file():
             vector = image_vector(opened.config, text, layer=chosen)
         else:
-            raise TransferCacheError(
-                f"{query!r} is neither a row of {opened.path} (0..{len(opened) - 1}), a path in it, nor an image file; "
-                "give one of these"
-            )
+            raise TransferCacheError(_not_a_query(text, opened.path, len(opened), row))
     indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
     return [
         {"rank": rank, "row": int(row), "path": paths[row], "similarity": float(sim),
          "label": names[labels[row]] if 0 <= labels[row] < len(names) else "unlabelled"}
         for rank, (row, sim) in enumerate(zip(indices[0], sims[0]), 1)
     ]
+
+
+def _row_number(text: str) -> int | None:
+    """A row number written in ASCII digits, else None (str.isdigit also accepts '²' and '٣', which are no rows)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _not_a_query(text: str, cache_path, rows: int, row: int | None) -> str:
+    """Why ``text`` names no query: a row past the end, a number in other digits, a folder, or a missing file."""
+    choices = "give a row number, a path as cached, or an image file"
+    if row is not None:
+        return f"row {row} is not in {cache_path}: it has rows 0..{rows - 1}; {choices}"
+    bare = text.lstrip("+-")
+    if bare and (bare.isdigit() or bare.isnumeric()):  # '²', '٣', '-1', '½'
+        return f"{text!r} is not a row number: the rows of {cache_path} are 0..{rows - 1}, written in the digits 0-9"
+    if Path(text).is_dir():
+        return f"{text} is a folder, not an image file nor a path in {cache_path}; {choices}"
+    return f"{text} does not exist: no such image file, and no row of {cache_path} has that path; {choices}"
 
 
 EPILOG = """examples:
@@ -89,9 +108,10 @@ def build_parser():
 def _main(args) -> int:
     started = time.perf_counter()
     found = neighbors(args.cache, args.query, k=args.k, layer=args.layer)
-    width = max(len(item["path"]) for item in found)
+    width = max(len("path"), *(len(item["path"]) for item in found))
+    print(f"{'rank':>4}  {'cosine':>6}  {'row':<7}  {'path':<{width}}  label")
     for item in found:
-        print(f"{item['rank']:3d}  {item['similarity']:.4f}  row {item['row']:<7d} {item['path']:<{width}}  {item['label']}")
+        print(f"{item['rank']:4d}  {item['similarity']:.4f}  {item['row']:<7d}  {item['path']:<{width}}  {item['label']}")
     print(f"neighbors: {len(found)} nearest to {args.query} in {time.perf_counter() - started:.1f} s")
     return 0
 
