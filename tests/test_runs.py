@@ -19,6 +19,7 @@ from transfer_cache.runs import (
     load_run,
     new_run_id,
     read_index,
+    rebuild_index,
     write_json,
     write_run,
 )
@@ -102,3 +103,74 @@ def test_index_row_is_rebuilt_from_the_folder(tmp_path):
     assert set(row) == set(INDEX_COLUMNS) and row["accuracy"] == "0.125000" and row["cache"] == "/c.h5"
     append_index(tmp_path, row)  # listed twice on purpose: the index keeps what it is given
     assert [r["run_id"] for r in read_index(tmp_path)] == ["r1", "r1"]
+
+
+# --------------------------------------------------------------------------- a damaged index
+
+
+def _damage(index, how: str) -> None:
+    text = index.read_text()
+    if how == "random bytes":
+        index.write_bytes(np.random.default_rng(0).bytes(400))
+    elif how == "cut short":
+        index.write_text(text[: text.index("r2") + 30])  # the last row stops inside its "created" field
+    elif how == "not a number":
+        index.write_text(text.replace("0.500000", "high", 1))
+    else:  # a column gone, as an edit in a spreadsheet may leave it
+        rows = list(csv.DictReader(text.splitlines()))
+        with open(index, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=[c for c in INDEX_COLUMNS if c != "accuracy"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+DAMAGE = [
+    ("random bytes", "byte 1 is not UTF-8 text"),
+    ("cut short", "line 3 has 3 fields, not 13: cut short or edited"),
+    ("not a number", "line 2: accuracy 'high' is not a number"),
+    ("missing column", "its header lacks accuracy"),
+]
+
+
+@pytest.mark.parametrize("how, why", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_a_damaged_index_is_refused_naming_it_and_the_rebuild(tmp_path, how, why):
+    """Each used to surface as UnicodeDecodeError, TypeError, ValueError or KeyError in the reader's callers."""
+    _write(tmp_path, "r1", created="2026-01-01T00:00:00+00:00")
+    _write(tmp_path, "r2", created="2026-01-02T00:00:00+00:00")
+    index = tmp_path / "index.csv"
+    _damage(index, how)
+    message = (f"the runs index {index} is damaged ({why}); rebuild it from the run folders with "
+               f"python -m transfer_cache.report {tmp_path} --rebuild-index (the damaged file is kept beside it)")
+    with pytest.raises(TransferCacheError, match=f"^{re.escape(message)}$"):
+        read_index(tmp_path)
+    damaged = index.read_bytes()
+    rebuilt, listed, kept = rebuild_index(tmp_path)
+    assert (rebuilt, listed) == (index, 2) and kept.read_bytes() == damaged  # nothing the user had is lost
+    assert kept.name.startswith("index.csv.old-")
+    assert [(r["run_id"], r["accuracy"]) for r in read_index(tmp_path)] == [("r1", 0.5), ("r2", 0.5)]
+
+
+def test_a_fit_appending_to_a_damaged_index_lists_every_run_anew(tmp_path):
+    _write(tmp_path, "r1", created="2026-01-01T00:00:00+00:00")
+    index = tmp_path / "index.csv"
+    index.write_bytes(b"\xff\xfe garbage")
+    _write(tmp_path, "r2", created="2026-01-02T00:00:00+00:00")  # used to fail with UnicodeDecodeError
+    assert [row["run_id"] for row in read_index(tmp_path)] == ["r1", "r2"]
+    (kept,) = tmp_path.glob("index.csv.old-*")
+    assert kept.read_bytes() == b"\xff\xfe garbage"
+
+
+def test_an_index_without_its_last_newline_gets_the_next_row_on_a_line_of_its_own(tmp_path):
+    _write(tmp_path, "r1")
+    index = tmp_path / "index.csv"
+    index.write_text(index.read_text().rstrip("\n"))
+    _write(tmp_path, "r2")
+    assert [row["run_id"] for row in read_index(tmp_path)] == ["r1", "r2"]
+
+
+def test_rebuilding_twice_keeps_both_old_copies(tmp_path):
+    _write(tmp_path, "r1")
+    first, second = rebuild_index(tmp_path)[2], rebuild_index(tmp_path)[2]
+    assert first != second and first.is_file() and second.is_file()
+    with pytest.raises(TransferCacheError, match=re.escape(f"runs folder {tmp_path / 'nope'} does not exist")):
+        rebuild_index(tmp_path / "nope")

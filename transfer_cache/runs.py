@@ -117,12 +117,20 @@ def append_index(runs_dir: Path, row: dict) -> Path:
     """Append one row to runs/index.csv atomically: copy + new row to a temporary file, fsync, os.replace.
 
     Under the same lock, the index heals itself: a finished run folder that a killed fit renamed into place but did
-    not get to list is added (its row is rebuilt from its files), and temporary folders of dead fits are removed.
+    not get to list is added (its row is rebuilt from its files), and temporary folders of dead fits are removed. A
+    damaged index is copied aside (``index.csv.old-<time>``) and written anew from every finished folder.
     """
     index = runs_dir / "index.csv"
     with _index_lock(runs_dir):
-        existing = index.read_text(encoding="utf-8") if index.exists() else ""
-        listed = {line.split(",", 1)[0] for line in existing.splitlines()[1:]}
+        existing = index.read_bytes() if index.exists() else b""
+        try:
+            existing = existing.decode("utf-8")
+            listed = {row["run_id"] for row in _parse_index(existing)} if existing else set()
+        except (UnicodeDecodeError, _IndexDamage):  # damaged: kept aside, and every finished folder listed anew
+            _keep_aside(index)
+            existing, listed = "", set()
+        if existing and not existing.endswith("\n"):  # a last line cut short ends before the new rows start
+            existing += "\n"
         rows = [index_row(folder) for folder in _unlisted_runs(runs_dir, listed | {row["run_id"]})] + [row]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
@@ -290,16 +298,102 @@ def open_run_cache(run, index: int = 0) -> Cache:
     return cache
 
 
+REBUILD_COMMAND = "python -m transfer_cache.report {runs_dir} --rebuild-index"
+_FLOAT_COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds")
+_COUNT_COLUMNS = ("n_train", "n_test")
+
+
 def read_index(runs_dir: str | os.PathLike = "runs") -> list[dict]:
-    """runs/index.csv as a list of dicts, metrics as floats and counts as ints."""
+    """runs/index.csv as a list of dicts, metrics as floats and counts as ints.
+
+    A damaged index (not text, a missing column, a row cut short, a metric that is not a number) is refused with one
+    message naming the file, the line and the command that rebuilds it from the run folders (``rebuild_index``).
+    """
     path = Path(runs_dir) / "index.csv"
     if not path.is_file():
         raise TransferCacheError(f"no runs index at {path}; run python -m transfer_cache.fit first, or pass the runs folder it wrote")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        for key in ("accuracy", "balanced_accuracy", "macro_f1", "fit_seconds"):
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else math.nan
-        for key in ("n_train", "n_test"):
-            row[key] = int(float(row[key])) if row.get(key) not in (None, "") else -1
+    try:
+        return _parse_index(path.read_bytes().decode("utf-8"))
+    except _IndexDamage as exc:
+        raise TransferCacheError(
+            f"the runs index {path} is damaged ({exc}); rebuild it from the run folders with "
+            f"{REBUILD_COMMAND.format(runs_dir=Path(runs_dir))} (the damaged file is kept beside it)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise TransferCacheError(
+            f"the runs index {path} is damaged (byte {exc.start} is not UTF-8 text); rebuild it from the run folders "
+            f"with {REBUILD_COMMAND.format(runs_dir=Path(runs_dir))} (the damaged file is kept beside it)"
+        ) from None
+
+
+class _IndexDamage(ValueError):
+    """What is wrong with an index's text, for read_index's message."""
+
+
+def _parse_index(text: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey=None)
+    try:
+        fields = list(reader.fieldnames or [])
+        missing = [name for name in INDEX_COLUMNS if name not in fields]
+        if missing:
+            raise _IndexDamage(f"its header lacks {', '.join(missing)}")
+        rows = []
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(row[name] is None for name in INDEX_COLUMNS):
+                count = len(fields) - sum(value is None for value in row.values()) + len(row.get(None) or [])
+                raise _IndexDamage(f"line {line} has {count} fields, not {len(fields)}: cut short or edited")
+            for key in _FLOAT_COLUMNS + _COUNT_COLUMNS:
+                value = row[key]
+                try:
+                    number = float(value) if value != "" else math.nan
+                except ValueError:
+                    raise _IndexDamage(f"line {line}: {key} {value!r} is not a number") from None
+                row[key] = number if key in _FLOAT_COLUMNS else (int(number) if math.isfinite(number) else -1)
+            rows.append(row)
+    except csv.Error as exc:
+        raise _IndexDamage(f"line {reader.line_num}: {exc}") from None
     return rows
+
+
+def rebuild_index(runs_dir: str | os.PathLike = "runs") -> tuple[Path, int, Path | None]:
+    """Write runs/index.csv anew from the finished run folders (oldest first), under the index lock.
+
+    The old index is not deleted: it is copied to ``index.csv.old-<time>`` beside the new one. Returns the
+    index, the number of runs listed, and where the old file went (None when there was none).
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise TransferCacheError(f"runs folder {runs_dir} does not exist; pass the folder python -m transfer_cache.fit wrote")
+    index = runs_dir / "index.csv"
+    with _index_lock(runs_dir):
+        folders = _unlisted_runs(runs_dir, set())
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for folder in folders:
+            row = index_row(folder)
+            writer.writerow({key: row.get(key, "") for key in INDEX_COLUMNS})
+        kept = _keep_aside(index)
+        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, index)
+        fsync_dir(runs_dir)
+    return index, len(folders), kept
+
+
+def _keep_aside(index: Path) -> Path | None:
+    """Copy an index about to be replaced to ``index.csv.old-<time>`` (never overwriting an earlier copy)."""
+    if not index.exists():
+        return None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    kept = index.with_name(f"index.csv.old-{stamp}")
+    number = 1
+    while kept.exists():
+        number += 1
+        kept = index.with_name(f"index.csv.old-{stamp}-{number}")
+    shutil.copy2(index, kept)
+    return kept
