@@ -144,7 +144,6 @@ def test_a_reference_command_of_the_readme_runs(line, photos, tiny_cache, tiny_r
     assert out.strip(), "every command ends with a one-line summary"
 
 
-@pytest.mark.slow
 def test_the_readme_tour_runs_as_written(tmp_path):
     """The tour's commands in a fresh folder, through the shell, with the embedded backbone and default options."""
     (tmp_path / "tests").symlink_to(REPO / "tests")
