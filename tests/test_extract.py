@@ -239,6 +239,22 @@ def test_the_cli_prints_a_summary_and_refuses_mistakes_without_a_traceback(image
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cache_dir_arg, blocker", [("a_file", "a_file"), ("a_file/caches", "a_file")])
+def test_a_cache_dir_that_is_a_file_is_one_line_exit_2_before_any_work(image_folder, tmp_path, capsys, cache_dir_arg, blocker):
+    """--cache-dir naming a file (or a folder under one) used to end in a FileExistsError traceback, exit 1."""
+    (tmp_path / "a_file").write_text("notes\n")
+    target = tmp_path / cache_dir_arg
+    assert main([str(image_folder), "--backbone", "tiny", "--weights", "none", "--cache-dir", str(target), "--quiet"]) == 2
+    where = "is a file" if cache_dir_arg == blocker else f"cannot be created: {tmp_path / blocker} is a file"
+    assert capsys.readouterr().err == (
+        f"python -m transfer_cache.extract: error: cache folder {target} {where}, not a folder; give --cache-dir a "
+        "folder path (it is created when missing)\n"
+    )
+    assert (tmp_path / "a_file").read_text() == "notes\n"
+    with pytest.raises(TransferCacheError, match=re.escape(f"cache folder {target} {where}")):
+        extract(str(image_folder), cache_dir=target, shards=2, **TINY)  # the sharded path checks it as early
+
+
 def test_cli_help_shows_an_example():
     completed = subprocess.run(
         [sys.executable, "-m", "transfer_cache.extract", "--help"], capture_output=True, text=True, timeout=120

@@ -157,6 +157,7 @@ def extract(
 
     started = time.perf_counter()
     whole_number(batch_size, "batch size")
+    _cli.check_folder(cache_dir if cache_dir is not None else default_cache_dir(), "cache folder", "--cache-dir")
     if _wants_sharded_run(engine=engine, scheduler=scheduler, workers=workers, shards=shards, shard=shard):
         if isinstance(source, Source):
             raise TransferCacheError(

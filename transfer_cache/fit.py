@@ -530,6 +530,7 @@ def build_parser():
 
 def _main(args) -> int:
     begin = time.perf_counter()
+    _cli.check_folder(args.runs_dir, "runs folder", "--runs-dir")
     results = fit(
         args.caches, classifier=args.classifier, params=args.param, layer=args.layer, test_size=args.test_size,
         seed=args.seed, cv=args.cv, split=args.split, test_cache=args.test_cache, runs_dir=args.runs_dir,
@@ -554,7 +555,6 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-    _cli.quiet_tensorflow()
     return _cli.run(_main, build_parser(), argv)
 
 

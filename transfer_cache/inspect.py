@@ -132,6 +132,8 @@ def build_parser():
 
 
 def _main(args) -> int:
+    if args.out is not None:
+        _cli.check_folder(args.out, "output folder", "--out")
     result = inspect(args.cache, test_cache=args.test_cache, out=args.out, layer=args.layer, threshold=args.threshold,
                      k=args.k, folds=args.folds, seed=args.seed, top=args.top)
     print(result.summary())
