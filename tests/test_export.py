@@ -6,13 +6,14 @@ import csv
 import json
 import re
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from transfer_cache._errors import TransferCacheError
-from transfer_cache.export import export_model, load_exported
+from transfer_cache.export import export_model, load_exported, read_description
 from transfer_cache.extract import extract
 from transfer_cache.fit import fit
 from transfer_cache.predict import main as predict_main
@@ -76,8 +77,8 @@ def test_export_predicts_the_image_files_as_fit_predicted_their_cached_rows(fitt
     run = runs[classifier]
     out = export_model(run.run_dir, tmp_path / f"exported-{classifier}")
     assert out.is_file() == (kind == "keras") and out.is_dir() == (kind == "folder")
-    if kind == "keras":
-        assert out.suffix == ".keras" and out.with_suffix(".json").exists()
+    if kind == "keras":  # one file: the description is inside it, nothing is written beside it
+        assert out.suffix == ".keras" and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
     rows = read_predictions(run)
     names = run.metrics["class_names"]
     results = predict(out, [images / row["path"] for row in rows], batch_size=5)
@@ -105,14 +106,16 @@ def run_dir_cache(run):
 def test_export_description_remembers_the_feature_configuration(fitted, tmp_path):
     _, runs, _ = fitted
     out = export_model(runs["logreg"].run_dir, tmp_path / "m.keras")
-    description = json.loads(out.with_suffix(".json").read_text())
+    with zipfile.ZipFile(out) as archive:
+        description = json.loads(archive.read("transfer_cache.json"))
+    assert read_description(out) == description
     assert description["class_names"] == ["cat", "dog", "fox"]
     assert (description["input_size"], description["resize"], description["backbone"]) == (32, "squash", "tiny")
     assert description["kind"] == "keras" and description["classifier"] == "logreg"
     model = load_exported(out)
     assert model.model.inputs[0].shape[1:] == (32, 32, 3)
     pixels_out = export_model(runs["pixels"].run_dir, tmp_path / "p")
-    assert json.loads(pixels_out.with_suffix(".json").read_text())["input_size"] == 16
+    assert read_description(pixels_out)["input_size"] == 16
 
 
 def test_folder_heads_refuse_a_keras_file_name(fitted, tmp_path):
@@ -154,8 +157,8 @@ def test_predict_cli_bad_model_exits_2_with_one_line(tmp_path, capsys):
     assert predict_main([str(tmp_path / "missing.keras"), str(image)]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"python -m transfer_cache.predict: error: model {tmp_path / 'missing.keras'} does not exist; write one with "
-        "transfer_cache.export_model(run_dir, path)\n"
+        f"python -m transfer_cache.predict: error: model {tmp_path / 'missing.keras'} does not exist; write it with "
+        f"python -m transfer_cache.export RUN {tmp_path / 'missing.keras'}\n"
     )
 
 
@@ -174,8 +177,78 @@ def test_export_cli_writes_a_model_predict_can_use(fitted, tmp_path, capsys):
     images, runs, _ = fitted
     out = tmp_path / "logreg.keras"
     assert export_main([str(runs["logreg"].run_dir), str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"exported {runs['logreg'].run_dir} -> {out}")
+    assert capsys.readouterr().out == (
+        f"exported {runs['logreg'].run_dir} -> {out} (one file, its description inside; python -m transfer_cache.predict "
+        f"{out} IMAGES...)\n"
+    )
     assert predict_main([str(out), str(images / "cat"), "--quiet"]) == 0
     assert export_main([str(tmp_path / "no-run"), str(tmp_path / "x.keras")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m transfer_cache.export: error: ") and "Traceback" not in err
+
+
+def test_a_copied_keras_export_alone_still_predicts(fitted, tmp_path, capsys):
+    """Copying the one .keras file elsewhere is enough: its description travels inside it."""
+    images, runs, _ = fitted
+    out = export_model(runs["dense"].run_dir, tmp_path / "made" / "dense.keras")
+    elsewhere = tmp_path / "elsewhere" / "copied.keras"
+    elsewhere.parent.mkdir()
+    shutil.copy(out, elsewhere)
+    capsys.readouterr()
+    assert predict_main([str(elsewhere), str(images / "cat" / "cat_000.png"), "--quiet"]) == 0
+    copied = predict(elsewhere, [images / "cat" / "cat_000.png"])[0]
+    original = predict(out, [images / "cat" / "cat_000.png"])[0]
+    np.testing.assert_array_equal(copied.probabilities, original.probabilities)
+
+
+def _without_description(source, target):
+    """A copy of an exported .keras file without its transfer_cache.json entry (a plain Keras model file)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            if item.filename != "transfer_cache.json":
+                new.writestr(item, old.read(item.filename))
+        return json.loads(old.read("transfer_cache.json"))
+
+
+def test_an_export_of_0_2_0_with_its_json_beside_it_still_loads(fitted, tmp_path):
+    images, runs, _ = fitted
+    out = export_model(runs["logreg"].run_dir, tmp_path / "new.keras")
+    old = tmp_path / "old.keras"
+    description = _without_description(out, old)
+    (tmp_path / "old.json").write_text(json.dumps(description))
+    assert read_description(old) == description
+    image = images / "dog" / "dog_001.png"
+    np.testing.assert_array_equal(predict(old, [image])[0].probabilities, predict(out, [image])[0].probabilities)
+
+
+def test_a_keras_file_without_description_names_the_file_and_the_command(fitted, tmp_path, capsys):
+    images, runs, _ = fitted
+    plain = tmp_path / "plain.keras"
+    _without_description(export_model(runs["logreg"].run_dir, tmp_path / "m.keras"), plain)
+    assert predict_main([str(plain), str(images / "cat" / "cat_000.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m transfer_cache.predict: error: {plain} has no export description (transfer_cache.json is not inside "
+        f"it and plain.json is not beside it); write it with python -m transfer_cache.export RUN {plain}\n"
+    )
+    folder = tmp_path / "not-an-export"
+    folder.mkdir()
+    assert predict_main([str(folder), str(images / "cat" / "cat_000.png")]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m transfer_cache.predict: error: {folder} is not an export folder (transfer_cache.json is missing in "
+        f"it); write it with python -m transfer_cache.export RUN {folder}\n"
+    )
+
+
+def test_export_into_a_folder_that_is_a_file_is_one_line_exit_2(fitted, tmp_path, capsys):
+    from transfer_cache.export import main as export_main
+
+    _, runs, _ = fitted
+    (tmp_path / "a_file").write_text("")
+    for classifier, out in (("logreg", "m.keras"), ("knn", "knn-model")):
+        target = tmp_path / "a_file" / out
+        assert export_main([str(runs[classifier].run_dir), str(target)]) == 2
+        assert capsys.readouterr().err == (
+            f"python -m transfer_cache.export: error: cannot write {target}: {tmp_path / 'a_file'} is a file, not a "
+            "folder; choose another OUT path\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -4,9 +4,10 @@ Two forms, both with a JSON description (``transfer_cache.export`` format) that 
 configuration (resize policy, input size, crop, interpolation) and the class names, so ``predict`` prepares each
 image exactly as extraction did:
 
-* one Keras file ``NAME.keras`` (+ ``NAME.json`` beside it) for the ``dense``, ``logreg`` and ``linear_svm``
-  heads: a linear scikit-learn head becomes a Dense layer holding its (scaler- and temperature-folded)
-  ``coef_``/``intercept_`` with softmax; ``pixels`` (the raw-image CNN) is exported alone, as it has no backbone.
+* one Keras file ``NAME.keras`` for the ``dense``, ``logreg`` and ``linear_svm`` heads, its description stored
+  inside it (the zip entry ``transfer_cache.json``, which Keras ignores: copying the one file is enough). A linear
+  scikit-learn head becomes a Dense layer holding its (scaler- and temperature-folded) ``coef_``/``intercept_`` with
+  softmax; ``pixels`` (the raw-image CNN) is exported alone, as it has no backbone.
   Input: a float32 batch (S, S, 3) of raw 0..255 RGB pixels; output: one probability per class.
 * a folder ``NAME/`` for the other scikit-learn heads: ``feature_model.keras``, the head as ``head.joblib`` with
   its ``classifier.json`` and ``transfer_cache.json``. ``head.joblib`` is a **pickle**: loading it can run
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,14 @@ import numpy as np
 from . import _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
-from .runs import load_run, write_json
+from .runs import jsonable, load_run, write_json
 
-__all__ = ["export_model", "load_exported", "ExportedModel"]
+__all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
 
 EXPORT_FORMAT = "transfer_cache.export"
 EXPORT_VERSION = 1
 FOLDER_DESCRIPTION = "transfer_cache.json"
+DESCRIPTION_NAME = FOLDER_DESCRIPTION  # the same entry inside a .keras file
 
 
 def _feature_config(run: dict) -> dict:
@@ -83,27 +86,49 @@ def _description(run: dict, config: dict, *, kind: str, classifier: str, files: 
     }
 
 
+def _embed_description(model_file: Path, description: dict) -> None:
+    """Put the description inside the .keras file (a zip archive; Keras ignores an entry it does not know), so the
+    model is one self-contained file: copying it is enough for predict."""
+    with zipfile.ZipFile(model_file, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(DESCRIPTION_NAME, json.dumps(jsonable(description), indent=2, default=str) + "\n")
+
+
 def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
 
-    For heads that export as Keras (dense, logreg, linear_svm, pixels) ``out_path`` is a ``.keras`` file (the suffix is added when missing) with a
-    ``.json`` description beside it; for the other heads it is a folder (see the module docstring).
+    For heads that export as Keras (dense, logreg, linear_svm, pixels) ``out_path`` is one ``.keras`` file (the
+    suffix is added when missing) holding its description; for the other heads it is a folder (see the module
+    docstring). Every mistake (run, output path) is reported before TensorFlow starts.
     """
-    import keras
-
     run_dir = Path(run_dir)
     out_path = Path(out_path)
     run = load_run(run_dir)["config"]
     classifier = run.get("classifier")
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
+    if CLASSIFIERS[classifier].exports_as_keras:
+        if out_path.suffix != ".keras":
+            out_path = out_path.with_name(out_path.name + ".keras")
+        if out_path.is_dir():
+            raise TransferCacheError(
+                f"{out_path} is a folder; classifier '{classifier}' exports as one .keras file: choose another OUT path"
+            )
+    elif out_path.suffix == ".keras":
+        raise TransferCacheError(
+            f"classifier '{classifier}' exports as a folder (feature model + joblib head), not one .keras file; "
+            f"give a folder path such as {out_path.with_suffix('')}"
+        )
+    elif out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
+        raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
+    _cli.check_file_target(out_path, "OUT")
+    _cli.quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
+    import keras
+
     head = load_classifier(run_dir / "model")
     config = _feature_config(run)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     if head.exports_as_keras:
-        if out_path.suffix != ".keras":
-            out_path = out_path.with_name(out_path.name + ".keras")
         if head.input_kind == "pixels":  # the head is the whole model: it takes the (resized) images themselves
             config = {**config, "input_size": head.input_size}
             model = head.keras_head()
@@ -113,21 +138,14 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
             inputs = keras.Input(tuple(features.inputs[0].shape[1:]), dtype="float32", name="pixels")
             model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
         temporary = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.keras")
-        model.save(temporary)
-        os.replace(temporary, out_path)
-        write_json(
-            out_path.with_suffix(".json"),
-            _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]),
-        )
+        try:
+            model.save(temporary)
+            _embed_description(temporary, _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]))
+            os.replace(temporary, out_path)
+        finally:
+            temporary.unlink(missing_ok=True)
         return out_path
 
-    if out_path.suffix == ".keras":
-        raise TransferCacheError(
-            f"classifier '{classifier}' exports as a folder (feature model + joblib head), not one .keras file; "
-            f"give a folder path such as {out_path.with_suffix('')}"
-        )
-    if out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
-        raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
     features = _feature_model(config, run["layer"])
     temporary = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
@@ -181,30 +199,55 @@ class ExportedModel:
         return np.asarray(out, dtype=np.float64)
 
 
-def load_exported(path: str | os.PathLike) -> ExportedModel:
-    """Open an export written by ``export_model`` (a ``.keras`` file with its ``.json``, or an export folder)."""
-    import keras
-
+def read_description(path: str | os.PathLike) -> dict:
+    """The description of the export at ``path``, read without TensorFlow: the entry inside a ``.keras`` file, an
+    export folder's ``transfer_cache.json``, or the ``NAME.json`` that 0.2.0 wrote beside ``NAME.keras``."""
     path = Path(path)
+    again = f"write it with python -m transfer_cache.export RUN {path}"
     if not path.exists():
-        raise TransferCacheError(f"model {path} does not exist; write one with transfer_cache.export_model(run_dir, path)")
-    _register_custom_layers()
+        raise TransferCacheError(f"model {path} does not exist; {again}")
     if path.is_dir():
-        description_path = path / FOLDER_DESCRIPTION
+        where = path / FOLDER_DESCRIPTION
+        if not where.is_file():
+            raise TransferCacheError(f"{path} is not an export folder ({FOLDER_DESCRIPTION} is missing in it); {again}")
+        text = where.read_text(encoding="utf-8")
     else:
-        description_path = path.with_suffix(".json")
-    if not description_path.exists():
-        raise TransferCacheError(
-            f"{path} has no export description ({description_path.name} is missing); export the run again with "
-            "transfer_cache.export_model"
-        )
-    description = json.loads(description_path.read_text(encoding="utf-8"))
-    if description.get("format") != EXPORT_FORMAT:
-        raise TransferCacheError(f"{description_path} is not a transfer_cache export description")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                inside = DESCRIPTION_NAME in archive.namelist()
+                text = archive.read(DESCRIPTION_NAME).decode("utf-8") if inside else None
+        except (zipfile.BadZipFile, OSError):
+            raise TransferCacheError(f"{path} is not a model exported by transfer_cache (not a .keras file); {again}") from None
+        where = f"{path} ({DESCRIPTION_NAME} inside it)"
+        if text is None:
+            beside = path.with_suffix(".json")  # an export of 0.2.0: the description was written beside the model
+            if not beside.is_file():
+                raise TransferCacheError(
+                    f"{path} has no export description ({DESCRIPTION_NAME} is not inside it and {beside.name} is not "
+                    f"beside it); {again}"
+                )
+            text, where = beside.read_text(encoding="utf-8"), beside
+    try:
+        description = json.loads(text)
+    except ValueError:
+        description = None
+    if not isinstance(description, dict) or description.get("format") != EXPORT_FORMAT:
+        raise TransferCacheError(f"{where} is not a transfer_cache export description; {again}")
     if int(description.get("format_version", 0)) > EXPORT_VERSION:
         raise TransferCacheError(
             f"{path} was exported in format {description['format_version']}, newer than this transfer_cache reads; upgrade it"
         )
+    return description
+
+
+def load_exported(path: str | os.PathLike) -> ExportedModel:
+    """Open an export written by ``python -m transfer_cache.export`` (a ``.keras`` file, or an export folder)."""
+    path = Path(path)
+    description = read_description(path)  # a wrong path or file is reported before TensorFlow starts
+    _cli.quiet_tensorflow()
+    import keras
+
+    _register_custom_layers()
     if description["kind"] == "keras":
         return ExportedModel(path, description, keras.saving.load_model(path, compile=False))
     features = keras.saving.load_model(path / "feature_model.keras", compile=False)
@@ -231,9 +274,9 @@ def build_parser():
 
 
 def _main(args) -> int:
-    _cli.quiet_tensorflow()
     path = export_model(args.run_dir, args.out_path)
-    print(f"exported {args.run_dir} -> {path} (python -m transfer_cache.predict {path} IMAGES...)")
+    what = "one file, its description inside" if path.is_file() else "a folder: copy all of it"
+    print(f"exported {args.run_dir} -> {path} ({what}; python -m transfer_cache.predict {path} IMAGES...)")
     return 0
 
 

@@ -1,9 +1,9 @@
 """``python -m transfer_cache.predict MODEL IMAGE_OR_FOLDER...`` and ``predict()``: classify raw image files.
 
-MODEL is an export written by ``transfer_cache.export_model`` (a ``.keras`` file with its ``.json``, or an export
-folder). Each image is decoded and resized exactly as the cache's extraction did (``pipeline.prepare_image`` with
-the configuration the export remembers), then run through the model in batches. An image that cannot be read is
-reported with its reason and does not stop the others.
+MODEL is an export written by ``python -m transfer_cache.export RUN OUT`` (one ``.keras`` file holding its
+description, or an export folder). Each image is decoded and resized exactly as the cache's extraction did
+(``pipeline.prepare_image`` with the configuration the export remembers), then run through the model in batches. An
+image that cannot be read is reported with its reason and does not stop the others.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def _image_paths(images) -> list[Path]:
+    paths = collect_images([images] if isinstance(images, (str, os.PathLike)) else images)
+    if not paths:
+        raise TransferCacheError("no image files found; give image files or folders holding .png/.jpg/... images")
+    return paths
+
+
 def predict(
     model_path,
     images: Sequence[str | os.PathLike] | str | os.PathLike,
@@ -73,9 +80,7 @@ def predict(
 
     whole_number(batch_size, "batch size")
     whole_number(top, "top")
-    paths = collect_images([images] if isinstance(images, (str, os.PathLike)) else images)
-    if not paths:
-        raise TransferCacheError("no image files found; give image files or folders holding .png/.jpg/... images")
+    paths = _image_paths(images)
     model = model_path if isinstance(model_path, ExportedModel) else load_exported(model_path)
     names = model.class_names
     config = model.config
@@ -134,7 +139,7 @@ EPILOG = """examples:
   python -m transfer_cache.predict exports/digits-logreg.keras photos/
   python -m transfer_cache.predict exports/flowers-knn img1.jpg img2.png --top 3 --out predictions.csv
 
-MODEL comes from transfer_cache.export_model(run_dir, path). Images are prepared exactly as the cache's extraction
+MODEL comes from python -m transfer_cache.export RUN MODEL. Images are prepared exactly as the cache's extraction
 did. Unreadable images are reported and skipped. Folder exports contain a joblib pickle: only use ones you trust.
 """
 
@@ -155,13 +160,18 @@ def build_parser():
 
 
 def _main(args) -> int:
-    from .export import load_exported
+    from .export import load_exported, read_description
 
     begin = time.perf_counter()
     if args.top < 1:
         raise TransferCacheError(f"--top must be a positive integer; got {args.top}")
+    whole_number(args.batch_size, "batch size")
+    if args.out:
+        _cli.check_file_target(args.out, "--out")
+    read_description(args.model)  # every mistake a user can make is reported before TensorFlow starts
+    images = _image_paths(args.images)
     model = load_exported(args.model)
-    results = predict(model, args.images, batch_size=args.batch_size, top=args.top, progress=not args.quiet)
+    results = predict(model, images, batch_size=args.batch_size, top=args.top, progress=not args.quiet)
     width = max(len(r.path) for r in results)
     for r in results:
         if r.ok:
@@ -179,7 +189,6 @@ def _main(args) -> int:
 
 
 def main(argv=None) -> int:
-    _cli.quiet_tensorflow()
     return _cli.run(_main, build_parser(), argv)
 
 
