@@ -148,3 +148,61 @@ def test_top1_of_the_embedded_lite0_is_unchanged_on_the_reference_photos(lite0_v
     for runtime, (paths, vectors) in lite0_vectors.items():
         top1 = np.argmax(vectors @ kernel + bias, axis=1)
         assert dict(zip(paths, top1.tolist())) == expected, runtime
+
+
+# --------------------------------------------------------------------------- saying when a conversion takes time
+
+
+CONVERTED_LINE = r"converting tiny for OpenVINO \(once per machine\)\.\.\. converted in \d+\.\d s"
+
+
+def test_a_first_run_says_once_that_it_converts_and_how_long_it_took(tmp_path, monkeypatch, capfd):
+    """On a new machine (an empty models folder) the conversion takes seconds: one stderr line says so; the second
+    run reads the converted model and says nothing of it."""
+    monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(tmp_path / "fresh-models"))
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    capfd.readouterr()
+    extract(str(root), cache_dir=tmp_path / "first", runtime="openvino", **TINY)
+    said = [line for line in capfd.readouterr().err.splitlines() if "OpenVINO" in line]
+    assert len(said) == 1 and re.fullmatch(CONVERTED_LINE, said[0]), said
+    extract(str(root), cache_dir=tmp_path / "second", runtime="openvino", **TINY)
+    assert "OpenVINO" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_conversion_line_stays_whole_between_the_progress_bars(tmp_path):
+    """The command as a user runs it, bars drawn: the line is whole on screen, and only on the first run."""
+    import os
+
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    env = {**os.environ, "TRANSFER_CACHE_MODELS": str(tmp_path / "fresh-models")}
+
+    def run(cache_dir: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "transfer_cache.extract", str(root), "--runtime", "openvino", "--backbone", "tiny",
+             "--weights", "none", "--cache-dir", str(tmp_path / cache_dir)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [line.split("\r")[-1] for line in done.stderr.split("\n")]  # what stays on screen of each line
+
+    said = [line for line in run("first") if "OpenVINO" in line]
+    assert len(said) == 1 and re.fullmatch(CONVERTED_LINE, said[0]), said
+    assert not [line for line in run("second") if "OpenVINO" in line]
+
+
+def test_a_failed_conversion_ends_its_line_and_a_drawn_bar_gets_whole_lines(capsys):
+    from tqdm import tqdm
+
+    from transfer_cache.runtimes.openvino import _announced
+
+    with pytest.raises(TransferCacheError):
+        with _announced("tiny"):
+            raise TransferCacheError("weights file x.h5 does not exist")
+    assert capsys.readouterr().err == "converting tiny for OpenVINO (once per machine)... failed\n"
+    with tqdm(total=2, desc="bench", file=sys.stderr) as bar:
+        with _announced("tiny"):
+            bar.update(1)
+    lines = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
+    assert "converting tiny for OpenVINO (once per machine)..." in lines
+    assert any(re.fullmatch(r"\.\.\. converted in \d+\.\d s", line) for line in lines), lines

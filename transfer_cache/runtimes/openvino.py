@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,23 +80,52 @@ def convert(config: dict) -> Path:
         temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(temporary, ignore_errors=True)
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "transfer_cache.runtimes._openvino_convert", str(temporary), json.dumps(config)],
-                capture_output=True, text=True, env=_child_environment(),
-            )
-            reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            if done.returncode == USER_ERROR:
-                raise TransferCacheError(reason)
-            if done.returncode != 0 or not (temporary / "model.xml").is_file():
-                raise TransferCacheError(
-                    f"converting the {config['backbone']} feature model for OpenVINO failed ({reason}); extract with "
-                    "--runtime tensorflow instead"
+            with _announced(config["backbone"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "transfer_cache.runtimes._openvino_convert", str(temporary), json.dumps(config)],
+                    capture_output=True, text=True, env=_child_environment(),
                 )
-            shutil.rmtree(final, ignore_errors=True)  # a damaged earlier conversion
-            os.replace(temporary, final)
+                reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                if done.returncode == USER_ERROR:
+                    raise TransferCacheError(reason)
+                if done.returncode != 0 or not (temporary / "model.xml").is_file():
+                    raise TransferCacheError(
+                        f"converting the {config['backbone']} feature model for OpenVINO failed ({reason}); extract with "
+                        "--runtime tensorflow instead"
+                    )
+                shutil.rmtree(final, ignore_errors=True)  # a damaged earlier conversion
+                os.replace(temporary, final)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     return final / "model.xml"
+
+
+@contextlib.contextmanager
+def _announced(backbone: str):
+    """One line on stderr for the seconds a conversion takes (else silent ones on a new machine): what is converted,
+    then, on the same line, how long it took. With a progress bar on screen, two whole lines through tqdm instead."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    head = f"converting {backbone} for OpenVINO (once per machine)..."
+    bars = any(not getattr(bar, "disable", True) for bar in list(getattr(tqdm, "_instances", ())))
+    if bars:
+        tqdm.write(head, file=sys.stderr)
+    else:
+        sys.stderr.write(head)
+        sys.stderr.flush()
+    try:
+        yield
+    except BaseException:
+        if not bars:
+            sys.stderr.write(" failed\n")
+        raise
+    tail = f" converted in {time.perf_counter() - start:.1f} s"
+    if bars:
+        tqdm.write(f"...{tail}", file=sys.stderr)
+    else:
+        sys.stderr.write(tail + "\n")
+        sys.stderr.flush()
 
 
 def _child_environment() -> dict:
