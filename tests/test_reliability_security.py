@@ -199,15 +199,29 @@ def test_manifest_paths_cannot_escape_their_folder(tmp_path, written):
     assert len(open_source(str(tmp_path / "data" / "m.csv"), allow_outside_root=True)) == 2
 
 
-def test_manifest_follows_symlinks_placed_inside_its_folder(tmp_path):
-    """Decision (documented in CsvSource): the check is on the written path; a link inside the folder is the folder
-    owner's choice (a dataset linked into place), which a manifest alone cannot create."""
+@pytest.mark.parametrize("link, written", [("linked", "linked/b.png"), ("b.png", "b.png")])
+def test_a_symlink_inside_the_folder_does_not_let_a_manifest_escape_it(tmp_path, link, written):
+    """Where a path really leads is checked, not its text: a folder link or a file link pointing outside is refused
+    (the message says through which link), and --allow-outside-root lets a trusted manifest use it."""
     _png(tmp_path / "elsewhere" / "b.png")
     _png(tmp_path / "data" / "a.png")
-    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere")
+    target = tmp_path / "elsewhere" / ("b.png" if link == "b.png" else "")
+    (tmp_path / "data" / link).symlink_to(target)
+    (tmp_path / "data" / "m.csv").write_text(f"path,label\na.png,cat\n{written},dog\n")
+    message = (f"line 3: path {written!r} leads outside the manifest's folder '{tmp_path / 'data'}' through a "
+               f"symbolic link to '{tmp_path / 'elsewhere' / 'b.png'}': move the images below that folder")
+    with pytest.raises(TransferCacheError, match=re.escape(message)):
+        open_source(str(tmp_path / "data" / "m.csv"))
+    source = open_source(str(tmp_path / "data" / "m.csv"), allow_outside_root=True)
+    assert [r.path for r in source.records] == ["a.png", written]
+
+
+def test_a_symlink_that_stays_inside_the_folder_is_followed(tmp_path):
+    _png(tmp_path / "data" / "pool" / "b.png")
+    _png(tmp_path / "data" / "a.png")
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "data" / "pool")
     (tmp_path / "data" / "m.csv").write_text("path,label\na.png,cat\nlinked/b.png,dog\n")
-    source = open_source(str(tmp_path / "data" / "m.csv"))
-    assert [r.path for r in source.records] == ["a.png", "linked/b.png"]
+    assert [r.path for r in open_source(str(tmp_path / "data" / "m.csv")).records] == ["a.png", "linked/b.png"]
 
 
 def test_manifest_with_a_nul_byte_or_a_home_path_is_not_followed(tmp_path):

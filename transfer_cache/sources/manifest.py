@@ -14,9 +14,9 @@ class CsvSource(FileSource):
     """A CSV manifest: a header row with ``path`` and ``label`` columns and an optional ``split``.
 
     Paths are relative to the manifest's folder (absolute paths are accepted when they lie inside
-    it); a path that leads outside that folder is refused unless ``allow_outside_root=True``. The
-    check is on the written path (``..`` components), not on where symbolic links point, so a
-    dataset folder linked into place still works. ``label`` is a class name, or empty for an
+    it); a path that leads outside that folder is refused unless ``allow_outside_root=True``, by its
+    ``..`` components or through a symbolic link inside the folder (a manifest is often someone
+    else's file: where its paths really lead is what counts). ``label`` is a class name, or empty for an
     unlabelled image; class names are sorted (numerically when all are integers). ``split`` is
     train, test, val (valid, validation) or empty. Other columns are ignored. Files that do not
     exist and repeated paths are recorded in ``failed``.
@@ -62,6 +62,7 @@ class CsvSource(FileSource):
         col_path, col_label = header.index("path"), header.index("label")
         col_split = header.index("split") if "split" in header else None
         root = os.path.normpath(str(self.root))
+        real_root = os.path.realpath(root)
         entries: list[tuple[int, str, str, str]] = []  # (line, relative path, label, split)
         for line, row in enumerate(rows[1:], start=2):
             if not any(cell.strip() for cell in row):
@@ -75,12 +76,19 @@ class CsvSource(FileSource):
             if not raw_path:
                 raise TransferCacheError(f"manifest '{manifest}' line {line}: the path is empty")
             full = os.path.normpath(os.path.join(root, raw_path))
+            # the text of the path, then where its symbolic links lead: a link inside the folder may point outside
+            try:
+                real = os.path.realpath(full)
+            except ValueError:  # a NUL byte: no such file anywhere, recorded as not found below
+                real = full
             inside = os.path.commonpath([root, full]) == root
-            if not inside and not allow_outside_root:
+            linked_out = inside and os.path.commonpath([real_root, real]) != real_root
+            if (linked_out or not inside) and not allow_outside_root:
+                how = f"through a symbolic link to '{real}'" if linked_out else ""
                 raise TransferCacheError(
                     f"manifest '{manifest}' line {line}: path {raw_path!r} leads outside the "
-                    f"manifest's folder '{root}': move the images below that folder, or pass "
-                    "allow_outside_root=True (--allow-outside-root) if you trust the manifest"
+                    f"manifest's folder '{root}'{' ' + how if how else ''}: move the images below that folder, or "
+                    "pass allow_outside_root=True (--allow-outside-root) if you trust the manifest"
                 )
             rel = pathlib.PurePath(os.path.relpath(full, root)).as_posix()
             split = ""
