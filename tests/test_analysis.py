@@ -507,8 +507,14 @@ def test_real_leaderboard_matches_the_index(real_runs):
 
 
 def test_umap_beside_tsne_is_seeded_and_shows_every_sampled_row(blob_cache):
+    """Also: no warning reaches the caller (umap-learn warned "n_jobs value 1 overridden to 1" on every seeded call)."""
+    import warnings
+
     pytest.importorskip("umap", reason="UMAP is the optional extra transfer_cache[umap]")
-    first = analysis.umap_figure(blob_cache, sample=60, seed=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = analysis.umap_figure(blob_cache, sample=60, seed=3)
+    assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []
     again = analysis.umap_figure(blob_cache, sample=60, seed=3)
     assert sum(len(trace.x) for trace in first.data) == 60
     assert first.layout.title.text.startswith("UMAP of")

@@ -229,6 +229,29 @@ def umap_available() -> bool:
     return importlib.util.find_spec("umap") is not None
 
 
+def _import_umap():
+    """``import umap`` without TensorFlow: umap-learn's ``__init__`` imports TensorFlow whenever it is installed, for
+    ParametricUMAP, which is never used here; that costs seconds and prints TensorFlow's start-up log lines. The
+    import is blocked for the duration (umap-learn catches the ImportError), unless TensorFlow is loaded already.
+    In this process, ``umap.ParametricUMAP`` is then umap-learn's placeholder that asks for TensorFlow."""
+    import sys
+    import warnings
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    block = "tensorflow" not in sys.modules
+    if block:
+        sys.modules["tensorflow"] = None  # makes ``import tensorflow`` raise ImportError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImportWarning)  # "Tensorflow not installed; ParametricUMAP ..."
+            import umap
+    finally:
+        if block and sys.modules.get("tensorflow", False) is None:
+            del sys.modules["tensorflow"]
+    return umap
+
+
 def umap_figure(
     cache, *, layer: str | None = None, sample: int = 2000, n_neighbors: int = 15, pca_dims: int = 50, seed: int = 0
 ) -> go.Figure:
@@ -238,8 +261,11 @@ def umap_figure(
     pca_dims = whole_number(pca_dims, "pca_dims")
     if not umap_available():
         raise TransferCacheError("UMAP needs the umap-learn package: pip install 'transfer_cache[umap]' (or umap-learn)")
-    import umap
+    import warnings
+
     from sklearn.decomposition import PCA
+
+    umap = _import_umap()
 
     with _opened(cache) as cache:
         layer = cache.layer_name(layer)
@@ -251,9 +277,15 @@ def umap_figure(
         reduced_to = min(pca_dims, features.shape[0], features.shape[1])
         if reduced_to < features.shape[1]:
             features = PCA(n_components=reduced_to, random_state=seed).fit_transform(features)
-        coords = umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed).fit_transform(features)
+        # n_jobs=1: a seeded UMAP runs on one thread anyway (umap-learn warns when asked for more)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            coords = umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed, n_jobs=1).fit_transform(features)
         fig = go.Figure(_scatter_traces(coords, rows, cache))
         title = f"UMAP of {_describe(cache, layer)} ({n_neighbors} neighbours, cosine, seed {seed}): {_sample_note(len(rows), n)}"
+        notes = sorted({str(w.message).split("\n")[0] for w in said if issubclass(w.category, UserWarning)})
+        if notes:  # umap-learn's remarks go on the figure, not the terminal
+            title += "<br><sub>umap-learn: " + html.escape("; ".join(notes)) + "</sub>"
     fig.update_layout(title=title, legend_title_text="class", xaxis_title="UMAP 1", yaxis_title="UMAP 2", height=600)
     return fig
 
