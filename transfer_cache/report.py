@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import html
 import json
+import math
 import os
 import sys
 import time
@@ -109,6 +110,7 @@ class Page:
         self.subtitle = subtitle
         self.blocks: list = []
         self.figures = 0
+        self.hover = ""  # what hovering a point shows, said in the footer only when the page has such points
 
     def heading(self, text: str) -> None:
         self.blocks.append(f"<h2>{_esc(text)}</h2>")
@@ -152,7 +154,7 @@ class Page:
             f"<h1>{_esc(self.title)}</h1>\n<p class=\"sub\">{_esc(self.subtitle)}</p>\n"
             + "\n".join(body)
             + f'\n<p class="note">Written by transfer_cache {_esc(__version__)} on {_esc(created)}. '
-            "Self-contained: opens offline; hover any point for its image path.</p>\n</body>\n</html>\n"
+            f"Self-contained: opens offline{'; ' + _esc(self.hover) if self.hover else ''}.</p>\n</body>\n</html>\n"
         )
 
 
@@ -178,13 +180,22 @@ def _cache_pairs(cache) -> list:
     ]
 
 
-def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick, n_jobs=None) -> None:
+# the fewest points each map is drawn for by default: below them the map is not worth its cost (t-SNE of a handful of
+# points is noise; UMAP's first call compiles its numba code, about 20 s, to show what t-SNE already shows)
+TSNE_MIN_POINTS = 10
+UMAP_MIN_POINTS = 500
+
+
+def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: bool, variance: bool, tick, n_jobs=None,
+                     umap: bool | None = None) -> None:
+    """PCA, then t-SNE and UMAP (``umap``: None draws it from UMAP_MIN_POINTS points on, True always, False never)."""
     from . import analysis
 
     n = len(cache)
     if n < 3:
         page.note(f"PCA and t-SNE need at least 3 rows; this cache has {n}.")
         return
+    page.hover = "hover any point for its image path"
     page.heading("Transfer values: PCA")
     page.note("Principal components of the cached vectors, coloured by class. Well separated clusters mean a simple "
               "classifier will do well on these transfer values.")
@@ -193,20 +204,29 @@ def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: 
     if variance:
         page.figure(analysis.explained_variance_figure(cache, layer=layer, sample=sample, seed=seed))
     tick()
+    points = min(n, sample)
     if not tsne:
         page.note("t-SNE skipped (--no-tsne).")
-        tick()
-        return
-    points = min(n, sample)
-    perplexity = float(min(30.0, max(2.0, (points - 1) // 3)))
-    page.heading("Transfer values: t-SNE")
-    page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, not distances, are meaningful.")
-    page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
-    if analysis.umap_available() and min(n, sample) > 15:
+    elif points < TSNE_MIN_POINTS:
+        page.note(f"t-SNE left out: {points} points, fewer than {TSNE_MIN_POINTS}; PCA above shows them all.")
+    else:
+        perplexity = float(min(30.0, max(2.0, (points - 1) // 3)))
+        page.heading("Transfer values: t-SNE")
+        page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, "
+                  "not distances, are meaningful.")
+        page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
+    if umap is False:
+        page.note("UMAP skipped (--no-umap).")
+    elif not analysis.umap_available():
+        page.note("UMAP left out: pip install 'transfer_cache[umap]' adds it beside t-SNE.")
+    elif points <= 15:
+        page.note(f"UMAP left out: {points} points; its 15 neighbours need at least 16.")
+    elif umap is None and points < UMAP_MIN_POINTS:
+        page.note(f"UMAP left out: {points} points, fewer than {UMAP_MIN_POINTS}, where it shows what t-SNE shows and "
+                  "its first run costs about 20 s of compiling; --umap draws it anyway.")
+    else:
         page.heading("Transfer values: UMAP")
         page.figure(analysis.umap_figure(cache, layer=layer, sample=sample, seed=seed))
-    else:
-        page.note("UMAP left out: pip install 'transfer_cache[umap]' adds it beside t-SNE.")
     tick()
 
 
@@ -227,7 +247,7 @@ def _findings_section(page: Page, path: Path) -> None:
     findings_sections(page, findings, top=12)
 
 
-def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
+def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None, umap=None) -> Page:
     from . import analysis
     from .cache import open_cache
 
@@ -244,7 +264,7 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
             page.figure(analysis.class_similarity_figure(cache))
         bar.update()
         _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update,
-                         n_jobs=n_jobs)
+                         n_jobs=n_jobs, umap=umap)
         _findings_section(page, path)
         page.heading(f"Failed images ({len(cache.failed)})")
         if cache.failed:
@@ -258,7 +278,7 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
     return page
 
 
-def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
+def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None, umap=None) -> Page:
     from . import analysis
     from .runs import load_run, open_run_cache
 
@@ -323,11 +343,23 @@ def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bo
                 page.figure(analysis.misclassified_figure(run))
             bar.update()
             _scatter_section(page, cache, layer=config.get("layer"), sample=sample, seed=seed, tsne=tsne, variance=False,
-                             tick=bar.update, n_jobs=n_jobs)
+                             tick=bar.update, n_jobs=n_jobs, umap=umap)
     return page
 
 
-def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None) -> Page:
+def _extraction_cost(cache) -> dict:
+    """What a cache records of its last extraction, as the table shows it: images/s (the rate extract's summary
+    printed), forward-pass seconds (and how many images they covered when not all rows), ms per image for the plot.
+    Empty for caches that record none (before transfer_cache 0.2) or whose last extraction computed nothing."""
+    seconds, computed = cache.config.get("extraction_seconds"), cache.config.get("extraction_computed")
+    if seconds is None or not computed or float(seconds) <= 0:
+        return {}
+    seconds, computed = float(seconds), int(computed)
+    of = "" if computed == len(cache) else f" ({computed} of {len(cache)} images)"
+    return {"rate": f"{computed / seconds:.1f}", "seconds": f"{seconds:.2f}{of}", "ms_per_image": 1000 * seconds / computed}
+
+
+def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None, umap=None) -> Page:
     """Every run of ``runs/index.csv`` on one page: a leaderboard across caches (backbone x layer x head), accuracy
     against fit time and against the cache's extraction cost, and a link to each run's own page."""
     import plotly.graph_objects as go
@@ -340,8 +372,9 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
     if not rows:
         raise TransferCacheError(f"{runs_dir / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
     page = Page(f"Runs in {runs_dir}", f"{len(rows)} runs, best first")
+    page.hover = "hover any point for its run; each run's name links to its own page"
     table, points = [], []
-    caches: dict[str, tuple[float | None, str]] = {}  # cache path -> (extraction seconds, runtime)
+    caches: dict[str, tuple[dict, str]] = {}  # cache path -> (its last extraction's cost, runtime)
     for row in sorted(rows, key=lambda r: -np.nan_to_num(r["accuracy"], nan=-1.0)):
         run_dir = Path(row["run_dir"]) if Path(row["run_dir"]).is_dir() else runs_dir / row["run_id"]
         try:
@@ -353,21 +386,32 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
         if cache_path and cache_path not in caches:
             with contextlib.suppress(TransferCacheError, OSError):
                 with open_cache(cache_path) as cache:
-                    caches[cache_path] = (cache.config.get("extraction_seconds"), cache.config.get("runtime", ""))
-        cost, runtime = caches.get(cache_path, (None, ""))
+                    caches[cache_path] = (_extraction_cost(cache), cache.config.get("runtime", ""))
+        cost, runtime = caches.get(cache_path, ({}, ""))
         page_file = run_dir / "report.html"
         target = page_file if page_file.is_file() else run_dir
         link = f'<a href="{_esc(target.resolve().as_uri())}">{_esc(row["run_id"])}</a>'
         table.append([link, _esc(row["classifier"]), _esc(row["backbone"]), _esc(layer), _esc(runtime),
                       f"{row['accuracy']:.4f}", f"{row['balanced_accuracy']:.4f}", f"{row['macro_f1']:.4f}",
-                      f"{row['fit_seconds']:.2f}", "" if cost is None else f"{cost:.1f}",
+                      f"{row['fit_seconds']:.2f}", cost.get("rate", ""), cost.get("seconds", ""),
                       _esc(Path(cache_path).name if cache_path else row["cache"])])
-        points.append((row, layer, cost))
+        points.append((row, layer, cost.get("ms_per_image")))
     page.heading("Leaderboard")
     page.table(table, header=("run", "head", "backbone", "layer", "runtime", "accuracy", "balanced acc.", "macro F1",
-                              "fit s", "extraction s", "cache"), escape=False)
-    for title, x_of, axis in (("Accuracy against fit time", lambda p: p[0]["fit_seconds"], "fit seconds"),
-                              ("Accuracy against the cache's extraction cost", lambda p: p[2], "extraction seconds")):
+                              "fit s", "extract images/s", "forward pass s", "cache"), escape=False)
+    page.note("extract images/s is the figure extract's summary line printed when the cache was last written: images "
+              "through the backbone per second of forward pass. forward pass s is that forward pass alone, over the "
+              "images that extraction computed (a resumed or updated cache reused the rest); the summary's total "
+              "seconds also count hashing the images, loading the model and writing the file.")
+    accuracies = [p[0]["accuracy"] for p in points if math.isfinite(p[0]["accuracy"])]
+    low, high = (min(accuracies), max(accuracies)) if accuracies else (0.0, 1.0)
+    pad = max(0.05, 0.1 * (high - low))
+    accuracy_axis = dict(title="accuracy", range=[max(0.0, low - pad), min(1.0, high + pad)])
+    for title, x_of, axis, unit in (
+        ("Accuracy against fit time", lambda p: p[0]["fit_seconds"], "fit seconds", "s"),
+        ("Accuracy against the cache's extraction cost", lambda p: p[2],
+         "forward-pass milliseconds per image (the cache's last extraction)", "ms per image"),
+    ):
         if not any(x_of(p) is not None for p in points):
             page.note(f"{title}: left out, no run's cache records it (caches written before transfer_cache 0.2 do not)")
             continue
@@ -378,9 +422,10 @@ def _runs_page(runs_dir: Path, *, sample: int, seed: int, tsne: bool, progress: 
                 fig.add_trace(go.Scatter(
                     x=[x_of(p) for p in chosen], y=[p[0]["accuracy"] for p in chosen], mode="markers", name=head,
                     text=[f"{p[0]['run_id']}<br>{p[0]['backbone']} {p[1]}" for p in chosen],
-                    hovertemplate="%{text}<br>accuracy %{y:.4f}<br>%{x:.2f} s<extra></extra>", marker=dict(size=10),
+                    hovertemplate="%{text}<br>accuracy %{y:.4f}<br>%{x:.2f} " + unit + "<extra></extra>",
+                    marker=dict(size=10), cliponaxis=False,  # a run at accuracy 1.0 sits on the axis' top, whole
                 ))
-        fig.update_layout(title=title, xaxis=dict(title=axis, type="log"), yaxis=dict(title="accuracy"), height=420)
+        fig.update_layout(title=title, xaxis=dict(title=axis, type="log"), yaxis=accuracy_axis, height=420)
         page.figure(fig)
     page.figure(analysis.leaderboard_figure(runs_dir))
     return page
@@ -476,32 +521,68 @@ def _default_out(target: Path, is_run: bool) -> Path:
     return target / "report.html" if is_run else Path("reports") / f"{target.stem}.html"
 
 
-def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> tuple[Path, Page, bool]:
-    from ._checks import integer, whole_number
+def _refuse_other_files(target: Path) -> None:
+    """A file given where a cache is expected: say what it is when we know (a runs index, a file of a run folder),
+    else that it is none of the three things the report takes. Never advice that could cost the user a file."""
     from .runs import is_run_dir
 
-    from .runs import read_index
+    folder = target.parent
+    if target.name == "index.csv" or target.name.startswith("index.csv.old-"):
+        raise TransferCacheError(
+            f"{target} is the runs index, not a cache; give the runs folder, {folder}{os.sep}, to see every run"
+        )
+    if is_run_dir(folder):
+        raise TransferCacheError(
+            f"{target} is a file of the run folder {folder}, not a cache; give the folder, {folder}{os.sep}, for the "
+            "run's page"
+        )
+    import h5py
+
+    if not h5py.is_hdf5(target) and target.suffix.lower() != ".h5":
+        raise TransferCacheError(
+            f"{target} is not a cache (not an HDF5 file), a run folder or a runs folder; pass a cache file (.h5) "
+            "written by python -m transfer_cache.extract, a run folder (runs/<run_id>) or the runs folder (runs/)"
+        )
+
+
+def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None, umap=None,
+           rebuild_index=False) -> tuple[Path, Page, bool]:
+    from ._checks import integer, whole_number
+    from .runs import is_run_dir, read_index
+    from .runs import rebuild_index as rebuild
 
     target = Path(run_or_cache)
     sample = whole_number(sample, "sample")
     n_jobs = whole_number(n_jobs, "n_jobs", optional=True)
     integer(seed, "seed")
+    if umap not in (None, True, False):
+        raise TransferCacheError(f"umap must be None (from {UMAP_MIN_POINTS} points on), True or False; got {umap!r}")
     if not target.exists():
         raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)")
     is_run = is_run_dir(target)
     is_runs = target.is_dir() and (target / "index.csv").is_file()
+    if rebuild_index:
+        if not target.is_dir() or is_run:
+            raise TransferCacheError(f"--rebuild-index rebuilds a runs folder's index.csv; {target} is not a runs folder, "
+                                     "give the folder python -m transfer_cache.fit wrote (runs/)")
+        index, listed, kept = rebuild(target)
+        print(f"report: rebuilt {index} from {listed} run folder{'s' if listed != 1 else ''}"
+              + (f"; the old index is kept as {kept}" if kept else ""), file=sys.stderr)
+        is_runs = True
     if target.is_dir() and not is_run and not is_runs:
         raise TransferCacheError(
             f"{target} is a folder but neither a run folder (no config.json and metrics.json) nor a runs folder (no "
             "index.csv); pass runs/<run_id>, runs/ or a cache file (.h5)"
         )
+    if target.is_file():
+        _refuse_other_files(target)
     if is_runs:
         read_index(target)  # a damaged index is refused here, before any work
     out = Path(out) if out is not None else (target / "index.html" if is_runs else _default_out(target, is_run))
     if out.suffix.lower() not in (".html", ".htm"):
         raise TransferCacheError(f"the report is an HTML page: --out must end in .html; got {out}")
     builder = _runs_page if is_runs else (_run_page if is_run else _cache_page)
-    page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs)
+    page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs, umap=umap)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -513,14 +594,17 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None) -> t
 
 
 def write_report(run_or_cache, *, out=None, sample: int = DEFAULT_SAMPLE, seed: int = 0, tsne: bool = True,
-                 n_jobs: int | None = None, progress: bool = False) -> Path:
-    """Write the HTML report of a run folder or a cache file and return its path.
+                 n_jobs: int | None = None, progress: bool = False, umap: bool | None = None,
+                 rebuild_index: bool = False) -> Path:
+    """Write the HTML report of a run folder, a cache file or the runs folder and return its path.
 
     Default place: ``<run_dir>/report.html`` for a run, ``reports/<cache name>.html`` for a cache. ``sample`` caps the
-    points of the PCA and t-SNE scatters (seeded by ``seed``); ``tsne=False`` skips the slowest figure; ``n_jobs``
-    caps t-SNE's threads (None: all cores).
+    points of the PCA, t-SNE and UMAP scatters (seeded by ``seed``); ``tsne=False`` skips t-SNE; ``umap`` None draws
+    UMAP from ``UMAP_MIN_POINTS`` points on (True: always, False: never); ``n_jobs`` caps t-SNE's threads (None: all
+    cores); ``rebuild_index`` first writes a runs folder's index.csv anew from its run folders.
     """
-    return _build(run_or_cache, out=out, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs)[0]
+    return _build(run_or_cache, out=out, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs,
+                  umap=umap, rebuild_index=rebuild_index)[0]
 
 
 # --------------------------------------------------------------------------- command line
@@ -542,9 +626,18 @@ def build_parser():
     parser.add_argument("--out", metavar="FILE.html", default=None,
                         help="where to write the page (default: RUN/report.html, or reports/<cache name>.html)")
     parser.add_argument("--sample", metavar="N", type=int, default=DEFAULT_SAMPLE,
-                        help=f"at most N points in the PCA and t-SNE scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and of t-SNE (default 0)")
-    parser.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip t-SNE (the slowest figure)")
+                        help=f"at most N points in the PCA, t-SNE and UMAP scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, of t-SNE and of UMAP (default 0)")
+    parser.add_argument("--no-tsne", dest="tsne", action="store_false",
+                        help="skip the t-SNE map (UMAP is chosen by --umap / --no-umap)")
+    maps = parser.add_mutually_exclusive_group()
+    maps.add_argument("--umap", dest="umap", action="store_const", const=True, default=None,
+                      help=f"draw the UMAP map even below {UMAP_MIN_POINTS} points (by default it is left out there, "
+                           "with a line on the page saying so: its first run compiles for about 20 s)")
+    maps.add_argument("--no-umap", dest="umap", action="store_const", const=False, help="skip the UMAP map")
+    parser.add_argument("--rebuild-index", action="store_true",
+                        help="with the runs folder: write its index.csv anew from the run folders first (the old "
+                             "index is kept beside it as index.csv.old-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--n-jobs", metavar="N", type=int, default=None,
                         help="threads for t-SNE (default: all cores; 1 is often faster on a busy machine)")
@@ -554,7 +647,8 @@ def build_parser():
 def _main(args) -> int:
     started = time.perf_counter()
     out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
-                               progress=not args.quiet, n_jobs=args.n_jobs)
+                               progress=not args.quiet, n_jobs=args.n_jobs, umap=args.umap,
+                               rebuild_index=args.rebuild_index)
     size = out.stat().st_size / 1e6
     kind = "run" if is_run else ("runs" if Path(args.target).is_dir() else "cache")
     print(f"report: wrote {out} ({size:.1f} MB, {page.figures} figures) for {kind} {args.target} "
