@@ -489,3 +489,10 @@ def test_umap_on_request_draws_and_the_terminal_stays_quiet(run_dir, tmp_path):
     assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
     umap_figure = next(f for f in embedded_figures(out.read_text()) if title_of(f).startswith("UMAP of"))
     assert count_points(umap_figure) == 30 and "umap-learn:" not in title_of(umap_figure)
+
+
+def test_a_csv_named_index_that_is_not_the_runs_index_is_not_called_one(tmp_path, capsys):
+    other = tmp_path / "index.csv"
+    other.write_text("name,page\nintro,1\n")
+    code, err = _one_error_line([other], capsys)
+    assert code == 2 and len(err) == 1 and f"{other} is not a cache (not an HDF5 file), a run folder or a runs folder" in err[0]
