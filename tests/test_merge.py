@@ -122,7 +122,7 @@ def test_foreign_shard_with_another_configuration_is_refused(tmp_path):
     fp_other = fingerprint(_attrs(pooling="max"))
     expected = (
         f"{impostor.name} does not belong with {mine[0].name}: its feature configuration differs (fingerprint {fp_other}, "
-        f"expected {fp_mine}); remove the foreign file and extract that shard again with the same options"
+        f"expected {fp_mine}); move the foreign file out of this folder and extract that shard again with the same options"
     )
     try:  # a reader that checks the fingerprint in the file name refuses the impostor itself; merge names the shard
         open_cache(impostor).close()
@@ -150,7 +150,7 @@ def test_foreign_source_is_refused(tmp_path):
     other[1].rename(mine[1])
     expected = (
         f"{mine[1].name} does not belong with {mine[0].name}: its source differ ('folder:/data/other', expected "
-        "'folder:/data/pets'); remove the foreign file and extract that shard again from the same source"
+        "'folder:/data/pets'); move the foreign file out of this folder and extract that shard again from the same source"
     )
     with pytest.raises(TransferCacheError, match=re.escape(expected)):
         merge(mine)

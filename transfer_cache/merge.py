@@ -118,19 +118,19 @@ def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
         if shard_attr != f"{name.k}/{name.n}":
             raise TransferCacheError(
                 f"{name.path.name} says it is shard {shard_attr or '(none)'!s} inside, but its name says {name.k}/{name.n}; "
-                "it was renamed or is not a shard file: remove it and extract that shard again"
+                "it was renamed or is not a shard file: move it out of this folder and extract that shard again"
             )
         if cache.fingerprint != reference.fingerprint:
             raise TransferCacheError(
                 f"{name.path.name} does not belong with {ref_name.path.name}: its feature configuration differs "
-                f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); remove the foreign file and "
+                f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); move the foreign file out of this folder and "
                 "extract that shard again with the same options"
             )
         for key, label in (("source", "source"), ("class_names", "class names")):
             if cache.config.get(key) != ref_config.get(key):
                 raise TransferCacheError(
                     f"{name.path.name} does not belong with {ref_name.path.name}: its {label} differ "
-                    f"({cache.config.get(key)!r}, expected {ref_config.get(key)!r}); remove the foreign file and "
+                    f"({cache.config.get(key)!r}, expected {ref_config.get(key)!r}); move the foreign file out of this folder and "
                     "extract that shard again from the same source"
                 )
     owner: dict[str, int] = {}

@@ -648,6 +648,11 @@ def build_parser():
 
 def _main(args) -> int:
     started = time.perf_counter()
+    if args.out is not None:
+        if Path(args.out).is_dir():
+            raise TransferCacheError(f"--out {args.out} is a folder; give the page's file name, e.g. "
+                                     f"{Path(args.out) / 'report.html'}")
+        _cli.check_file_target(args.out, "--out")
     out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
                                progress=not args.quiet, n_jobs=args.n_jobs, umap=args.umap,
                                rebuild_index=args.rebuild_index)
