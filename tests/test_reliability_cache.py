@@ -77,9 +77,11 @@ def test_damaged_or_foreign_files_are_refused_and_recomputed(made, capsys, damag
     again = extract(str(root), cache_dir=path.parent, **TINY)
     assert not again.hit and again.computed == 9
     err = capsys.readouterr().err
-    assert err.startswith(f"warning: ") and f"{path}" in err and err.rstrip().endswith("; recomputing it")
+    assert err.startswith(f"warning: ") and f"{path}" in err
+    assert err.rstrip().endswith(f"; kept as {path.name}.unreadable and recomputing it")
     with open_cache(path) as cache:
         assert len(cache) == 9
+    assert path.with_name(path.name + ".unreadable").exists()  # the unreadable file is kept aside, never deleted
 
 
 def test_a_newer_format_is_refused_and_never_deleted_by_an_older_reader(made):

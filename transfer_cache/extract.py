@@ -532,9 +532,10 @@ def _open_existing(path: Path) -> Cache | None:
         return Cache(path)
     except NewerFormatError:  # not damaged: another version's work is never deleted
         raise
-    except TransferCacheError as exc:
-        print(f"warning: {exc}; recomputing it", file=sys.stderr)
-        path.unlink(missing_ok=True)
+    except TransferCacheError as exc:  # kept aside, not deleted: it may be a file the user still wants
+        kept = path.with_name(path.name + ".unreadable")
+        os.replace(path, kept)
+        print(f"warning: {exc}; kept as {kept.name} and recomputing it", file=sys.stderr)
         return None
 
 
