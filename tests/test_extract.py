@@ -304,6 +304,9 @@ def test_sigkill_mid_extraction_leaves_no_false_cache_and_the_rerun_resumes(tmp_
     with open_cache(resumed.path) as a, open_cache(reference.path) as b:
         assert a.ids == b.ids and a.paths == b.paths and a.labels.tolist() == b.labels.tolist()
         np.testing.assert_allclose(a.features[:], b.features[:], rtol=1e-6, atol=1e-6)
+        # what the cache cost counts the killed run's batches too, not only the resuming run's
+        assert a.config["extraction_computed"] == 180 and resumed.computed < 180
+        assert a.config["extraction_seconds"] > resumed.compute_seconds
     assert not list(killed_dir.glob(".*.parts"))  # finished: the work folder is gone
     assert not list(killed_dir.glob(".*.tmp-*"))
 

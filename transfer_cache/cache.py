@@ -128,8 +128,9 @@ def cache_lock(path: Path, *, timeout: float = 0.0) -> Iterator[None]:
 class WorkParts:
     """The durable per-batch results of an unfinished extraction, in ``.<cache name>.parts/``.
 
-    Each part is an ``.npz`` with the content digests of its rows, one feature array per layer, and the
-    images that failed in that batch. Parts are written to a temporary name, fsynced and renamed, so a
+    Each part is an ``.npz`` with the content digests of its rows, one feature array per layer, the
+    images that failed in that batch, and what the batch cost (seconds, images computed), so a resumed
+    cache records the cost of every run that made it, not only the last one. Parts are written to a temporary name, fsynced and renamed, so a
     part that exists is complete; a partial temporary file from a killed run is swept on the next start.
     """
 
@@ -140,12 +141,15 @@ class WorkParts:
         self._index: dict[str, tuple[Path, int]] = {}
         self._failed: dict[str, str] = {}
         self._next = 0
+        self.earlier_seconds = 0.0  # what the parts found by scan() cost the runs that wrote them
+        self.earlier_computed = 0
         self._loaded: "OrderedDict[Path, dict[str, np.ndarray]]" = OrderedDict()
 
     def scan(self) -> None:
         """Index the finished parts; sweep temporary files left by a killed run."""
         self._index.clear()
         self._failed.clear()
+        self.earlier_seconds, self.earlier_computed = 0.0, 0
         if not self.folder.is_dir():
             return
         for stale in self.folder.glob("*.tmp*"):
@@ -159,12 +163,15 @@ class WorkParts:
                             raise ValueError("row count mismatch")
                     failed_ids = data["failed_ids"].tolist()
                     failed_reasons = data["failed_reasons"].tolist()
+                    cost = (float(data["seconds"]), int(data["computed"])) if "seconds" in data.files else (0.0, 0)
             except Exception:  # a damaged part is recomputed, never read
                 part.unlink(missing_ok=True)
                 continue
             for row, digest in enumerate(ids):
                 self._index[digest] = (part, row)
             self._failed.update(zip(failed_ids, failed_reasons))
+            self.earlier_seconds += cost[0]
+            self.earlier_computed += cost[1]
             self._next = max(self._next, int(part.stem.split("-")[1]) + 1)
 
     def __contains__(self, digest: str) -> bool:
@@ -179,9 +186,10 @@ class WorkParts:
         return dict(self._failed)
 
     def write(
-        self, ids: Sequence[str], features: Sequence[np.ndarray], failed: Sequence[tuple[str, str]] = ()
+        self, ids: Sequence[str], features: Sequence[np.ndarray], failed: Sequence[tuple[str, str]] = (), *,
+        seconds: float = 0.0, computed: int = 0,
     ) -> None:
-        """Make one batch durable: after this returns, a crash cannot lose it."""
+        """Make one batch durable: after this returns, a crash cannot lose it (nor what it cost)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"part-{self._next:08d}.npz"
         temporary = self.folder / f"part-{self._next:08d}.tmp.npz"
@@ -190,6 +198,7 @@ class WorkParts:
             arrays[f"f{k}"] = np.asarray(array)
         arrays["failed_ids"] = np.asarray([digest for digest, _ in failed], dtype="U80")
         arrays["failed_reasons"] = np.asarray([reason for _, reason in failed], dtype=str)
+        arrays["seconds"], arrays["computed"] = np.float64(seconds), np.int64(computed)
         try:
             with open(temporary, "wb") as handle:
                 np.savez(handle, **arrays)

@@ -197,7 +197,7 @@ def extract(
     path = cache_path(config)
     with cache_lock(path, timeout=lock_timeout):
         sweep_temporaries(path)
-        return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n)
+        return _extract_locked(src, indices, config, path, batch_size, progress, started, shard_k_n, lock_timeout)
 
 
 def _runtime_alternatives(config: dict) -> list[dict]:
@@ -332,7 +332,8 @@ class _Known:
 
 
 def _extract_locked(
-    src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n
+    src, indices, config, path: Path, batch_size: int, progress: bool, started: float, shard_k_n,
+    lock_timeout: float = 0.0,
 ) -> ExtractResult:
     digests, listing_failed = _digest_images(src, indices, progress)
     known = _known_work(path, config)
@@ -348,14 +349,16 @@ def _extract_locked(
         compute_seconds, shapes, computed, first_batch = 0.0, None, 0, None
         if items:
             compute_seconds, shapes, computed, first_batch = _compute(
-                src, items, digests, config, known.parts, batch_size, progress
+                src, items, digests, config, known.parts, batch_size, progress, lock_timeout
             )
         rows, failed_ids, origins, row_images = _clean_rows(src, planned, digests, known, listing_failed)
         if shapes is None:
             shapes = _shapes_from(known, rows.ids[0], config["layers"])
         view_rows, view_features = _view_rows(src, rows, row_images, known, n_views=_views(config), config=config, shapes=shapes)
         attrs = _cache_attrs(config, src, shard_k_n)
-        attrs.update(extraction_seconds=round(compute_seconds, 3), extraction_computed=computed)  # what this run cost
+        # what the cache cost: this run, and the killed runs whose parts it resumed from
+        attrs.update(extraction_seconds=round(compute_seconds + known.parts.earlier_seconds, 3),
+                     extraction_computed=computed + known.parts.earlier_computed)
         write_cache(
             path, attrs=attrs, rows=rows,
             feature_rows=_feature_reader(origins, rows.ids, known, config, shapes), feature_shapes=shapes,
@@ -633,7 +636,7 @@ class _ReadAhead:
         self._thread.join(timeout=5)
 
 
-def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool):
+def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, progress: bool, lock_timeout: float = 0.0):
     from .pipeline import image_batches
     from .runtimes import get_runtime
 
@@ -665,14 +668,15 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
         batch_size=batch_size,
     )
     with _ReadAhead(batches) as stream:  # images decode while the model is built
-        forward = get_runtime(config["runtime"]).forward(config, batch_size=batch_size)
+        # lock_timeout: how long to wait for another process converting the same model (OpenVINO)
+        forward = get_runtime(config["runtime"]).forward(config, batch_size=batch_size, lock_timeout=lock_timeout)
         return _run_batches(stream, forward, key, items, config, parts, progress)
 
 
 def _run_batches(stream, forward, key, items, config, parts: WorkParts, progress: bool):
     """Push each decoded batch through the backbone and make its vectors durable as one part."""
     shapes, computed, first_batch = None, 0, None
-    begin = time.perf_counter()
+    begin = mark = time.perf_counter()
     with _progress(len(items), f"extracting ({config['backbone']})", progress) as bar:
         for pixels, positions, ok, reasons in stream:
             failed = [(key(int(p)), reason) for p, good, reason in zip(positions, ok, reasons) if not good]
@@ -682,9 +686,12 @@ def _run_batches(stream, forward, key, items, config, parts: WorkParts, progress
                 shapes = [a.shape[1:] for a in arrays]
             else:  # a batch of only bad images: nothing to store but its failures
                 arrays = [np.empty((0,), config["dtype"]) for _ in config["layers"]]
-            parts.write(good_ids, arrays, failed)
+            clean = sum(1 for p, good in zip(positions, ok) if good and items[int(p)][1] == 0)
+            now = time.perf_counter()
+            parts.write(good_ids, arrays, failed, seconds=now - mark, computed=clean)
+            mark = now
             first_batch = first_batch or time.perf_counter()
-            computed += sum(1 for p, good in zip(positions, ok) if good and items[int(p)][1] == 0)
+            computed += clean
             bar.update(len(positions))
     return time.perf_counter() - begin, shapes, computed, first_batch
 
