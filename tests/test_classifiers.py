@@ -52,10 +52,11 @@ def test_each_head_fits_scores_and_round_trips(name, tmp_path):
     np.testing.assert_allclose(again.predict_proba(X[150:]), proba, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["logreg", "linear_svm", "knn", "random_forest", "sgd"])
-def test_class_absent_from_training_gets_zero_probability(name):
+@pytest.mark.parametrize("name, params", [("logreg", {}), ("linear_svm", {}), ("knn", {}), ("random_forest", {}), ("sgd", {}),
+                                          ("sgd", {"loss": "hinge"}), ("sgd", {"loss": "modified_huber"})])
+def test_class_absent_from_training_gets_zero_probability(name, params):
     X, y = blobs()
-    head = make_classifier(name).fit(X, y, n_classes=4)
+    head = make_classifier(name, params).fit(X, y, n_classes=4)
     proba = head.predict_proba(X[:20])
     assert proba.shape == (20, 4)
     assert np.all(proba[:, 3] < 1e-12)
@@ -83,7 +84,7 @@ def test_linear_svm_temperature_is_fitted_and_softens_overconfidence():
     X, y = blobs(seed=2, spread=3.0)
     head = make_classifier("linear_svm").fit(X, y)
     assert head.temperature_ > 0 and head.temperature_ != 1.0
-    decision = head.estimator_.decision_function(head.scaler_.transform(X))
+    decision = head.estimator_.decision_function(head._scaled(X))  # unit length by default
     z = decision / head.temperature_
     expected = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), atol=1e-6)
@@ -183,10 +184,22 @@ def test_parse_params_types_and_routing():
     "names, items, message",
     [
         ("knn", ["foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
-        ("knn", ["n_neighbors=abc"], "parameter 'n_neighbors' of classifier 'knn' must be an integer; got 'abc'"),
+        ("knn", ["n_neighbors=abc"], "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 'abc'"),
         ("knn", ["weights=far"], "parameter 'weights' of classifier 'knn' must be one of 'uniform', 'distance'; got 'far'"),
         ("dense", ["batch_norm=maybe"], "parameter 'batch_norm' of classifier 'dense' must be true or false; got 'maybe'"),
-        ("dense", ["hidden=12,x"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers (or none); got '12,x'"),
+        ("dense", ["hidden=12,x"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); got '12,x'"),
+        ("dense", ["hidden=64,-2"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); got '64,-2'"),
+        ("dense", ["epochs=-5"], "parameter 'epochs' of classifier 'dense' must be an integer of at least 1; got -5"),
+        ("dense", ["dropout=1"], "parameter 'dropout' of classifier 'dense' must be a number in [0, 1); got 1.0"),
+        ("dense", ["learning_rate=0"], "parameter 'learning_rate' of classifier 'dense' must be a number greater than 0; got 0.0"),
+        ("dense", ["early_stopping=-1"], "parameter 'early_stopping' of classifier 'dense' must be an integer of at least 0; got -1"),
+        ("logreg", ["C=-0.5"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got -0.5"),
+        ("logreg", ["C=nan"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got 'nan'"),
+        ("svm", ["gamma=0"], "parameter 'gamma' of classifier 'svm' must be a number greater than 0 or one of 'scale', 'auto'; got 0.0"),
+        ("random_forest", ["max_features=1.5"], "parameter 'max_features' of classifier 'random_forest' must be a number in (0, 1] or one of 'sqrt', 'log2'; got 1.5"),
+        ("random_forest", ["max_depth=0"], "parameter 'max_depth' of classifier 'random_forest' must be an integer of at least 1 or none; got 0"),
+        ("mlp", ["alpha=-1e-3"], "parameter 'alpha' of classifier 'mlp' must be a number of at least 0; got -0.001"),
+        ("knn", ["n_neighbors=0"], "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 0"),
         ("logreg", ["C"], "--param must look like key=value; got 'C'"),
         (["logreg", "knn"], ["foo=1"], "unknown parameter 'foo': none of logreg, knn accepts it; use name.key=value for one classifier"),
         (["logreg", "knn"], ["knn.C=1"], "unknown parameter 'C' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
@@ -248,7 +261,7 @@ def test_a_new_head_is_one_registration(tmp_path):
         assert head.predict(X[:5]).tolist() == y[:5].tolist()
         assert parse_params("nearest_test_head", ["n_neighbors=3"]) == {"nearest_test_head": {"n_neighbors": 3}}
         Nearest.summary = "a throwaway"
-        assert "nearest_test_head (a throwaway)." in registry.classifier_help()
+        assert "nearest_test_head (a throwaway; raw vectors)." in registry.classifier_help()
     finally:
         registry.CLASSIFIERS.pop("nearest_test_head")
 
@@ -260,7 +273,7 @@ def test_the_constructor_stores_and_fit_validates():
     X, y = blobs()
     head = KNN(n_neighbors="many")
     assert head.get_params()["n_neighbors"] == "many"
-    message = "parameter 'n_neighbors' of classifier 'knn' must be an integer; got 'many'"
+    message = "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 'many'"
     with pytest.raises(TransferCacheError, match=re.escape(message)):
         head.fit(X, y)
     with pytest.raises(TransferCacheError, match=re.escape(message)):
@@ -303,5 +316,108 @@ def test_fit_help_lists_every_registered_head_and_split():
                            env={**os.environ, "COLUMNS": "400"}).stdout
     listed = next(line for line in shown.splitlines() if line.startswith("classifiers: "))
     assert listed == classifier_help() and all(name in listed for name in CLASSIFIERS)
-    assert "sgd (out of core)" in listed and "pixels (raw-pixel CNN baseline)" in listed
+    assert "sgd (out of core; standardised)" in listed and "pixels (raw-pixel CNN baseline)" in listed
+    assert "linear_svm (unit length)" in listed and "logreg (standardised)" in listed and "knn (raw vectors)" in listed
     assert ", ".join(split_names()) in shown
+
+
+# --------------------------------------------------------------------------- declared ranges and defaults
+
+DECLARED = [(name, key, spec) for name, klass in CLASSIFIERS.items() for key, spec in klass.spec.items()]
+NUMERIC = ("int", "float", "int_or_none", "float_or_choice", "ints")
+
+
+def _outside(spec, end: str):
+    """A value just outside the declared interval at ``end`` ("low" or "high"), as a command-line string."""
+    bound = getattr(spec.interval, end)
+    included = spec.interval.closed in (("both", "left") if end == "low" else ("both", "right"))
+    step = (1 if spec.kind in ("int", "int_or_none", "ints") else 0.5) if included else 0
+    value = str(bound - step if end == "low" else bound + step)
+    return f"{bound},{value}" if spec.kind == "ints" else value  # one bad item in a list ("0" alone means none)
+
+
+@pytest.mark.parametrize("name, key, spec", [d for d in DECLARED if d[2].kind in NUMERIC], ids=lambda v: str(v)[:20])
+def test_every_numeric_parameter_declares_a_range(name, key, spec):
+    assert spec.interval is not None and spec.interval.low is not None, f"{name}.{key} has no lower bound"
+
+
+@pytest.mark.parametrize("name, key, spec", DECLARED, ids=lambda v: str(v)[:20])
+def test_every_default_is_inside_its_own_declaration(name, key, spec):
+    from transfer_cache.classifiers._params import coerce
+
+    assert coerce(name, key, spec, spec.default) is spec.default
+
+
+BOUNDS = [(name, key, spec, end) for name, key, spec in DECLARED if spec.interval is not None for end in ("low", "high")
+          if getattr(spec.interval, end) is not None]
+
+
+@pytest.mark.parametrize("name, key, spec, end", BOUNDS, ids=lambda v: str(v)[:20])
+def test_a_value_beyond_each_declared_bound_is_refused_with_the_generated_message(name, key, spec, end):
+    from transfer_cache.classifiers._params import coerce
+
+    text = _outside(spec, end)
+    shown = text if spec.kind == "ints" else coerce(name, key, type(spec)(spec.default, spec.kind, spec.choices), text)
+    message = f"parameter '{key}' of classifier '{name}' must be {spec.expected()}; got {shown!r}"
+    with pytest.raises(TransferCacheError, match=re.escape(message) + "$"):
+        parse_params(name, [f"{key}={text}"])
+    with pytest.raises(TransferCacheError, match=re.escape(message) + "$"):  # the estimator protocol refuses it at fit
+        CLASSIFIERS[name](**{key: text}).fit(*blobs(n=30))
+
+
+def test_interval_ends_words_and_nan():
+    from transfer_cache.classifiers._params import Interval, at_least, greater_than
+
+    half_open = Interval(0, 1, closed="left")
+    assert [half_open.holds(v) for v in (-0.1, 0, 0.5, 1, float("nan"))] == [False, True, True, False, False]
+    assert half_open.words() == "in [0, 1)" and Interval(0, 1, closed="right").words() == "in (0, 1]"
+    assert Interval(0.5, 2.5).words() == "in [0.5, 2.5]" and Interval(None, 3, closed="neither").words() == "less than 3"
+    assert at_least(1).words() == "of at least 1" and greater_than(0).words() == "greater than 0"
+    assert not greater_than(0).holds(0) and at_least(1).holds(1)
+    with pytest.raises(ValueError):
+        Interval(0, 1, closed="open")
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+def test_get_params_reports_the_declared_defaults_and_clone_keeps_them(name):
+    from sklearn.base import clone
+
+    klass = CLASSIFIERS[name]
+    defaults = {key: spec.default for key, spec in klass.spec.items()}
+    head = make_classifier(name, seed=3)
+    assert head.get_params() == {"seed": 3, "n_jobs": 1, **defaults}
+    key = next(iter(klass.spec))
+    given = CLASSIFIERS[name](**{key: "given"}).get_params()
+    assert given[key] == "given" and {k: v for k, v in given.items() if k != key} == {"seed": 0, "n_jobs": 1, **{
+        k: v for k, v in defaults.items() if k != key}}
+    assert clone(head).get_params() == head.get_params()
+    assert head.params == {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+
+
+def test_a_head_saved_before_a_parameter_existed_loads_with_the_behaviour_it_had(tmp_path):
+    """classifier.json of an older linear_svm has no unit_length: it standardised raw rows, and must still do so."""
+    import json
+
+    X, y = blobs()
+    head = make_classifier("linear_svm", {"unit_length": False, "standardize": True}).fit(X, y)
+    head.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "classifier.json").read_text())
+    del meta["params"]["unit_length"]
+    (tmp_path / "m" / "classifier.json").write_text(json.dumps(meta))
+    again = load_classifier(tmp_path / "m")
+    assert again.params["unit_length"] is False
+    np.testing.assert_allclose(again.predict_proba(X), head.predict_proba(X), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["logreg", "linear_svm"])
+def test_unit_length_linear_heads_are_a_softmax_of_the_normalised_rows_and_export_so(name):
+    X, y = blobs(seed=4)
+    X = X * np.random.default_rng(0).uniform(0.5, 3.0, size=(len(X), 1)).astype(np.float32)  # rows of varied length
+    head = make_classifier(name, {"unit_length": True, "standardize": True}).fit(X, y)
+    W, b = head.dense_weights()
+    unit = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
+    logits = unit @ W + b
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), atol=1e-6)  # rows normalised in float32
+    exported = head.keras_head((X.shape[1],))
+    np.testing.assert_allclose(np.asarray(exported(X)), head.predict_proba(X), atol=1e-5)

@@ -294,6 +294,8 @@ def test_an_interrupted_run_leaves_no_folder_and_no_index_row(tmp_path, monkeypa
     [
         (["--classifier", "nope"], "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
         (["--classifier", "knn", "--param", "foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        (["--classifier", "dense", "--param", "epochs=-5"], "parameter 'epochs' of classifier 'dense' must be an integer of at least 1; got -5"),
+        (["--classifier", "logreg,svm", "--param", "C=0"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got 0.0"),
         (["--test-size", "1.5"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 1.5"),
         (["--cv", "1"], "cv must be 0 (no cross-validation) or a number of folds >= 2; got 1"),
         (["--split", "random"], "split must be one of 'auto', 'source', 'stratified', 'unstratified', 'keras', 'cv', 'caches'; got 'random'"),
@@ -357,3 +359,23 @@ def test_dense_head_can_stream_from_hdf5(tmp_path):
     assert len(json.loads((streamed.run_dir / "history.json").read_text())["loss"]) == 15
     assert streamed.metrics["accuracy"] >= in_memory.metrics["accuracy"] - 0.1
     assert streamed.metrics["accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_every_registered_head_fits_a_real_cache_with_its_defaults(tmp_path):
+    """No --param at all (the raw-pixel baseline once crashed so): each head trains, and its run records its defaults."""
+    from conftest import make_class_folder
+    from transfer_cache.classifiers import CLASSIFIERS
+    from transfer_cache.extract import extract
+
+    images = make_class_folder(tmp_path / "images", per_class=12)
+    cache = extract(str(images), backbone="tiny", weights="none", cache_dir=tmp_path / "caches", runtime="tensorflow",
+                    progress=False).path
+    results = fit([cache], classifier=list(CLASSIFIERS), runs_dir=tmp_path / "runs", progress=False)
+    assert [r.classifier for r in results] == list(CLASSIFIERS)
+    for result in results:
+        declared = {key: list(spec.default) if isinstance(spec.default, tuple) else spec.default
+                    for key, spec in CLASSIFIERS[result.classifier].spec.items()}
+        config = json.loads((result.run_dir / "config.json").read_text())
+        assert config["params"] == declared == result.params, result.classifier
+        assert result.metrics["n_test"] == 8 and len(read_csv(result.run_dir / "predictions.csv")) == 8

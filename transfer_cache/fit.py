@@ -135,7 +135,7 @@ class _Inputs:
 
     def get(self, model: Classifier, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        kind = ("pixels", int(model.get_params()["size"])) if model.input_kind == "pixels" else "features"
+        kind = ("pixels", int(model.params["size"])) if model.input_kind == "pixels" else "features"  # effective, typed
         slots, array = self._stores.get(kind, (np.full(len(self.data.labels), -1, dtype=np.int64), None))
         missing = np.unique(rows[slots[rows] < 0])
         if len(missing):
@@ -200,7 +200,7 @@ def _train_one(
     else:
         monitor = val
         if model.uses_validation and not len(val):
-            if int(model.get_params().get("early_stopping", 0)) > 0:
+            if int(model.params.get("early_stopping", 0)) > 0:  # declared default included; 0 for heads without it
                 train, monitor = stratified_rows(labels, train, 0.1, seed)
                 extra["validation"] = "10% of the training rows (early stopping)"
             else:

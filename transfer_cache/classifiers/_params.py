@@ -1,4 +1,8 @@
-"""Hyper-parameters: each head declares its own (``Param``); one function checks and converts every value."""
+"""Hyper-parameters: each head declares its own (``Param``), with the values it accepts; one function checks them.
+
+The declaration is the single source of the rules and of their error messages (as scikit-learn's
+``_parameter_constraints``): a range is an ``Interval``, an enum is ``choices``.
+"""
 
 from __future__ import annotations
 
@@ -10,43 +14,116 @@ import numpy as np
 
 from .._errors import TransferCacheError
 
+_CLOSED = ("both", "left", "right", "neither")
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The numbers from ``low`` to ``high`` (None: unbounded); ``closed`` says which ends are included."""
+
+    low: float | None = None
+    high: float | None = None
+    closed: str = "both"  # "both", "left" (low only), "right" (high only), "neither"
+
+    def __post_init__(self):
+        if self.closed not in _CLOSED:
+            raise ValueError(f"closed must be one of {_CLOSED}; got {self.closed!r}")
+
+    def holds(self, value) -> bool:
+        """Whether ``value`` is inside; written positively so NaN is outside every interval."""
+        low_ok = self.low is None or value > self.low or (value == self.low and self.closed in ("both", "left"))
+        high_ok = self.high is None or value < self.high or (value == self.high and self.closed in ("both", "right"))
+        return bool(low_ok and high_ok)
+
+    def words(self) -> str:
+        """The range in words, to follow "an integer" or "a number": "of at least 1", "in [0, 1)", ..."""
+        low_in, high_in = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is None and self.high is None:
+            return ""
+        if self.high is None:
+            return f"of at least {_number(self.low)}" if low_in else f"greater than {_number(self.low)}"
+        if self.low is None:
+            return f"of at most {_number(self.high)}" if high_in else f"less than {_number(self.high)}"
+        return f"in {'[' if low_in else '('}{_number(self.low)}, {_number(self.high)}{']' if high_in else ')'}"
+
+
+def at_least(low: float) -> Interval:
+    return Interval(low, None, closed="left")
+
+
+def greater_than(low: float) -> Interval:
+    return Interval(low, None, closed="neither")
+
+
+POSITIVE = greater_than(0)  # learning rates, regularisation strengths
+COUNT = at_least(1)  # iterations, epochs, trees, neighbours, layer sizes, rows
+FRACTION = Interval(0, 1, closed="left")  # dropout: 0 switches it off, 1 would drop everything
+
 
 @dataclass(frozen=True)
 class Param:
-    """One hyper-parameter: its default, its kind, and for string enums the accepted values.
+    """One hyper-parameter: its default, its kind, the values it accepts, and what a head saved before it existed did.
 
-    kinds: int, float, bool, str (with choices), ints (a list of ints; "1024,256", "none" = empty),
-    int_or_none, float_or_choice (a float or one of choices).
+    kinds: int, float, bool, str (one of ``choices``), ints (a list of ints; "1024,256", "none" = empty),
+    int_or_none, float_or_choice (a float or one of ``choices``). ``interval`` bounds the numbers (each item of
+    ``ints``). ``legacy``: the value a saved head whose classifier.json predates the parameter behaved as, when
+    that differs from ``default`` (a new preprocessing step must not be applied to an old model).
     """
 
     default: Any
     kind: str
     choices: tuple = ()
+    interval: Interval | None = None
+    legacy: Any = None
+
+    def expected(self) -> str:
+        """What the parameter accepts, in words: the error message's "must be ..." part, made from the declaration."""
+        bounds = self.interval.words() if self.interval is not None else ""
+        bounded = f" {bounds}" if bounds else ""
+        options = ", ".join(f"'{c}'" for c in self.choices)
+        if self.kind == "int":
+            return f"an integer{bounded}"
+        if self.kind == "float":
+            return f"a number{bounded}"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "str":
+            return f"one of {options}"
+        if self.kind == "ints":
+            return f"a comma-separated list of integers{bounded} (or none)"
+        if self.kind == "int_or_none":
+            return f"an integer{bounded} or none"
+        if self.kind == "float_or_choice":
+            return f"a number{bounded} or one of {options}"
+        raise AssertionError(f"unknown parameter kind {self.kind}")
 
 
 CLASS_WEIGHT = Param("none", "str", ("none", "balanced"))  # shared by the heads that weight classes
 
-_KIND_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "ints": "a comma-separated list of integers (or none)",
-    "int_or_none": "an integer or none",
-}
-
 
 def bad_value(classifier: str, name: str, spec: Param, value) -> TransferCacheError:
-    if spec.kind == "str":
-        expected = "one of " + ", ".join(f"'{c}'" for c in spec.choices)
-    elif spec.kind == "float_or_choice":
-        expected = "a number or one of " + ", ".join(f"'{c}'" for c in spec.choices)
-    else:
-        expected = _KIND_WORDS[spec.kind]
-    return TransferCacheError(f"parameter '{name}' of classifier '{classifier}' must be {expected}; got {value!r}")
+    return TransferCacheError(f"parameter '{name}' of classifier '{classifier}' must be {spec.expected()}; got {value!r}")
 
 
 def coerce(classifier: str, name: str, spec: Param, value):
-    """Convert a command-line string (or check a Python value); a valid value is returned as the same object."""
+    """Convert a command-line string (or check a Python value) and check its range; a valid value comes back as is.
+
+    A value of the wrong type is reported as given ('abc'); one out of range as converted (-5).
+    """
+    converted = _convert(classifier, name, spec, value)
+    if spec.interval is not None:
+        numbers = converted if spec.kind == "ints" else [] if converted is None or isinstance(converted, str) else [converted]
+        if not all(spec.interval.holds(number) for number in numbers):
+            raise bad_value(classifier, name, spec, value if spec.kind == "ints" else converted)
+    return converted
+
+
+def _convert(classifier: str, name: str, spec: Param, value):
+    """The value as the declared kind (a valid Python value is returned as the same object); ranges come after."""
     kind = spec.kind
     bad = bad_value(classifier, name, spec, value)
     if kind == "int":
@@ -62,6 +139,8 @@ def coerce(classifier: str, name: str, spec: Param, value):
         raise bad
     if kind == "float":
         if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise bad
             return value
         if isinstance(value, str):
             try:
@@ -87,29 +166,25 @@ def coerce(classifier: str, name: str, spec: Param, value):
             return None
         if isinstance(value, str) and value.strip().lower() in ("none", ""):
             return None
-        return coerce(classifier, name, Param(spec.default, "int"), value)
-    if kind == "float_or_choice":
+    if kind in ("int_or_none", "float_or_choice"):
         if isinstance(value, str) and value.strip().lower() in spec.choices:
             return value if value in spec.choices else value.strip().lower()
         try:
-            return coerce(classifier, name, Param(spec.default, "float"), value)
+            return _convert(classifier, name, Param(spec.default, "int" if kind == "int_or_none" else "float"), value)
         except TransferCacheError:
             raise bad from None
     if kind == "ints":
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value):
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
             return value
         if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return (int(value),) if value > 0 else ()
+            return (int(value),) if value != 0 else ()
         if isinstance(value, str):
             text = value.strip().lower()
             if text in ("none", "", "0"):
                 return ()
             try:
-                items = tuple(int(part) for part in text.split(","))
+                return tuple(int(part) for part in text.split(","))
             except ValueError:
                 raise bad from None
-            if any(item <= 0 for item in items):
-                raise bad
-            return items
         raise bad
     raise AssertionError(f"unknown parameter kind {kind}")

@@ -28,6 +28,13 @@ def flat(X) -> np.ndarray:
     return X.reshape(X.shape[0], -1).astype(np.float32, copy=False)
 
 
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (zero rows stay zero): transfer vectors differ in scale more than in direction."""
+    X = flat(X)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
 def scatter(proba: np.ndarray, present: np.ndarray, n_classes: int) -> np.ndarray:
     """Put the columns of an estimator trained on the ``present`` labels into ``n_classes`` columns."""
     full = np.zeros((proba.shape[0], n_classes), dtype=np.float64)
@@ -81,7 +88,9 @@ class Classifier(BaseEstimator, ClassifierMixin):
 
     # ---- scikit-learn estimator protocol (so GridSearchCV and clone work)
     def get_params(self, deep: bool = True) -> dict:
-        return {"seed": self.seed, "n_jobs": self.n_jobs, **self._given}
+        """Every parameter: the declared defaults, overridden by the values given (as given; ``params`` types them)."""
+        defaults = {key: spec.default for key, spec in self.spec.items()}
+        return {"seed": self.seed, "n_jobs": self.n_jobs, **defaults, **self._given}
 
     def set_params(self, **params) -> "Classifier":
         for reserved in ("seed", "n_jobs"):
@@ -108,6 +117,15 @@ class Classifier(BaseEstimator, ClassifierMixin):
     def params(self) -> dict:
         """The effective hyper-parameters, JSON-friendly (tuples become lists)."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in self._params.items()}
+
+    @classmethod
+    def vector_steps(cls) -> str:
+        """What the head does to the vectors before its model, in words, from its defaults (``fit --help``)."""
+        if cls.input_kind != "features":
+            return ""
+        defaults = {key: spec.default for key, spec in cls.spec.items()}
+        steps = [words for key, words in (("unit_length", "unit length"), ("standardize", "standardised")) if defaults.get(key)]
+        return ", then ".join(steps) if steps else "raw vectors"
 
     @property
     def streams(self) -> bool:
@@ -192,6 +210,9 @@ class Classifier(BaseEstimator, ClassifierMixin):
         if meta.get("classifier") != cls.name:
             raise TransferCacheError(f"{folder} holds a '{meta.get('classifier')}' head, not '{cls.name}'; use load_classifier")
         params = {key: tuple(value) if isinstance(value, list) else value for key, value in meta["params"].items()}
+        for key, spec in cls.spec.items():  # a head saved before a parameter existed keeps its behaviour of then
+            if key not in params and spec.legacy is not None:
+                params[key] = spec.legacy
         head = cls(seed=meta.get("seed", 0), **params)
         head.n_classes_ = int(meta["n_classes"])
         head.classes_ = np.arange(head.n_classes_)

@@ -26,8 +26,11 @@ def available() -> list[str]:
 
 
 def classifier_help() -> str:
-    """One line naming every registered head (the fit CLI's help ends with it)."""
-    names = [f"{name} ({klass.summary})" if klass.summary else name for name, klass in CLASSIFIERS.items()]
+    """One line naming every registered head, with its summary and what it does to the vectors (fit's help ends with it)."""
+    names = []
+    for name, klass in CLASSIFIERS.items():
+        words = "; ".join(part for part in (klass.summary, klass.vector_steps()) if part)
+        names.append(f"{name} ({words})" if words else name)
     return f"classifiers: {', '.join(names)}."
 
 
