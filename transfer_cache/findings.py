@@ -174,11 +174,13 @@ def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs
     label errors by the confident-learning rule, with the label the vectors suggest."""
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.flatnonzero(labels >= 0)
-    probabilities = out_of_fold_probabilities(np.asarray(X)[rows], labels[rows], folds=folds, seed=seed, n_jobs=n_jobs)
-    flagged, suggested = confident_learning_issues(probabilities, labels[rows])
-    self_confidence = probabilities[np.arange(len(rows)), labels[rows]]
+    # the probability columns are the classes present, in order: a class id absent from the rows must not shift them
+    classes, given = np.unique(labels[rows], return_inverse=True)
+    probabilities = out_of_fold_probabilities(np.asarray(X)[rows], given, folds=folds, seed=seed, n_jobs=n_jobs)
+    flagged, suggested = confident_learning_issues(probabilities, given)
+    self_confidence = probabilities[np.arange(len(rows)), given]
     out = [
-        {"row": int(row), "label": int(labels[row]), "suggested": int(suggested[i]),
+        {"row": int(row), "label": int(labels[row]), "suggested": int(classes[suggested[i]]),
          "self_confidence": round(float(self_confidence[i]), 6),
          "suggested_probability": round(float(probabilities[i, suggested[i]]), 6), "flagged": bool(flagged[i])}
         for i, row in enumerate(rows)
@@ -228,6 +230,8 @@ class Findings:
     label_issues: list[dict] = field(default_factory=list)
     outliers: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, cache): images never cached
+    label_errors_searched: bool = False  # False when no two classes have enough labelled images for the folds
 
     @property
     def leakage(self) -> list[dict]:
@@ -260,7 +264,7 @@ def inspect_caches(
                                   or not 0.0 < float(threshold) <= 1.0):
         raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
     paths = [cache] + ([test_cache] if test_cache is not None else [])
-    blocks, ids, labels, split, row_paths, origin = [], [], [], [], [], []
+    blocks, ids, labels, split, row_paths, origin, failed = [], [], [], [], [], [], []
     class_names: list[str] = []
     fingerprint = None
     for index, path in enumerate(paths):
@@ -283,9 +287,11 @@ def inspect_caches(
             split.extend(["test"] * len(opened) if index else [str(s) for s in opened.split])
             row_paths.extend(opened.paths)
             origin.extend([str(path)] * len(opened))
+            failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
     X = np.concatenate(blocks)
     all_labels = np.concatenate(labels)
-    findings = Findings(paths=row_paths, labels=all_labels, split=split, class_names=class_names, origin=origin)
+    findings = Findings(paths=row_paths, labels=all_labels, split=split, class_names=class_names, origin=origin,
+                        failed=failed)
     findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
     findings.duplicates, findings.threshold = duplicate_pairs(X, ids=ids, labels=all_labels, split=split,
                                                               threshold=threshold, k=k, neighbours=findings.neighbours)
@@ -294,13 +300,23 @@ def inspect_caches(
             f"these images are all very alike (median cosine to their {k}th nearest neighbour above {HOMOGENEOUS_MEDIAN}), so near "
             f"duplicates start at cosine {findings.threshold} here instead of {NEAR_DUPLICATE_COSINE}; --threshold sets it"
         )
-    labelled = int((all_labels >= 0).sum())
-    counts = np.bincount(all_labels[all_labels >= 0]) if labelled else np.zeros(0, int)
-    if len(counts[counts > 0]) >= 2 and counts[counts > 0].min() >= folds:
-        findings.label_issues = label_issues(X, all_labels, folds=folds, seed=seed, n_jobs=n_jobs)
+    # a class too small for the folds leaves label errors to the classes that have enough, not the whole inspection
+    counts = np.bincount(all_labels[all_labels >= 0], minlength=len(class_names))
+    foldable = np.flatnonzero(counts >= folds)
+    too_few = ", ".join(f"{class_names[c]} ({counts[c]})" for c in np.flatnonzero((counts > 0) & (counts < folds)))
+    if len(foldable) >= 2:
+        searched = np.where(np.isin(all_labels, foldable), all_labels, -1)
+        findings.label_issues = label_issues(X, searched, folds=folds, seed=seed, n_jobs=n_jobs)
+        findings.label_errors_searched = True
+        if too_few:
+            findings.notes.append(
+                f"label errors searched among the {len(foldable)} classes with at least {folds} labelled images; left "
+                f"out, with too few images for {folds} folds: {too_few}"
+            )
     else:
         findings.notes.append(
-            f"label errors not searched: it needs two or more classes with at least {folds} labelled images each"
+            f"label errors not searched: it needs two or more classes with at least {folds} labelled images each "
+            f"(--folds {folds})" + (f"; too few: {too_few}" if too_few else "")
         )
     findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
     return findings

@@ -29,15 +29,31 @@ class InspectResult:
         f = self.findings
         exact = sum(1 for p in f.duplicates if p["kind"] == "exact")
         flagged = sum(1 for item in f.label_issues if item["flagged"])
+        failed = f" ({len(f.failed)} more failed to decode, listed on the page)" if f.failed else ""
+        label_errors = f"{flagged} likely label errors" if f.label_errors_searched else "label errors not searched"
         return (
-            f"inspect: {len(f.paths)} images; {exact} exact and {len(f.duplicates) - exact} near duplicate pairs "
-            f"({len(f.leakage)} across train/test: leakage, {len(f.conflicts)} with different labels), {flagged} likely "
-            f"label errors (near duplicates from cosine {f.threshold}); {self.seconds:.1f} s -> {self.files['page']}"
+            f"inspect: {len(f.paths)} images{failed}; {exact} exact and {len(f.duplicates) - exact} near duplicate pairs "
+            f"({len(f.leakage)} across train/test: leakage, {len(f.conflicts)} with different labels), {label_errors} "
+            f"(near duplicates from cosine {f.threshold}); {self.seconds:.1f} s -> {self.files['page']}"
         )
 
 
 def _name(findings: Findings, label: int) -> str:
     return findings.class_names[label] if 0 <= label < len(findings.class_names) else "unlabelled"
+
+
+def _failed_section(page, findings: Findings, *, shown: int = 1000) -> None:
+    """The images extraction could not decode: they are in no finding, so the page says which they are (as the
+    cache report does), naming the cache only when a test cache was given too."""
+    page.heading(f"Failed images ({len(findings.failed)})")
+    if not findings.failed:
+        page.note("Every image was read.")
+        return
+    if len(findings.failed) > shown:
+        page.note(f"first {shown} of {len(findings.failed)} shown")
+    two_caches = len(set(findings.origin) | {origin for _, _, origin in findings.failed}) > 1
+    rows = [[path, reason] + ([Path(origin).name] if two_caches else []) for path, reason, origin in findings.failed]
+    page.table(rows[:shown], header=("path", "reason") + (("cache",) if two_caches else ()))
 
 
 def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
@@ -97,6 +113,7 @@ def inspect(
     findings = inspect_caches(cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed)
     files = write_findings(findings, folder)
     page = inspection_page(findings, title=f"What the vectors say about {cache.name}", top=top)
+    _failed_section(page, findings)
     files["page"] = folder / "inspect.html"
     temporary = files["page"].with_name(f".inspect.html.tmp-{os.getpid()}")
     temporary.write_text(page.render(), encoding="utf-8")
@@ -137,6 +154,8 @@ def _main(args) -> int:
     result = inspect(args.cache, test_cache=args.test_cache, out=args.out, layer=args.layer, threshold=args.threshold,
                      k=args.k, folds=args.folds, seed=args.seed, top=args.top)
     print(result.summary())
+    for note in result.findings.notes:  # e.g. label errors left out for classes too small for the folds
+        print(f"note: {note}")
     return 0
 
 
