@@ -75,7 +75,7 @@ def test_a_converted_model_is_reused_without_tensorflow(tmp_path):
     assert done.stdout.split() == ["6", "False", "False"]
 
 
-def test_a_damaged_converted_model_is_converted_again(tmp_path):
+def test_a_damaged_converted_model_is_converted_again(tmp_path, capfd):
     from transfer_cache.runtimes.openvino import converted_model_path
 
     root = make_class_folder(tmp_path / "images", per_class=2)
@@ -84,7 +84,10 @@ def test_a_damaged_converted_model_is_converted_again(tmp_path):
     path = converted_model_path(config)
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 3])  # truncated by a full disk, say
+    capfd.readouterr()
     again = extract(str(root), cache_dir=tmp_path / "b", runtime="openvino", **TINY)
+    assert f"the converted model in {path.parent} does not match what was recorded at conversion (damaged?); " \
+        "converting again" in capfd.readouterr().err.splitlines()
     assert path.read_bytes() == good
     with open_cache(first.path) as a, open_cache(again.path) as b:
         np.testing.assert_array_equal(a.features[:], b.features[:])
