@@ -63,7 +63,8 @@ def test_failed_shard_is_named_after_retries_and_a_rerun_finishes_it(images, tmp
     with pytest.raises(TransferCacheError) as info:
         run_sharded(str(root), shards=3, engine="local", retries=1, cache_dir=tmp_path, **TINY)
     message = str(info.value)
-    assert message.startswith("1 of 3 shards failed after 2 attempts (shard 1/3: IsADirectoryError: ")
+    assert message.startswith(f"1 of 3 shards failed after 2 attempts (shard 1/3: TransferCacheError: {blocker} is a "
+                              "folder, where this cache's file goes; move or rename it and run again")
     assert message.endswith(
         f"the 2 finished shard files are kept in {tmp_path}: fix the cause and run the same command again, which "
         "recomputes only the failed shards"

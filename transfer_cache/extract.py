@@ -531,6 +531,8 @@ def _cache_attrs(config: dict, src, shard_k_n) -> dict:
 def _open_existing(path: Path) -> Cache | None:
     if not path.exists():
         return None
+    if path.is_dir():
+        raise TransferCacheError(f"{path} is a folder, where this cache's file goes; move or rename it and run again")
     try:
         return Cache(path)
     except NewerFormatError:  # not damaged: another version's work is never deleted
