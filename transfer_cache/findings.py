@@ -10,7 +10,8 @@ and in blocks, so memory stays at a few blocks of similarities however many imag
   two images sit on different sides of the split (train vs val/test) is **leakage**; a pair with two different
   labels is a **conflict**.
 * **Likely label errors** follow the confident-learning rule (Northcutt et al., 2021): out-of-fold probabilities
-  from a cross-validated logistic regression on the cached vectors; class j's threshold is the mean probability of
+  from a cross-validated logistic regression on the cached vectors, standardised with a variance floor so that a
+  dimension nearly constant over a small training fold cannot dominate a prediction; class j's threshold is the mean probability of
   j over the rows labelled j; a row is flagged when some other class reaches its threshold and is the most
   probable of the classes that do (an off-diagonal entry of the confident joint, which is what cleanlab's
   ``find_label_issues(filter_by="confident_learning")`` reports). The rule is a few lines on top of scikit-learn, so
@@ -40,6 +41,13 @@ NEAR_DUPLICATE_COSINE = 0.90
 # homogeneous) is above HOMOGENEOUS_MEDIAN, the automatic threshold is HOMOGENEOUS_COSINE instead.
 HOMOGENEOUS_MEDIAN = 0.90
 HOMOGENEOUS_COSINE = 0.995
+# Label errors: the variance floor of the standardisation before the logistic regression, as a share of the mean
+# variance (``floored_standardise``). Measured with the embedded Lite0 against plain standardisation: folders of 30
+# correctly labelled photos (3 classes) flag nothing over 7 folders x 30 fold seeds (plain: a coffee photo flagged as
+# a rocket at p = 0.9998); 5% flipped labels among the top-ranked 10% on digits 0.978 (plain 0.966), flagged on 540
+# photos of 9 subjects 0.89-1.0 with no correct label flagged (plain 0.96-1.0). Unit-length vectors without a scaler
+# needed C = 100 and 6x the time to rank digits as well, and then flagged fewer photos (0.85-1.0).
+VARIANCE_FLOOR = 0.1
 
 
 def automatic_threshold(kth_similarities: np.ndarray) -> float:
@@ -133,24 +141,56 @@ def duplicate_pairs(
     return out, float(NEAR_DUPLICATE_COSINE if threshold is None else threshold)
 
 
-def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
-    """Each labelled row's class probabilities from a logistic regression that never saw it (stratified k-fold)."""
+def floored_standardise(train: np.ndarray, test: np.ndarray, *, floor: float = VARIANCE_FLOOR):
+    """``train`` and ``test`` centred on the training mean, each dimension divided by the square root of
+    ``(variance + floor x mean variance) / (1 + floor)`` over the training rows.
+
+    Plain standardisation divides by the variance alone: a ReLU dimension that is zero on all but one of 24 training
+    rows (std 3e-5) turns a test row's 0.07 into a z-score of 2,300, and that one coordinate then decides the
+    prediction, confidently and wrongly. The floor caps how much any dimension can be magnified relative to a typical
+    one (about 3.3x at 0.1); dimensions with ordinary variance are standardised as before.
+    """
+    train = np.asarray(train, dtype=np.float32)
+    mean = train.mean(axis=0, dtype=np.float64)
+    variance = train.var(axis=0, dtype=np.float64)
+    scale = np.sqrt((variance + floor * variance.mean()) / (1.0 + floor))
+    scale[scale == 0] = 1.0  # every dimension constant: nothing to scale
+    mean, scale = mean.astype(np.float32), scale.astype(np.float32)
+    return (train - mean) / scale, (np.asarray(test, dtype=np.float32) - mean) / scale
+
+
+def _fold_probabilities(X, labels, train, test, n_classes):
+    """One fold: standardise on its training rows, fit, and predict its held-out rows."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    fit_on, predict_on = floored_standardise(X[train], X[test])
+    model = LogisticRegression(max_iter=2000).fit(fit_on, labels[train])
+    out = np.zeros((len(test), n_classes))
+    out[:, model.classes_] = model.predict_proba(predict_on)
+    return test, out
+
+
+def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+    """Each labelled row's class probabilities (columns: labels 0..max) from a logistic regression that never saw it
+    (stratified k-fold), on vectors standardised with a variance floor (``floored_standardise``)."""
+    from joblib import Parallel, delayed
+    from sklearn.model_selection import StratifiedKFold
 
     labels = np.asarray(labels)
-    smallest = int(np.bincount(labels).min()) if len(labels) else 0
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
+    smallest = int(counts[counts > 0].min()) if len(labels) else 0
     if smallest < folds:
         raise TransferCacheError(
             f"finding label errors needs at least {folds} labelled images in every class (cross-validation over "
             f"{folds} folds); the smallest class has {smallest}: pass a smaller --folds, or label more images"
         )
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(model, np.asarray(X, dtype=np.float32).reshape(len(X), -1), labels, cv=splitter,
-                             method="predict_proba", n_jobs=n_jobs)
+    probabilities = np.zeros((len(X), len(counts)))
+    for test, out in Parallel(n_jobs=n_jobs)(delayed(_fold_probabilities)(X, labels, train, test, len(counts))
+                                             for train, test in splitter.split(X, labels)):
+        probabilities[test] = out
+    return probabilities
 
 
 def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
