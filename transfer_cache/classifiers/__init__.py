@@ -8,7 +8,9 @@ effective hyper-parameters. They are scikit-learn estimators too (``get_params``
 ``GridSearchCV`` can search them.
 
 Hyper-parameters arrive as ``key=value`` strings from the command line: ``parse_params`` converts them to the
-types each classifier declares and rejects names it does not accept.
+types each classifier declares, checks them against the declared ranges (``Interval``) and choices, and rejects
+names it does not accept; the error messages are made from those declarations. ``get_params()`` reports every
+declared parameter (the defaults, overridden by the values given).
 
 Storage: Keras heads are saved as ``head.keras``. scikit-learn heads are saved with joblib as ``head.joblib``,
 which is a **pickle**: loading one can run arbitrary code, so only load files you trust. This module keeps a
@@ -18,7 +20,7 @@ loading one that is not on it. The linear heads (``logreg``, ``linear_svm``) als
 they never need unpickling.
 
 Modules: ``base`` (the interface), ``registry`` (names, ``--param`` parsing), ``sklearn_heads`` and
-``keras_heads`` (the heads), ``_params`` (hyper-parameter types), ``_pickles`` (the joblib trust list).
+``keras_heads`` (the heads), ``_params`` (hyper-parameter kinds and ranges), ``_pickles`` (the joblib trust list).
 """
 
 from ._pickles import dump_pickle, is_trusted_pickle, load_pickle, register_trusted_pickle  # noqa: F401
