@@ -91,7 +91,9 @@ EXTRACT_OPTIONS: tuple[Option, ...] = (
     Option("batch_size", 32, "images per forward pass (default 32)", "run", type=int, metavar="N"),
     Option("cache_dir", None, "where caches live (default $TRANSFER_CACHE_DIR or ./caches)", "run", metavar="DIR"),
     Option("shard", None, "extract only shard K of N (K/N, 0-based) into its own file", "run", metavar="K/N"),
-    Option("lock_timeout", 0.0, "seconds to wait for another extraction of the same cache", "run", type=float,
+    Option("lock_timeout", 0.0, "seconds to wait for another extraction of the same cache, or for another run's "
+           "conversion of the model (default 0: fail at once on a cache, wait as long as it takes on a conversion)",
+           "run", type=float,
            metavar="SECONDS"),
     Option("allow_outside_root", False, "let a CSV manifest name files outside its folder", "run", action="store_true"),
     Option("progress", True, "no progress bars", "run", flag="--quiet", action="store_false"),
