@@ -98,7 +98,7 @@ def tile(source: Path, out: Path, *, rows: int, noise: float, seed: int) -> None
         rows=Rows(ids=[f"{i:064x}" for i in range(rows)], paths=[f"tiled/{i:06d}" for i in range(rows)],
                   labels=[int(v) for v in labels[take]], split=[""] * rows),
     )
-    cache.close() if hasattr(cache, "close") else None
+    cache.close()
     print(f"{rows} rows ({features.shape[1]}-d, noise {noise}) -> {out}")
 
 

@@ -116,7 +116,10 @@ def coerce(classifier: str, name: str, spec: Param, value):
     """
     converted = _convert(classifier, name, spec, value)
     if spec.interval is not None:
-        numbers = converted if spec.kind == "ints" else [] if converted is None or isinstance(converted, str) else [converted]
+        if spec.kind == "ints":
+            numbers = converted
+        else:  # none and the named choices have no range
+            numbers = [] if converted is None or isinstance(converted, str) else [converted]
         if not all(spec.interval.holds(number) for number in numbers):
             raise bad_value(classifier, name, spec, value if spec.kind == "ints" else converted)
     return converted
