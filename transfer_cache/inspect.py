@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _cli
+from ._checks import whole_number
 from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
 from .report import inspection_page
 
@@ -108,6 +109,7 @@ def inspect(
     """Find duplicates, leakage, conflicts, likely label errors and outliers; write the CSVs and the page into ``out``
     (default ``reports/<cache name>-inspect/``)."""
     started = time.perf_counter()
+    top = whole_number(top, "top (items shown per section)")
     cache = Path(cache)
     folder = Path(out) if out is not None else Path("reports") / f"{cache.stem}-inspect"
     findings = inspect_caches(cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed)
