@@ -17,7 +17,7 @@ from pathlib import Path
 from . import _cli
 from ._checks import whole_number
 from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
-from .report import inspection_page
+from .report import failed_images_section, inspection_page
 
 
 @dataclass
@@ -43,18 +43,11 @@ def _name(findings: Findings, label: int) -> str:
     return findings.class_names[label] if 0 <= label < len(findings.class_names) else "unlabelled"
 
 
-def _failed_section(page, findings: Findings, *, shown: int = 1000) -> None:
-    """The images extraction could not decode: they are in no finding, so the page says which they are (as the
-    cache report does), naming the cache only when a test cache was given too."""
-    page.heading(f"Failed images ({len(findings.failed)})")
-    if not findings.failed:
-        page.note("Every image was read.")
-        return
-    if len(findings.failed) > shown:
-        page.note(f"first {shown} of {len(findings.failed)} shown")
+def _failed_section(page, findings: Findings) -> None:
+    """The failed images of the inspected caches, naming the cache only when a test cache was given too."""
     two_caches = len(set(findings.origin) | {origin for _, _, origin in findings.failed}) > 1
     rows = [[path, reason] + ([Path(origin).name] if two_caches else []) for path, reason, origin in findings.failed]
-    page.table(rows[:shown], header=("path", "reason") + (("cache",) if two_caches else ()))
+    failed_images_section(page, rows, header=("path", "reason") + (("cache",) if two_caches else ()))
 
 
 def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:

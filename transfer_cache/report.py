@@ -266,16 +266,20 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
         _scatter_section(page, cache, layer=None, sample=sample, seed=seed, tsne=tsne, variance=True, tick=bar.update,
                          n_jobs=n_jobs, umap=umap)
         _findings_section(page, path)
-        page.heading(f"Failed images ({len(cache.failed)})")
-        if cache.failed:
-            shown = cache.failed[:1000]
-            if len(cache.failed) > len(shown):
-                page.note(f"first {len(shown)} of {len(cache.failed)} shown")
-            page.html(_table(shown, header=("path", "reason")))
-        else:
-            page.note("Every image was read.")
+        failed_images_section(page, cache.failed)
         bar.update()
     return page
+
+
+def failed_images_section(page: Page, rows, *, header=("path", "reason"), shown: int = 1000) -> None:
+    """The images extraction could not decode: they are in no figure or finding, so a page says which they are."""
+    page.heading(f"Failed images ({len(rows)})")
+    if not rows:
+        page.note("Every image was read.")
+        return
+    if len(rows) > shown:
+        page.note(f"first {shown} of {len(rows)} shown")
+    page.table(list(rows)[:shown], header=header)
 
 
 def _run_page(run_dir: Path, *, sample: int, seed: int, tsne: bool, progress: bool, n_jobs=None, umap=None) -> Page:
