@@ -242,6 +242,7 @@ DESERIALISERS = {
     ("sources/arrays.py", "np.load("): "allow_pickle=False (.npy memory-mapped, .npz)",
     ("cache.py", "np.load("): "allow_pickle=False (work parts)",
     ("classifiers/sklearn_heads.py", "np.load("): "allow_pickle=False (head.npz of linear heads)",
+    ("runtimes/openvino.py", "np.load("): "allow_pickle=False (the converted model's recorded probe outputs)",
     ("classifiers/_pickles.py", "joblib.load"): "documented pickle of a user's own fitted head; warns unless written on this machine",
 }
 _PATTERNS = ("pickle.load", "pickle.Unpickler", "np.load(", "numpy.load(", "joblib.load", "torch.load(", "marshal.load",
