@@ -40,7 +40,11 @@ def varied_crops(photo: np.ndarray, count: int, *, seed: int, size=(320, 240)) -
 def make_photo_folder(root, *, per_class: int = 10, classes: dict[str, str] | None = None, bad_files: bool = True,
                       seed: int = 0) -> Path:
     """Write the folder and return its root; ``bad_files`` adds ``cat/broken.jpg`` (truncated) and ``coffee/empty.jpg``."""
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:
+        raise SystemExit("tests/photos.py needs scikit-image for its sample photos: pip install scikit-image "
+                         "(the test extras, pip install -e \".[dev]\", include it)") from None
 
     root = Path(root)
     for index, (label, photo_name) in enumerate((classes or PHOTO_CLASSES).items()):

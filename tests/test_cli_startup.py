@@ -94,7 +94,7 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
             (["missing.keras", "photo.png", "--top", "0"], "--top must be a positive integer; got 0"),
         ],
         "report": [
-            (["missing.h5"], "missing.h5 does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)"),
+            (["missing.h5"], "missing.h5 does not exist; pass a run folder (runs/<run_id>), the runs folder (runs/) or a cache file (.h5)"),
         ],
         "inspect": [
             (["missing.h5"], "cache file missing.h5 does not exist; run python -m transfer_cache.extract first"),

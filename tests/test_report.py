@@ -185,7 +185,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert report.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"python -m transfer_cache.report: error: {tmp_path / 'missing'} does not exist; "
-                   "pass a run folder (runs/<run_id>) or a cache file (.h5)"]
+                   "pass a run folder (runs/<run_id>), the runs folder (runs/) or a cache file (.h5)"]
 
 
 def test_cli_help_has_an_example(capsys):

@@ -564,7 +564,7 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None, umap
     if umap not in (None, True, False):
         raise TransferCacheError(f"umap must be None (from {UMAP_MIN_POINTS} points on), True or False; got {umap!r}")
     if not target.exists():
-        raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>) or a cache file (.h5)")
+        raise TransferCacheError(f"{target} does not exist; pass a run folder (runs/<run_id>), the runs folder (runs/) or a cache file (.h5)")
     is_run = is_run_dir(target)
     is_runs = target.is_dir() and (target / "index.csv").is_file()
     if rebuild_index:
