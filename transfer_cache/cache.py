@@ -28,6 +28,7 @@ from typing import Iterable, Iterator, Sequence
 import h5py
 import numpy as np
 
+from ._atomic import disk_errno, disk_error, fsync_dir, fsync_tree, replacing, translated
 from ._errors import TransferCacheError
 from .feature_config import DTYPES, FINGERPRINT_FIELDS, FORMAT_VERSION, fingerprint  # noqa: F401  (the cache's contract)
 
@@ -67,28 +68,21 @@ def default_cache_dir() -> Path:
 # --------------------------------------------------------------------------- durable file helpers
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_file = fsync_tree  # (fsync_dir and fsync_file: the package's one durable-write helper, _atomic)
 
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+_WHERE = "pass --cache-dir on another disk"
 
 
 def _disk_error(exc: Exception, path: Path) -> TransferCacheError:
-    # h5py reports a failed write inside HDF5 as RuntimeError/OSError whose text carries "errno = 28"
-    if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in str(exc):
+    """One line for a cache file that could not be written; a full disk says what was kept (``_atomic`` words the rest)."""
+    if disk_errno(exc) in (errno.ENOSPC, errno.EDQUOT):
         return TransferCacheError(
             f"no space left on the device while writing {path}: the previous cache (if any) is untouched and "
-            "finished batches are kept for the next run; free some space or pass --cache-dir on another disk, then run again"
+            f"finished batches are kept for the next run; free some space or {_WHERE}, then run again"
         )
-    return TransferCacheError(f"could not write {path}: {exc.strerror or exc}; check the folder's permissions and free space")
+    return disk_error(exc, path, where=_WHERE) or TransferCacheError(
+        f"could not write {path}: {getattr(exc, 'strerror', None) or exc}; check the folder's permissions and free space"
+    )
 
 
 # --------------------------------------------------------------------------- locking
@@ -103,7 +97,8 @@ def cache_lock(path: Path, *, timeout: float = 0.0) -> Iterator[None]:
     """
     path = Path(path)
     lock_path = path.with_name(f".{path.name}.lock")
-    handle = open(lock_path, "a+")
+    with translated(path, error=_disk_error):  # a read-only or missing cache folder is one line, not a traceback
+        handle = open(lock_path, "a+")
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -190,25 +185,17 @@ class WorkParts:
         seconds: float = 0.0, computed: int = 0,
     ) -> None:
         """Make one batch durable: after this returns, a crash cannot lose it (nor what it cost)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         final = self.folder / f"part-{self._next:08d}.npz"
-        temporary = self.folder / f"part-{self._next:08d}.tmp.npz"
         arrays = {"ids": np.asarray(list(ids), dtype="U80")}  # a digest, or "digest:view" for an augmented view
         for k, array in enumerate(features):
             arrays[f"f{k}"] = np.asarray(array)
         arrays["failed_ids"] = np.asarray([digest for digest, _ in failed], dtype="U80")
         arrays["failed_reasons"] = np.asarray([reason for _, reason in failed], dtype=str)
         arrays["seconds"], arrays["computed"] = np.float64(seconds), np.int64(computed)
-        try:
+        # the temporary (.part-NNNNNNNN.npz.tmp-PID.npz) is one the sweep above removes when a run is killed
+        with replacing(final, keep_suffix=True, error=_disk_error) as temporary:
             with open(temporary, "wb") as handle:
                 np.savez(handle, **arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-            fsync_dir(self.folder)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            raise _disk_error(exc, final) from exc
         for row, digest in enumerate(ids):
             self._index[digest] = (final, row)
         self._failed.update(failed)
@@ -660,7 +647,8 @@ def write_tables(path: str | os.PathLike, *, attrs: dict, tables: dict, block_ro
     full.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     full["rows"] = n
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with translated(path, error=_disk_error):
+        path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     _reserve_space(path.with_name(f".{path.name}.tmp-{os.getpid()}.reserve"), _estimated_size(tables, dtype), path)
     try:
