@@ -24,8 +24,12 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from . import _atomic
 from ._errors import TransferCacheError
-from .cache import Cache, fsync_dir, open_cache
+from .cache import Cache, open_cache
+
+# the way out a run folder or index that cannot be written offers
+WHERE = "give --runs-dir a folder on another disk"
 
 INDEX_COLUMNS = (
     "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
@@ -50,22 +54,13 @@ def jsonable(value):
     return value
 
 
-def write_json(path: Path, payload) -> None:
+def write_json(path: Path, payload, *, where: str = WHERE) -> None:
     """JSON written atomically: a temporary file beside it, fsync, ``os.replace`` (a crash keeps the old file)."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(jsonable(payload), indent=2, default=str) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    _atomic.write_json(path, jsonable(payload), where=where)
 
 
 def write_predictions(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with _atomic.open_replacing(path, newline="", where=WHERE) as handle:
         writer = csv.writer(handle)
         writer.writerow(list(header))
         writer.writerows(rows)
@@ -81,31 +76,32 @@ def write_run(
     history: dict | None,
     save_model: Callable[[Path], object],
 ) -> Path:
-    """Write one complete run folder (temporary name, then rename) and list it in the index; return its path."""
+    """Write one complete run folder (temporary name ``.<run_id>.tmp-<pid>``, then rename) and list it in the index;
+    return its path. A disk that cannot take it ends in one line naming the file, with no half run left."""
     runs_dir = Path(runs_dir)
     final = runs_dir / run_id
-    temporary = runs_dir / f".{run_id}.tmp-{os.getpid()}"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    with _atomic.replacing(final, folder=True, where=WHERE) as temporary:
         temporary.mkdir()
-        write_json(temporary / "config.json", config)
-        write_json(temporary / "metrics.json", metrics)
-        write_predictions(temporary / "predictions.csv", *predictions)
-        if history is not None:
-            write_json(temporary / "history.json", history)
-        save_model(temporary / "model")
-        os.replace(temporary, final)
-        fsync_dir(runs_dir)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        # inside the folder files are written plainly: the folder's rename is what publishes them
+        for name, payload in (("config.json", config), ("metrics.json", metrics), ("history.json", history)):
+            if payload is not None:
+                with _atomic.writing(temporary / name):
+                    (temporary / name).write_text(json.dumps(jsonable(payload), indent=2, default=str) + "\n", encoding="utf-8")
+        header, rows = predictions
+        with _atomic.writing(temporary / "predictions.csv"), open(temporary / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(list(header))
+            writer.writerows(rows)
+        with _atomic.writing(temporary / "model"):
+            save_model(temporary / "model")
     append_index(runs_dir, index_row(final))
     return final
 
 
 @contextlib.contextmanager
 def _index_lock(runs_dir: Path):
-    handle = open(runs_dir / ".index.lock", "a+")
+    with _atomic.translated(runs_dir / ".index.lock", where=WHERE):
+        handle = open(runs_dir / ".index.lock", "a+")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         yield
@@ -138,13 +134,7 @@ def append_index(runs_dir: Path, row: dict) -> Path:
             writer.writeheader()
         for item in rows:
             writer.writerow({key: item.get(key, "") for key in INDEX_COLUMNS})
-        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(existing + buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, index)
-        fsync_dir(runs_dir)
+        _atomic.write_text(index, existing + buffer.getvalue(), newline="", where=WHERE)
         _sweep_dead_temporaries(runs_dir)
     return index
 
@@ -375,13 +365,7 @@ def rebuild_index(runs_dir: str | os.PathLike = "runs") -> tuple[Path, int, Path
             row = index_row(folder)
             writer.writerow({key: row.get(key, "") for key in INDEX_COLUMNS})
         kept = _keep_aside(index)
-        temporary = runs_dir / f".index.csv.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, index)
-        fsync_dir(runs_dir)
+        _atomic.write_text(index, buffer.getvalue(), newline="", where=WHERE)
     return index, len(folders), kept
 
 
@@ -395,5 +379,6 @@ def _keep_aside(index: Path) -> Path | None:
     while kept.exists():
         number += 1
         kept = index.with_name(f"index.csv.old-{stamp}-{number}")
-    shutil.copy2(index, kept)
+    with _atomic.replacing(kept, where=WHERE) as temporary:  # a copy cut short by a full disk is never left
+        shutil.copy2(index, temporary)
     return kept
