@@ -8,13 +8,12 @@ thumbnails, so a person can look at the images and fix the data. Nothing is reco
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _cli
+from . import _atomic, _cli
 from ._checks import whole_number
 from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
 from .report import failed_images_section, inspection_page
@@ -51,8 +50,11 @@ def _failed_section(page, findings: Findings) -> None:
 
 
 def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
-    """duplicates.csv, label_issues.csv and outliers.csv in ``folder`` (rows, paths and class names spelled out)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """duplicates.csv, label_issues.csv and outliers.csv in ``folder`` (rows, paths and class names spelled out).
+
+    ``folder`` is where they are written, as they are: ``inspect`` gives its staging folder, which publishes them
+    together with the page.
+    """
     tables = {
         "duplicates": (
             ["cosine", "kind", "leakage", "conflict", "row_a", "path_a", "split_a", "label_a", "row_b", "path_b",
@@ -77,12 +79,10 @@ def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
     written = {}
     for name, (header, rows) in tables.items():
         path = folder / f"{name}.csv"
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        with _atomic.writing(path), open(path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
-        os.replace(temporary, path)
         written[name] = path
     return written
 
@@ -106,13 +106,16 @@ def inspect(
     cache = Path(cache)
     folder = Path(out) if out is not None else Path("reports") / f"{cache.stem}-inspect"
     findings = inspect_caches(cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed)
-    files = write_findings(findings, folder)
     page = inspection_page(findings, title=f"What the vectors say about {cache.name}", top=top)
     _failed_section(page, findings)
+    html = page.render()
+    # the three CSVs and the page appear together or not at all: a failed run leaves the previous ones as they were
+    with _atomic.publishing_together(folder, where="give --out a folder on another disk") as staging:
+        written = write_findings(findings, staging)
+        with _atomic.writing(staging / "inspect.html"):
+            (staging / "inspect.html").write_text(html, encoding="utf-8")
+    files = {name: folder / path.name for name, path in written.items()}
     files["page"] = folder / "inspect.html"
-    temporary = files["page"].with_name(f".inspect.html.tmp-{os.getpid()}")
-    temporary.write_text(page.render(), encoding="utf-8")
-    os.replace(temporary, files["page"])
     return InspectResult(findings, files, time.perf_counter() - started)
 
 
