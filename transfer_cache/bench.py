@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from ._checks import whole_number
 from ._errors import TransferCacheError
 from .runtimes.openvino import MODELS_ENV
@@ -674,9 +674,7 @@ def _main(args) -> int:
     )
     print(format_table(report))
     if args.json:
-        temporary = Path(args.json).with_name(f".{Path(args.json).name}.tmp")
-        temporary.write_text(json.dumps(report, indent=2, default=float) + "\n")
-        os.replace(temporary, args.json)
+        _atomic.write_json(args.json, report, default=float, where="choose a --json path on another disk")
     print(f"bench: {len(parts)} part{'s' if len(parts) != 1 else ''} measured in {time.perf_counter() - started:.0f} s"
           + (f" (JSON: {args.json})" if args.json else ""))
     return 0

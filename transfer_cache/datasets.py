@@ -21,6 +21,7 @@ half-written; a complete layout already present is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import random
@@ -34,13 +35,15 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from ._hashing import file_sha256
 from ._errors import TransferCacheError
+
+_WHERE = "give --dest a folder on another disk"
 
 __all__ = ["DATASETS", "Dataset", "FetchResult", "fetch", "main", "read_idx"]
 
@@ -96,27 +99,27 @@ def _download(url: str, target: Path, *, progress: bool, sha256: str | None = No
         return target
     from tqdm import tqdm
 
-    partial = target.with_name(target.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            out = open(partial, "wb")
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False) as bar:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise TransferCacheError(
-            f"could not download {url}: {reason}; this command needs the network: run it on a connected machine, or "
-            f"download the file elsewhere and pass it with --from"
-        ) from None
-    if sha256 is not None and file_sha256(partial) != sha256:
-        partial.unlink(missing_ok=True)
-        raise TransferCacheError(f"{url} downloaded with a wrong sha256 (expected {sha256}); run the command again")
-    os.replace(partial, target)
+    # kept only when whole and verified; a disk that cannot take it is named as such, not as a network failure
+    with _atomic.replacing(target, where=_WHERE) as partial:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with _atomic.writing(partial), open(partial, "wb") as out, tqdm(
+                    total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress, leave=False
+                ) as bar:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        out.write(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            if _atomic.disk_errno(exc) is not None and getattr(exc, "filename", None) == str(partial):
+                raise
+            reason = getattr(exc, "reason", None) or exc
+            raise TransferCacheError(
+                f"could not download {url}: {reason}; this command needs the network: run it on a connected machine, or "
+                f"download the file elsewhere and pass it with --from"
+            ) from None
+        if sha256 is not None and file_sha256(partial) != sha256:
+            raise TransferCacheError(f"{url} downloaded with a wrong sha256 (expected {sha256}); run the command again")
     return target
 
 
@@ -145,22 +148,13 @@ def _extract_zip(archive: Path | zipfile.ZipFile, into: Path) -> None:
         raise TransferCacheError(f"{archive} is not a readable zip archive ({exc}); download it again") from None
 
 
-class _Staging:
-    """A hidden folder beside the final one; renamed into place only when the layout is complete."""
-
-    def __init__(self, final: Path):
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            os.replace(self.path, self.final)
-        else:
-            shutil.rmtree(self.path, ignore_errors=True)
+@contextlib.contextmanager
+def _Staging(final: Path) -> Iterator[Path]:
+    """A hidden folder beside the final one; renamed into place only when the layout is complete (and removed, with a
+    one-line error for a disk that cannot take it, when it is not)."""
+    with _atomic.replacing(final, folder=True, where=_WHERE) as staging:
+        staging.mkdir()
+        yield staging
 
 
 def _find_folder(top: Path, check: Callable[[Path], bool]) -> Path | None:

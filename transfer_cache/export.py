@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
-from .runs import jsonable, load_run, write_json
+from .runs import jsonable, load_run
 
 __all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
 
@@ -37,6 +37,7 @@ EXPORT_FORMAT = "transfer_cache.export"
 EXPORT_VERSION = 1
 FOLDER_DESCRIPTION = "transfer_cache.json"
 DESCRIPTION_NAME = FOLDER_DESCRIPTION  # the same entry inside a .keras file
+_WHERE = "choose an OUT path on another disk"
 
 
 def _feature_config(run: dict) -> dict:
@@ -126,7 +127,6 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
 
     head = load_classifier(run_dir / "model")
     config = _feature_config(run)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
 
     if head.exports_as_keras:
         if head.input_kind == "pixels":  # the head is the whole model: it takes the (resized) images themselves
@@ -137,29 +137,22 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
             head_model = head.keras_head(tuple(features.outputs[0].shape[1:]))
             inputs = keras.Input(tuple(features.inputs[0].shape[1:]), dtype="float32", name="pixels")
             model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
-        temporary = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.keras")
-        try:
+        with _atomic.replacing(out_path, keep_suffix=True, where=_WHERE) as temporary:  # keras wants the suffix
             model.save(temporary)
             _embed_description(temporary, _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]))
-            os.replace(temporary, out_path)
-        finally:
-            temporary.unlink(missing_ok=True)
         return out_path
 
     features = _feature_model(config, run["layer"])
-    temporary = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
+    # an earlier export at out_path is swapped out only once the new folder is complete
+    with _atomic.replacing(out_path, folder=True, where=_WHERE) as temporary:
         shutil.copytree(run_dir / "model", temporary)
-        features.save(temporary / "feature_model.keras")
+        with _atomic.writing(temporary / "feature_model.keras"):
+            features.save(temporary / "feature_model.keras")
         files = ["feature_model.keras"] + sorted(p.name for p in (run_dir / "model").iterdir())
-        write_json(temporary / FOLDER_DESCRIPTION, _description(run, config, kind="folder", classifier=classifier, files=files))
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        os.replace(temporary, out_path)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        description = _description(run, config, kind="folder", classifier=classifier, files=files)
+        with _atomic.writing(temporary / FOLDER_DESCRIPTION):
+            (temporary / FOLDER_DESCRIPTION).write_text(json.dumps(jsonable(description), indent=2, default=str) + "\n",
+                                                        encoding="utf-8")
     return out_path
 
 

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 
@@ -120,8 +120,7 @@ def predict(
 def write_csv(path: str | os.PathLike, results: Sequence[Prediction], class_names: Sequence[str]) -> Path:
     """path, class, probability, top (name:prob;...), error, then prob_<class> per class."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with _atomic.open_replacing(path, newline="", where="give --out a path on another disk") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "class", "probability", "top", "error"] + [f"prob_{name}" for name in class_names])
         for r in results:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from .analysis import ImageFinder, thumbnail_png
 from .cache import open_cache
 from ._errors import ImageError, TransferCacheError
@@ -69,8 +69,8 @@ def save_png(fig, path: str | os.PathLike, *, width: int | None = None, height: 
     except ImportError:
         raise TransferCacheError("static image export needs the kaleido package: pip install kaleido") from None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_image(str(path), format="png", width=width, height=height, scale=scale)
+    with _atomic.replacing(path, keep_suffix=True) as temporary:
+        fig.write_image(str(temporary), format="png", width=width, height=height, scale=scale)
     return path
 
 
@@ -589,13 +589,7 @@ def _build(run_or_cache, *, out, sample, seed, tsne, progress, n_jobs=None, umap
         raise TransferCacheError(f"the report is an HTML page: --out must end in .html; got {out}")
     builder = _runs_page if is_runs else (_run_page if is_run else _cache_page)
     page = builder(target, sample=sample, seed=seed, tsne=tsne, progress=progress, n_jobs=n_jobs, umap=umap)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(page.render(), encoding="utf-8")
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    _atomic.write_text(out, page.render(), where="give --out a path on another disk")
     return out, page, is_run
 
 
