@@ -308,7 +308,8 @@ def inspect_caches(
     class_names: list[str] = []
     fingerprint = None
     for index, path in enumerate(paths):
-        with open_cache(path) as opened:
+        with open_cache(path, check_vectors=True) as opened:
+            opened.require_rows("inspect")
             if fingerprint is not None and opened.fingerprint != fingerprint:
                 raise TransferCacheError(
                     f"{path} has fingerprint {opened.fingerprint}, not {fingerprint} like {paths[0]}: vectors of two "

@@ -46,7 +46,8 @@ def image_vector(config: dict, image_path: str | Path, *, layer: str) -> np.ndar
 def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[dict]:
     """The ``k`` cached images nearest to ``query`` (a row number, a cached path, or an image file), best first."""
     whole_number(k, "k")
-    with open_cache(cache) as opened:
+    with open_cache(cache, check_vectors=True) as opened:
+        opened.require_rows()
         chosen = opened.layer_name(layer)
         X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
         paths, labels, names = opened.paths, opened.labels, opened.class_names

@@ -251,7 +251,8 @@ def _cache_page(path: Path, *, sample: int, seed: int, tsne: bool, progress: boo
     from . import analysis
     from .cache import open_cache
 
-    with open_cache(path) as cache, _bar(5, progress) as bar:  # noqa: SIM117
+    with open_cache(path, check_vectors=True) as cache, _bar(5, progress) as bar:  # noqa: SIM117
+        cache.require_rows("report on")
         page = Page(f"Cache report: {path.name}", f"{len(cache)} images through {cache.config.get('backbone')} "
                                                     f"({', '.join(cache.layers)}), fingerprint {cache.fingerprint}")
         page.heading("Configuration")

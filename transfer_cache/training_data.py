@@ -102,7 +102,7 @@ def _open_all(paths: Sequence[str | os.PathLike]) -> list[Cache]:
     opened: list[Cache] = []
     try:
         for path in paths:
-            opened.append(open_cache(path))
+            opened.append(open_cache(path, check_vectors=True))  # NaN would stop a head with a traceback
     except BaseException:
         for cache in opened:
             cache.close()
@@ -140,11 +140,7 @@ def load_training_data(cache_paths, test_cache, layer) -> TrainingData:
         for k, cache in enumerate(caches):
             remap = np.asarray([class_names.index(name) for name in cache.class_names] or [0], dtype=np.int64)
             keep = np.flatnonzero(cache.labels >= 0)
-            unlabelled += len(cache) - len(keep)
-            if len(keep) and int(cache.labels[keep].max()) >= len(cache.class_names):
-                raise TransferCacheError(
-                    f"cache {cache.path} has labels beyond its {len(cache.class_names)} class names; extract it again"
-                )
+            unlabelled += len(cache) - len(keep)  # (labels beyond the class names are refused when a cache opens)
             cache_of.append(np.full(len(keep), k, dtype=np.int64))
             row_of.append(keep)
             labels.append(remap[cache.labels[keep]])
@@ -158,6 +154,8 @@ def load_training_data(cache_paths, test_cache, layer) -> TrainingData:
         if unlabelled:
             data.notes.append(f"{unlabelled} unlabelled rows (label -1) are left out of training and testing")
         if not len(data.labels):
+            if not any(len(cache) for cache in caches):
+                caches[0].require_rows("train on")
             raise TransferCacheError(
                 f"no labelled rows in {', '.join(str(c.path) for c in caches)}; fit needs labels (class folders or a "
                 "label column in the manifest)"
