@@ -381,6 +381,7 @@ def fit(
 
     cache_paths = [str(Path(c).resolve()) for c in ([caches] if isinstance(caches, (str, os.PathLike)) else caches)]
     runs_dir = Path(runs_dir)
+    kept_before = set(runs_dir.glob("index.csv.old-*"))
     data = load_training_data(cache_paths, test_cache, layer)
     try:
         chosen = choose_split(data, split=split, test_size=float(test_size), seed=seed, cv=cv, grid=bool(grids))
@@ -424,9 +425,19 @@ def fit(
         bar.close()
     finally:
         data.close()
+    _say_index_repaired(runs_dir, kept_before)
     if report:
         _reports(results, progress)
     return results
+
+
+def _say_index_repaired(runs_dir: Path, kept_before: set) -> None:
+    """Listing a run repairs a damaged runs index (kept aside as index.csv.old-<time>, written anew from the run
+    folders): one line says so, even with --quiet, rather than a file appearing unexplained."""
+    kept = sorted(set(runs_dir.glob("index.csv.old-*")) - kept_before)
+    if kept:
+        print(f"warning: the runs index {runs_dir / 'index.csv'} was damaged; it is kept as {kept[-1].name} and was "
+              "written anew from the run folders", file=sys.stderr)
 
 
 def _note(message: str, progress: bool) -> None:
