@@ -300,6 +300,9 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(comman
     size = "32m" if command == "report" else "2m"  # the cache page embeds its figures: a few MB
     with mounted(tmp_path / "disk", f"size={size}") as disk:
         module, argv, written = _commands(made, disk)[command]
+        if command == "inspect":  # --out may be a folder of the user's: their files are never touched
+            (disk / "x").mkdir()
+            (disk / "x" / "notes.txt").write_text("mine")
         code, err = _run(module, argv, capsys)
         assert code == 0, err
         if command == "extract":  # a second extraction has new rows to compute and a new file to assemble
@@ -336,3 +339,23 @@ def test_a_read_only_disk_ends_each_command_in_one_line(command, made, tmp_path,
         assert code == 2 and len(err) == 1, err
         assert re.search(rf"cannot write {re.escape(str(disk))}/[^:]*: the disk is read-only; ", err[0]), err[0]
         assert list(disk.iterdir()) == []
+
+
+def test_a_download_the_disk_cannot_take_is_named_as_a_disk_problem_not_the_network(tmp_path, monkeypatch):
+    """A full disk during a download used to read "could not download ...; this command needs the network"."""
+    import io
+    import urllib.request
+
+    from transfer_cache import datasets
+
+    class Response(io.BytesIO):
+        headers: dict = {}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response(b"x" * 300_000))
+    with mounted(tmp_path / "disk", "size=64k") as disk:
+        target = disk / ".downloads" / "archive.tgz"
+        with pytest.raises(TransferCacheError) as caught:
+            datasets._download("https://example.org/archive.tgz", target, progress=False)
+        assert str(caught.value) == (f"cannot write {target}: no space left on the device; free some space or give "
+                                     "--dest a folder on another disk")
+        assert _listing(disk) == {".downloads": b"<dir>"}
