@@ -359,3 +359,17 @@ def test_a_bad_input_is_one_line_naming_it(row, tmp_path, monkeypatch, capsys, r
     for word in row.words:
         assert scene.fill(word) in line, (scene.fill(word), line)
     assert "delete" not in err.lower()
+
+
+def test_a_cache_whose_vectors_are_all_the_same_is_reported_not_a_crash(tmp_path):
+    """Identical vectors (a backbone that gives every image one output) made t-SNE's PCA start divide by a spread of
+    0: scikit-learn's Barnes-Hut tree then died of a segmentation fault, taking the report with it. A subprocess,
+    because that failure is a signal. Now the page says why the map is left out, and stderr stays empty."""
+    cache = write_synthetic_cache(tmp_path / "same.h5", features=np.zeros((40, 8), np.float32), labels=[0, 1] * 20,
+                                  class_names=("a", "b"))
+    done = subprocess.run([sys.executable, "-m", "transfer_cache.report", str(cache), "--out", str(tmp_path / "page.html"),
+                           "--quiet", "--no-umap"], capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-3000:]
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert f"Left out: t-SNE needs vectors that differ; the 40 drawn from cache {cache} are all the same" in page
+    assert "nan%" not in page  # the PCA axes: 0.0% of no variance, not nan%

@@ -104,6 +104,16 @@ def _scatter_traces(coords: np.ndarray, rows: np.ndarray, cache: Cache) -> list:
     return traces
 
 
+def _refuse_identical(features: np.ndarray, what: str, cache: Cache) -> None:
+    """A map of points that are all one point is no map, and t-SNE's PCA start divides by their spread (0): its NaN
+    coordinates crashed the process (a segmentation fault in scikit-learn's Barnes-Hut tree), so it is refused."""
+    if len(features) and not np.any(features != features[0]):
+        raise TransferCacheError(
+            f"{what} needs vectors that differ; the {len(features)} drawn from cache {cache.path} are all the same "
+            "(does the backbone give every image one output?)"
+        )
+
+
 def _describe(cache: Cache, layer: str) -> str:
     config = cache.config
     return f"{config.get('backbone', '?')} {layer} ({config.get('pooling', '?')} pooling, {config.get('feature_dim', '?')}-d)"
@@ -129,8 +139,9 @@ def pca_figure(cache, *, layer: str | None = None, dims: int = 2, sample: int = 
         if features.shape[1] < dims:
             raise TransferCacheError(f"a {dims}-d PCA needs vectors of at least {dims} values; layer '{layer}' has {features.shape[1]}")
         pca = PCA(n_components=dims, random_state=seed)
-        coords = pca.fit_transform(features)
-        ratio = pca.explained_variance_ratio_
+        with np.errstate(divide="ignore", invalid="ignore"):  # identical vectors: no variance to share out
+            coords = pca.fit_transform(features)
+        ratio = np.nan_to_num(pca.explained_variance_ratio_)
         fig = go.Figure(_scatter_traces(coords, rows, cache))
         titles = [f"PC{k + 1} ({100 * ratio[k]:.1f}%)" for k in range(dims)]
         title = f"PCA of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
@@ -158,7 +169,8 @@ def explained_variance_figure(
         rows = sample_rows(n, sample, seed)
         features = read_rows(cache, rows, layer=layer)
         k = min(n_components, features.shape[0], features.shape[1])
-        ratio = PCA(n_components=k, random_state=seed).fit(features).explained_variance_ratio_
+        with np.errstate(divide="ignore", invalid="ignore"):  # identical vectors: no variance to share out
+            ratio = np.nan_to_num(PCA(n_components=k, random_state=seed).fit(features).explained_variance_ratio_)
         title = f"Explained variance of the first {k} principal components of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
     component = np.arange(1, k + 1)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -206,6 +218,7 @@ def tsne_figure(
                 f"pass a smaller perplexity, e.g. {max(1, (len(rows) - 1) // 3)}"
             )
         features = read_rows(cache, rows, layer=layer)
+        _refuse_identical(features, "t-SNE", cache)
         dim = features.shape[1]
         reduced_to = min(pca_dims, features.shape[0], dim)
         if reduced_to < dim:
@@ -274,6 +287,7 @@ def umap_figure(
         if len(rows) <= n_neighbors:
             raise TransferCacheError(f"UMAP with n_neighbors={n_neighbors} needs more than {n_neighbors} points; got {len(rows)}")
         features = read_rows(cache, rows, layer=layer)
+        _refuse_identical(features, "UMAP", cache)
         reduced_to = min(pca_dims, features.shape[0], features.shape[1])
         if reduced_to < features.shape[1]:
             features = PCA(n_components=reduced_to, random_state=seed).fit_transform(features)

@@ -214,7 +214,10 @@ def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: 
         page.heading("Transfer values: t-SNE")
         page.note(f"t-SNE after PCA to at most 50 dimensions (perplexity {perplexity:g}, seed {seed}): neighbourhoods, "
                   "not distances, are meaningful.")
-        page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
+        try:
+            page.figure(analysis.tsne_figure(cache, layer=layer, sample=sample, perplexity=perplexity, seed=seed, n_jobs=n_jobs))
+        except TransferCacheError as exc:  # every vector the same: no map to draw
+            page.note(f"Left out: {exc}")
     if umap is False:
         page.note("UMAP skipped (--no-umap).")
     elif not analysis.umap_available():
@@ -226,7 +229,10 @@ def _scatter_section(page: Page, cache, *, layer, sample: int, seed: int, tsne: 
                   "its first run costs about 20 s of compiling; --umap draws it anyway.")
     else:
         page.heading("Transfer values: UMAP")
-        page.figure(analysis.umap_figure(cache, layer=layer, sample=sample, seed=seed))
+        try:
+            page.figure(analysis.umap_figure(cache, layer=layer, sample=sample, seed=seed))
+        except TransferCacheError as exc:
+            page.note(f"Left out: {exc}")
     tick()
 
 
