@@ -278,6 +278,7 @@ def _commands(made, disk: Path) -> dict[str, tuple[str, list[str], Path]]:
         "report": ("report", [str(made["cache"]), "--out", str(disk / "p.html"), "--quiet", "--no-tsne"], disk / "p.html"),
         "predict": ("predict", [str(made["model"]), str(made["images"]), "--out", str(disk / "p.csv"), "--quiet"],
                     disk / "p.csv"),
+        "export": ("export", [str(made["run"]), str(disk / "m.keras")], disk / "m.keras"),
         "extract": ("extract", [str(made["images"]), "--cache-dir", str(disk / "caches"), "--backbone", "tiny",
                                 "--weights", "none", "--runtime", "tensorflow", "--quiet"], disk / "caches"),
     }
@@ -289,12 +290,14 @@ NAMED = {  # what the one line names: the path written (a regular expression, af
     "report": r"{disk}/p\.html",
     "predict": r"{disk}/p\.csv",
     "extract": r"{disk}/caches/[^:]+",
+    "export": r"{disk}/m\.keras",
 }
 
 
 @pytest.mark.parametrize("command, leave", [
     ("inspect", 2048), ("fit", 2048), ("fit", 3 * 4096), ("report", 2048), ("predict", 2048), ("extract", 2048),
-], ids=["inspect", "fit", "fit-model", "report", "predict", "extract"])
+    ("export", 2048),
+], ids=["inspect", "fit", "fit-model", "report", "predict", "extract", "export"])
 def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(command, leave, made, tmp_path, capsys):
     """``leave``: the bytes left free; 3 pages let a run's config, metrics and predictions in, not its model (joblib)."""
     size = "32m" if command == "report" else "2m"  # the cache page embeds its figures: a few MB
@@ -329,7 +332,7 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(comman
         assert after == before
 
 
-@pytest.mark.parametrize("command", ["inspect", "fit", "report", "predict", "extract"])
+@pytest.mark.parametrize("command", ["inspect", "fit", "report", "predict", "extract", "export"])
 def test_a_read_only_disk_ends_each_command_in_one_line(command, made, tmp_path, capsys):
     with mounted(tmp_path / "ro", "size=64k,ro") as disk:
         module, argv, written = _commands(made, disk)[command]
