@@ -166,6 +166,19 @@ INDEX_DAMAGE = [
 ]
 
 
+def _test_cache(rows: int, labelled: bool = True) -> Callable[[Scene], None]:
+    """Make: a good cache {cache} and a test cache {tmp}/test.h5 of ``rows`` rows (unlabelled: every label -1)."""
+
+    def make(scene: Scene) -> None:
+        _good_cache(scene)
+        test = _cache(scene.tmp / "test.h5", rows=rows)
+        if not labelled:
+            with h5py.File(test, "a") as f:
+                f["labels"][:] = -1
+
+    return make
+
+
 def _a_file(scene: Scene) -> None:
     (scene.tmp / "notes.txt").write_text("not a folder")
 
@@ -286,6 +299,12 @@ ROWS += [
     Row("$TRANSFER_CACHE_MODELS under a file: neighbors of an image", _models_at("{file}/models", openvino_cache=True),
         ("neighbors", "{tmp}/ov.h5", "{images}/cat/cat_000.png"), 2,
         ("the OpenVINO models folder {file}/models cannot be created: {file} is a file", _ADVICE)),
+    Row("a test cache of 0 rows: fit --test-cache", _test_cache(0),
+        ("fit", "{cache}", "--test-cache", "{tmp}/test.h5", "--runs-dir", "{tmp}/runs", "--quiet"), 2,
+        ("cache {tmp}/test.h5 holds no images (0 rows): there is nothing to test on",)),
+    Row("an unlabelled test cache: fit --test-cache", _test_cache(12, labelled=False),
+        ("fit", "{cache}", "--test-cache", "{tmp}/test.h5", "--runs-dir", "{tmp}/runs", "--quiet"), 2,
+        ("the test cache {tmp}/test.h5 has no labelled rows (its 12 rows are unlabelled, label -1)", "--test-cache")),
     Row("inspect --top -1", _good_cache, ("inspect", "{cache}", "--top", "-1", "--out", "{tmp}/inspected"), 2,
         ("top", "-1")),
     Row("inspect --folds 1", _good_cache, ("inspect", "{cache}", "--folds", "1", "--out", "{tmp}/inspected"), 2,

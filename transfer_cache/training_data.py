@@ -146,6 +146,13 @@ def load_training_data(cache_paths, test_cache, layer) -> TrainingData:
             labels.append(remap[cache.labels[keep]])
             split.append(cache.split[keep] if k < len(paths) else np.full(len(keep), "test", dtype=object))
             row_paths.extend(cache.paths[i] for i in keep)
+        if test_cache and not len(row_of[-1]) and any(len(keep) for keep in row_of[:-1]):
+            test = caches[-1]  # named here: the split's own message cannot say which cache lacks labels
+            test.require_rows("test on")
+            raise TransferCacheError(
+                f"the test cache {test.path} has no labelled rows (its {len(test)} rows are unlabelled, label -1): "
+                "fit measures accuracy on labels; give --test-cache a cache extracted from labelled images"
+            )
         data = TrainingData(
             caches=caches, roles=["train"] * len(paths) + (["test"] if test_cache else []), layer=chosen,
             class_names=class_names, cache_of=np.concatenate(cache_of), row_of=np.concatenate(row_of),
