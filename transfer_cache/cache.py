@@ -421,7 +421,7 @@ class Cache:
         if len(bad):
             row, value = int(bad[0]), int(labels[bad[0]])
             allowed = f"0..{k - 1} for its {k} class names" if k else "none: it has no class names"
-            more = f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else ""
+            more = f" (and {len(bad) - 1} more row{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
             raise TransferCacheError(
                 f"cache {self.path} is damaged: row {row} has label {value}{more}, but labels are -1 (unlabelled) or "
                 f"{allowed}; {REBUILD}"
