@@ -309,6 +309,9 @@ MISTAKES = [
     ("neighbors", ["{cache}", "999"], ["999"]),
     ("export", ["{missing}", "out.keras"], ["{missing}"]),
     ("predict", ["{missing}", "{photos}"], ["{missing}", "python -m transfer_cache.export"]),
+    ("predict", ["{run}", "{photos}"], ["is a run folder", "python -m transfer_cache.export {run}"]),
+    ("fit", ["{photos}"], ["{photos} is a folder", "*.h5"]),
+    ("inspect", ["{photos}"], ["{photos} is a folder"]),
 ]
 
 

@@ -318,6 +318,9 @@ class Cache:
         self.path = Path(path)
         if not self.path.exists():
             raise TransferCacheError(f"cache file {self.path} does not exist; run python -m transfer_cache.extract first")
+        if self.path.is_dir():
+            raise TransferCacheError(f"{self.path} is a folder; give the cache file in it (a .h5 file written by "
+                                     f"python -m transfer_cache.extract), e.g. {self.path / '*.h5'}")
         if not h5py.is_hdf5(self.path):
             if _NAME_FINGERPRINT.search(self.path.name):  # named as extract names its caches: one of ours, damaged
                 raise TransferCacheError(f"cache {self.path} is damaged (not an HDF5 file any more); {REBUILD}")

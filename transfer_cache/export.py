@@ -201,6 +201,9 @@ def read_description(path: str | os.PathLike) -> dict:
         raise TransferCacheError(f"model {path} does not exist; {again}")
     if path.is_dir():
         where = path / FOLDER_DESCRIPTION
+        if not where.is_file() and (path / "config.json").is_file() and (path / "model").is_dir():
+            raise TransferCacheError(f"{path} is a run folder, not an exported model; export it first: "
+                                     f"python -m transfer_cache.export {path} model.keras")
         if not where.is_file():
             raise TransferCacheError(f"{path} is not an export folder ({FOLDER_DESCRIPTION} is missing in it); {again}")
         text = where.read_text(encoding="utf-8")
