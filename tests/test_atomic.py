@@ -336,8 +336,12 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(comman
 def test_a_read_only_disk_ends_each_command_in_one_line(command, made, tmp_path, capsys):
     with mounted(tmp_path / "ro", "size=64k,ro") as disk:
         module, argv, written = _commands(made, disk)[command]
-        if command == "extract":  # the disk itself as the cache folder (extract creates a missing one first)
+        if command == "extract":  # the disk itself as the cache folder, and a folder extract must create on it
             argv[argv.index("--cache-dir") + 1] = str(disk)
+            missing = [str(disk / "new") if arg == str(disk) else arg for arg in argv]
+            assert _run(module, missing, capsys) == (2, [
+                f"python -m transfer_cache.extract: error: cannot write {disk / 'new'}: the disk is read-only; "
+                "give --cache-dir a folder on a writable disk"])
         code, err = _run(module, argv, capsys)
         assert code == 2 and len(err) == 1, err
         assert re.search(rf"cannot write {re.escape(str(disk))}/[^:]*: the disk is read-only; ", err[0]), err[0]

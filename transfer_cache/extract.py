@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _cli
+from . import _atomic, _cli
 from ._checks import whole_number
 from ._versions import library_versions
 from ._errors import ImageError, TransferCacheError
@@ -184,7 +184,8 @@ def extract(
         indices = indices[k * len(indices) // n : (k + 1) * len(indices) // n]
         shard_name = f"shard{k}-of-{n}"
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    with _atomic.translated(folder, where="give --cache-dir a folder on a writable disk"):  # read-only: one line
+        folder.mkdir(parents=True, exist_ok=True)
 
     def cache_path(config: dict) -> Path:
         return folder / cache_filename(
