@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # converted OpenVINO models of this test session stay out of the user's cache (subprocesses inherit it)
@@ -88,3 +92,21 @@ def write_synthetic_cache(path, *, features, labels, ids=None, paths=None, split
         failed=list(failed),
     )
     return write_cache(path, attrs=synthetic_attrs(**attrs), rows=rows, features=features, failed_ids=failed_ids)
+
+
+# --------------------------------------------------------------------------- real small disks (tmpfs, root only)
+
+
+@contextlib.contextmanager
+def mounted(folder: Path, options: str):
+    """A tmpfs at ``folder`` (``options``: size, ro); skips the test where mounting is not permitted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,11 +7,9 @@ a small tmpfs (root only; skipped with the reason elsewhere), fill it, and run w
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 from transfer_cache import _atomic
 from transfer_cache._errors import TransferCacheError
 
-from conftest import make_class_folder, write_image
+from conftest import make_class_folder, mounted, write_image
 
 EXPECTED = {  # errno -> (the reason, the fix) of the one line
     "ENOSPC": ("no space left on the device", "free some space or {where}"),
@@ -197,21 +195,6 @@ def test_a_dead_process_staging_folder_is_swept(tmp_path):
 
 
 # --------------------------------------------------------------------------- real disks (tmpfs mounts, root only)
-
-
-@contextlib.contextmanager
-def mounted(folder: Path, options: str):
-    """A tmpfs at ``folder`` (``options``: size, ro); skips the test where mounting is not permitted."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _fill(folder: Path, leave: int) -> None:

@@ -7,7 +7,6 @@ rewritten; a full disk leaves the previous cache byte-identical and no stray tem
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -27,7 +26,7 @@ from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
 
-from conftest import make_class_folder, write_image
+from conftest import make_class_folder, mounted, write_image
 
 TINY = dict(backbone="tiny", weights="none", progress=False)
 _ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -220,20 +219,6 @@ def test_a_reader_never_sees_a_partial_cache_while_it_is_rewritten(tmp_path):
 # --------------------------------------------------------------------------- full disks
 
 
-@contextlib.contextmanager
-def _small_disk(folder: Path, size: str):
-    folder.mkdir(parents=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def _fill(folder: Path, leave: int) -> Path:
     """A filler file that leaves about ``leave`` bytes free."""
     free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
@@ -246,7 +231,7 @@ def _fill(folder: Path, leave: int) -> Path:
 @pytest.mark.parametrize("leave, phase", [(4096, "parts"), (150_000, "assembly")])
 def test_a_full_disk_keeps_the_previous_cache_and_leaves_no_stray_file(tmp_path, leave, phase):
     root = make_class_folder(tmp_path / "images", per_class=10)
-    with _small_disk(tmp_path / "disk", "3m") as disk:
+    with mounted(tmp_path / "disk", "size=3m") as disk:
         caches = disk / "caches"
         options = dict(TINY, pooling="flatten", batch_size=4)  # 8 KB per row
         first = extract(str(root), cache_dir=caches, **options)

@@ -293,15 +293,22 @@ def sweep_dead(folder: Path, prefix: str) -> None:
     """Remove ``<prefix><pid>`` entries in ``folder`` whose process no longer exists (killed while writing)."""
     for entry in folder.glob(f"{prefix}*"):
         pid = entry.name[len(prefix):]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             _remove(entry)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed process its parent has not waited for yet)."""
+    if pid <= 0:
+        return True  # not a pid we wrote: leave the folder alone
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:  # another user's process
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]

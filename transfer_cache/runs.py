@@ -168,18 +168,8 @@ def _sweep_dead_temporaries(runs_dir: Path) -> None:
     """Remove ``.<run_id>.tmp-<pid>`` folders whose fit process no longer exists (killed mid-write)."""
     for folder in runs_dir.glob(".*.tmp-*"):
         pid = folder.name.rsplit("-", 1)[-1]
-        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        if folder.is_dir() and pid.isdigit() and not _atomic.process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def new_run_id(classifier: str, now: _dt.datetime) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import process_alive
 from .._errors import TransferCacheError
 from ._openvino_convert import (
     COMPILE_CONFIG, CONVERSION, MODEL_FIELDS, MODEL_FILES, RECORD, REFERENCE, USER_ERROR, difference, output_order,
@@ -317,7 +318,7 @@ def _sweep_stale(folder: Path) -> None:
         return
     for entry in entries:
         match = _TEMPORARY.fullmatch(entry.name)
-        if _alive(int(match["pid"])):
+        if process_alive(int(match["pid"])):
             continue
         try:
             fd = os.open(folder / f"{match['key']}.lock", os.O_RDWR | os.O_CREAT, 0o666)
@@ -328,23 +329,6 @@ def _sweep_stale(folder: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
         finally:
             os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (a killed process its parent has not waited for yet)."""
-    if pid <= 0:
-        return True  # not a pid we wrote: leave the folder alone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 # --------------------------------------------------------------------------- saying what happens
