@@ -132,8 +132,9 @@ def test_second_run_is_a_cache_hit_and_new_images_are_the_only_work(image_folder
     ],
 )
 def test_changing_any_fingerprint_field_makes_a_new_file(image_folder, cache_dir, change):
-    base = extract(str(image_folder), cache_dir=cache_dir, **TINY)
-    other = extract(str(image_folder), cache_dir=cache_dir, **TINY, **change)
+    # the TensorFlow runtime: a changed network is built in-process instead of converted in a child (seconds each)
+    base = extract(str(image_folder), cache_dir=cache_dir, runtime="tensorflow", **TINY)
+    other = extract(str(image_folder), cache_dir=cache_dir, runtime="tensorflow", **TINY, **change)
     assert other.path != base.path and not other.hit
     with open_cache(base.path) as a, open_cache(other.path) as b:
         assert a.fingerprint != b.fingerprint
@@ -141,7 +142,8 @@ def test_changing_any_fingerprint_field_makes_a_new_file(image_folder, cache_dir
 
 
 def test_several_layers_come_out_of_one_pass(image_folder, cache_dir):
-    result = extract(str(image_folder), cache_dir=cache_dir, layer="conv2,conv3", **TINY)
+    # in-process TensorFlow (runtime-independent; the OpenVINO side: tests/test_runtime_openvino.py)
+    result = extract(str(image_folder), cache_dir=cache_dir, layer="conv2,conv3", runtime="tensorflow", **TINY)
     with open_cache(result.path) as cache:
         assert cache.layers == ["conv2", "conv3"]
         assert cache.features_for("conv2").shape == (12, 16)
@@ -176,8 +178,9 @@ def test_local_weights_file_is_loaded_and_fingerprinted(image_folder, cache_dir,
     weights = tmp_path / "tiny.weights.h5"
     model.save_weights(weights)
 
-    result = extract(str(image_folder), cache_dir=cache_dir, backbone="tiny", weights=str(weights), progress=False)
-    random = extract(str(image_folder), cache_dir=cache_dir, **TINY)
+    result = extract(str(image_folder), cache_dir=cache_dir, backbone="tiny", weights=str(weights), progress=False,
+                     runtime="tensorflow")
+    random = extract(str(image_folder), cache_dir=cache_dir, runtime="tensorflow", **TINY)
     with open_cache(result.path) as cache, open_cache(random.path) as other:
         assert cache.config["weights_sha256"] == file_sha256(weights)
         assert cache.fingerprint != other.fingerprint
