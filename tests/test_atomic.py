@@ -349,3 +349,12 @@ def test_a_download_the_disk_cannot_take_is_named_as_a_disk_problem_not_the_netw
         assert str(caught.value) == (f"cannot write {target}: no space left on the device; free some space or give "
                                      "--dest a folder on another disk")
         assert _listing(disk) == {".downloads": b"<dir>"}
+
+
+def test_an_input_that_cannot_be_read_inside_the_block_is_named_as_a_read_not_as_the_output(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TransferCacheError, match=re.escape(f"cannot read {tmp_path / 'afile' / 'in.gz'}: Not a directory")):
+        with _atomic.replacing(tmp_path / "out", folder=True) as temporary:
+            temporary.mkdir()
+            open(tmp_path / "afile" / "in.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

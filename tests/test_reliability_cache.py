@@ -81,6 +81,9 @@ def test_damaged_or_foreign_files_are_refused_and_recomputed(made, capsys, damag
     with open_cache(path) as cache:
         assert len(cache) == 9
     assert path.with_name(path.name + ".unreadable").exists()  # the unreadable file is kept aside, never deleted
+    path.write_bytes(b"damaged again")  # a second one is kept beside the first, not over it
+    extract(str(root), cache_dir=path.parent, **TINY)
+    assert path.with_name(path.name + ".unreadable-2").read_bytes() == b"damaged again"
 
 
 def test_a_newer_format_is_refused_and_never_deleted_by_an_older_reader(made):

@@ -185,6 +185,9 @@ def replacing(path: str | os.PathLike, *, folder: bool = False, keep_suffix: boo
                 _remove(temporary)
         except OSError as exc:
             named = _inside(exc.filename, temporary, path)
+            if named is None and exc.filename is not None and not path.absolute().is_relative_to(
+                    Path(os.fsdecode(exc.filename)).absolute()):  # an input read on the way, not the output or its folders
+                raise TransferCacheError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
             if named is not None:
                 exc.filename = str(named)
                 if disk_errno(exc) is not None:
@@ -270,7 +273,10 @@ def publishing_together(folder: str | os.PathLike, *, where: str = DEFAULT_WHERE
             kept = []
             for name in names:
                 if (folder / name).is_file():
-                    os.link(folder / name, staging / f".old-{name}")
+                    try:
+                        os.link(folder / name, staging / f".old-{name}")
+                    except OSError:  # a disk without hard links (vfat, some network mounts): a copy does
+                        shutil.copy2(folder / name, staging / f".old-{name}")
                     kept.append(name)
             done = []
             try:

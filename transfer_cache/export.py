@@ -206,13 +206,16 @@ def read_description(path: str | os.PathLike) -> dict:
                                      f"python -m transfer_cache.export {path} model.keras")
         if not where.is_file():
             raise TransferCacheError(f"{path} is not an export folder ({FOLDER_DESCRIPTION} is missing in it); {again}")
-        text = where.read_text(encoding="utf-8")
+        try:
+            text = where.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TransferCacheError(f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}; {again}") from None
     else:
         try:
             with zipfile.ZipFile(path) as archive:
                 inside = DESCRIPTION_NAME in archive.namelist()
                 text = archive.read(DESCRIPTION_NAME).decode("utf-8") if inside else None
-        except (zipfile.BadZipFile, OSError):
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError):
             raise TransferCacheError(f"{path} is not a model exported by transfer_cache (not a .keras file); {again}") from None
         where = f"{path} ({DESCRIPTION_NAME} inside it)"
         if text is None:

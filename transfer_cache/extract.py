@@ -539,8 +539,12 @@ def _open_existing(path: Path) -> Cache | None:
     except NewerFormatError:  # not damaged: another version's work is never deleted
         raise
     except TransferCacheError as exc:  # kept aside, not deleted: it may be a file the user still wants
-        kept = path.with_name(path.name + ".unreadable")
-        os.replace(path, kept)
+        kept, number = path.with_name(path.name + ".unreadable"), 1
+        while kept.exists():  # an earlier unreadable file is kept too
+            number += 1
+            kept = path.with_name(f"{path.name}.unreadable-{number}")
+        with _atomic.translated(path, where="move it out of the cache folder and run again"):
+            os.rename(path, kept)
         print(f"warning: {exc}; kept as {kept.name} and recomputing it", file=sys.stderr)
         return None
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
+from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
 
 # Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
 # scikit-image and scikit-learn and edited copies of each, cosine to the original: JPEG quality 90 0.993-0.998,
@@ -55,13 +56,6 @@ def automatic_threshold(kth_similarities: np.ndarray) -> float:
     if len(kth_similarities) and float(np.median(kth_similarities)) > HOMOGENEOUS_MEDIAN:
         return HOMOGENEOUS_COSINE
     return NEAR_DUPLICATE_COSINE
-
-
-def unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as float32: dot products are then cosine similarities."""
-    X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
 
 
 def nearest(X: np.ndarray, k: int, *, queries: np.ndarray | None = None, block_rows: int = 256):

@@ -538,8 +538,11 @@ def _refuse_other_files(target: Path) -> None:
     from .runs import is_run_dir
 
     folder = target.parent
-    with open(target, "rb") as handle:
-        start = handle.read(7)
+    try:
+        with open(target, "rb") as handle:
+            start = handle.read(7)
+    except OSError as exc:
+        raise TransferCacheError(f"cannot read {target}: {exc.strerror or exc}") from None
     if start == b"run_id," and (target.name == "index.csv" or target.name.startswith("index.csv.old-")):
         raise TransferCacheError(
             f"{target} is the runs index, not a cache; give the runs folder, {folder}{os.sep}, to see every run"

@@ -77,12 +77,14 @@ class CsvSource(FileSource):
                 raise TransferCacheError(f"manifest '{manifest}' line {line}: the path is empty")
             full = os.path.normpath(os.path.join(root, raw_path))
             # the text of the path, then where its symbolic links lead: a link inside the folder may point outside
-            try:
-                real = os.path.realpath(full)
-            except ValueError:  # a NUL byte: no such file anywhere, recorded as not found below
-                real = full
             inside = os.path.commonpath([root, full]) == root
-            linked_out = inside and os.path.commonpath([real_root, real]) != real_root
+            linked_out = False
+            if inside and not allow_outside_root:  # one lstat per component: only where the answer is used
+                try:
+                    real = os.path.realpath(full)
+                except ValueError:  # a NUL byte: no such file anywhere, recorded as not found below
+                    real = full
+                linked_out = os.path.commonpath([real_root, real]) != real_root
             if (linked_out or not inside) and not allow_outside_root:
                 how = f"through a symbolic link to '{real}'" if linked_out else ""
                 raise TransferCacheError(
