@@ -59,13 +59,6 @@ def write_json(path: Path, payload, *, where: str = WHERE) -> None:
     _atomic.write_json(path, jsonable(payload), where=where)
 
 
-def write_predictions(path: Path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
-    with _atomic.open_replacing(path, newline="", where=WHERE) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(list(header))
-        writer.writerows(rows)
-
-
 def write_run(
     runs_dir: Path,
     run_id: str,
