@@ -130,7 +130,7 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _replace_folder(temporary: Path, path: Path) -> None:
+def replace_folder(temporary: Path, path: Path) -> None:
     """Put the folder ``temporary`` at ``path``; an earlier folder there is moved aside first and removed after, or
     put back when the swap fails (``os.replace`` cannot rename over a folder that is not empty)."""
     if not path.is_dir() or path.is_symlink():
@@ -177,7 +177,7 @@ def replacing(path: str | os.PathLike, *, folder: bool = False, keep_suffix: boo
                 yield temporary
                 fsync_tree(temporary)
                 if folder:
-                    _replace_folder(temporary, path)
+                    replace_folder(temporary, path)
                 else:
                     os.replace(temporary, path)
                 fsync_dir(path.parent)

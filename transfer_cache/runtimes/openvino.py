@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import process_alive
+from .._atomic import fsync_tree, process_alive, replace_folder
 from .._errors import TransferCacheError
 from ._openvino_convert import (
     COMPILE_CONFIG, CONVERSION, MODEL_FIELDS, MODEL_FILES, RECORD, REFERENCE, USER_ERROR, difference, output_order,
@@ -215,8 +215,8 @@ def convert(config: dict, *, lock_timeout: float = 0.0, rejected: str | None = N
                             f"converting the {config['backbone']} feature model for OpenVINO failed ({reason}); extract "
                             "with --runtime tensorflow instead"
                         )
-                    shutil.rmtree(final, ignore_errors=True)  # a damaged earlier conversion
-                    os.replace(temporary, final)
+                    fsync_tree(temporary)
+                    replace_folder(temporary, final)  # a damaged earlier conversion goes only once this one is in place
             finally:
                 shutil.rmtree(temporary, ignore_errors=True)
     except OSError as exc:
@@ -305,7 +305,7 @@ def _holder(lock_path: Path) -> str:
     return text if text.isdigit() else ""
 
 
-_TEMPORARY = re.compile(r"\.(?P<key>.+)\.tmp-(?P<pid>\d+)")
+_TEMPORARY = re.compile(r"\.(?P<key>.+)\.(?:tmp|old)-(?P<pid>\d+)")  # a conversion, or a replaced one set aside
 
 
 def _sweep_stale(folder: Path) -> None:
