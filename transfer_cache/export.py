@@ -29,7 +29,7 @@ import numpy as np
 from . import _atomic, _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
-from .runs import jsonable, load_run
+from .runs import json_text, load_run
 
 __all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
 
@@ -91,7 +91,7 @@ def _embed_description(model_file: Path, description: dict) -> None:
     """Put the description inside the .keras file (a zip archive; Keras ignores an entry it does not know), so the
     model is one self-contained file: copying it is enough for predict."""
     with zipfile.ZipFile(model_file, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(DESCRIPTION_NAME, json.dumps(jsonable(description), indent=2, default=str) + "\n")
+        archive.writestr(DESCRIPTION_NAME, json_text(description))
 
 
 def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
@@ -151,8 +151,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
         files = ["feature_model.keras"] + sorted(p.name for p in (run_dir / "model").iterdir())
         description = _description(run, config, kind="folder", classifier=classifier, files=files)
         with _atomic.writing(temporary / FOLDER_DESCRIPTION):
-            (temporary / FOLDER_DESCRIPTION).write_text(json.dumps(jsonable(description), indent=2, default=str) + "\n",
-                                                        encoding="utf-8")
+            (temporary / FOLDER_DESCRIPTION).write_text(json_text(description), encoding="utf-8")
     return out_path
 
 

@@ -54,6 +54,11 @@ def jsonable(value):
     return value
 
 
+def json_text(payload) -> str:
+    """The JSON every file of a run or an export holds: numpy values made plain, indented, one final newline."""
+    return json.dumps(jsonable(payload), indent=2, default=str) + "\n"
+
+
 def write_json(path: Path, payload, *, where: str = WHERE) -> None:
     """JSON written atomically: a temporary file beside it, fsync, ``os.replace`` (a crash keeps the old file)."""
     _atomic.write_json(path, jsonable(payload), where=where)
@@ -79,7 +84,7 @@ def write_run(
         for name, payload in (("config.json", config), ("metrics.json", metrics), ("history.json", history)):
             if payload is not None:
                 with _atomic.writing(temporary / name):
-                    (temporary / name).write_text(json.dumps(jsonable(payload), indent=2, default=str) + "\n", encoding="utf-8")
+                    (temporary / name).write_text(json_text(payload), encoding="utf-8")
         header, rows = predictions
         with _atomic.writing(temporary / "predictions.csv"), open(temporary / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)

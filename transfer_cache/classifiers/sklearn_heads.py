@@ -176,7 +176,7 @@ class LogReg(_LinearClassifier):
         "max_iter": Param(1000, "int", interval=COUNT),
         "solver": Param("lbfgs", "str", ("lbfgs", "newton-cg", "newton-cholesky", "sag", "saga")),
         "class_weight": CLASS_WEIGHT,
-        "unit_length": Param(False, "bool", legacy=False),
+        "unit_length": Param(False, "bool"),
         "standardize": Param(True, "bool"),
     }
 
@@ -340,7 +340,7 @@ class MLP(_SklearnClassifier):
         "max_iter": Param(200, "int", interval=COUNT),
         "tol": Param(1e-2, "float", interval=POSITIVE, legacy=1e-4),
         "early_stopping": Param(False, "bool"),
-        "unit_length": Param(False, "bool", legacy=False),
+        "unit_length": Param(False, "bool"),
         "standardize": Param(True, "bool"),
     }
 
@@ -369,7 +369,7 @@ class SGD(_SklearnClassifier):
         "alpha": Param(1e-2, "float", interval=POSITIVE),  # the "optimal" learning rate divides by it; 1e-4 underfit
         "epochs": Param(5, "int", interval=COUNT),
         "chunk_rows": Param(4096, "int", interval=COUNT),
-        "unit_length": Param(False, "bool", legacy=False),
+        "unit_length": Param(False, "bool"),
         "standardize": Param(True, "bool"),
     }
 
