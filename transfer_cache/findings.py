@@ -286,9 +286,11 @@ def inspect_caches(
     folds: int = 5,
     seed: int = 0,
     n_jobs: int = 1,
+    check_vectors: bool = True,
 ) -> Findings:
     """Duplicates (and leakage, conflicts), likely label errors and outliers of a cache (plus a test cache, whose
-    rows count as "test"): what ``python -m transfer_cache.inspect`` writes."""
+    rows count as "test"): what ``python -m transfer_cache.inspect`` writes. ``check_vectors=False`` skips the scan for
+    NaN when the caller has just made it on the same file (the cache report)."""
     from .cache import open_cache
 
     whole_number(k, "k")
@@ -302,7 +304,7 @@ def inspect_caches(
     class_names: list[str] = []
     fingerprint = None
     for index, path in enumerate(paths):
-        with open_cache(path, check_vectors=True) as opened:
+        with open_cache(path, check_vectors=check_vectors) as opened:
             opened.require_rows("inspect")
             if fingerprint is not None and opened.fingerprint != fingerprint:
                 raise TransferCacheError(

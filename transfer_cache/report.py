@@ -246,7 +246,7 @@ def _findings_section(page: Page, path: Path) -> None:
     page.note(f"Duplicates, likely label errors and outliers; python -m transfer_cache.inspect {path.name} writes them "
               "as CSV files too.")
     try:
-        findings = inspect_caches(path)
+        findings = inspect_caches(path, check_vectors=False)  # _cache_page scanned this file's vectors on opening it
     except TransferCacheError as exc:
         page.note(f"Left out: {exc}")
         return
