@@ -24,3 +24,13 @@ def integer(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TransferCacheError(f"{name} must be an integer; got {value!r}")
     return int(value)
+
+
+def one_of(value, choices, name: str, *, hint: str = ""):
+    """``value`` when it is one of ``choices``: "<name> must be one of 'a', 'b'; got 'c'" (then ``hint``) otherwise."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise TransferCacheError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}{hint}"
+        )
+    return value
