@@ -1,4 +1,5 @@
-"""One declaration of the extract options and of the cache's per-row tables, held against every place that uses them."""
+"""One declaration of the extract options and of the cache's per-row tables, and every place that uses them derived
+from it: a throwaway option or column added to the declaration reaches them all."""
 
 from __future__ import annotations
 
@@ -10,16 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from transfer_cache import TransferCacheError
+from transfer_cache import TransferCacheError, _options
 from transfer_cache.cache import TABLES, open_cache
 from transfer_cache.extract import build_parser, extract, run_sharded_result
-from transfer_cache.feature_config import (
-    EXTRACT_OPTIONS,
-    FeatureConfig,
-    feature_config,
-    fingerprint,
-    option_names,
-)
+from transfer_cache.extract_options import ExtractOptions, feature_config, option_names
+from transfer_cache.feature_config import UNHASHED_RUNTIME, FeatureConfig, fingerprint
 
 from conftest import make_class_folder
 
@@ -28,26 +24,42 @@ TINY = dict(backbone="tiny", weights="none")
 
 def test_extract_signature_is_the_declared_options():
     params = inspect.signature(extract).parameters
-    declared = {option.name: option.default for option in EXTRACT_OPTIONS}
+    declared = {f.name: f.default for f, _ in _options.declared(ExtractOptions)}
     assert list(params)[0] == "source"
     assert {name: p.default for name, p in params.items() if name != "source"} == declared
 
 
 def test_every_option_is_one_cli_flag_with_its_default():
     actions = {action.dest: action for action in build_parser()._actions}
-    for option in EXTRACT_OPTIONS:
-        action = actions[option.name]
-        assert action.option_strings == [option.cli_flag]
-        assert action.default == option.default, option.name
-        assert action.help, option.name
+    for f, flag in _options.declared(ExtractOptions):
+        action = actions[f.name]
+        assert action.option_strings == [_options.cli_flag(f)]
+        assert action.default == f.default, f.name
+        assert action.help == flag.help, f.name
     assert build_parser().parse_args(["x", "--quiet"]).progress is False
 
 
-def test_vector_options_are_the_arguments_of_the_resolver():
-    resolver = inspect.signature(FeatureConfig.resolve).parameters
-    assert sorted(resolver) == sorted(option_names("vectors"))
-    for name in option_names("vectors"):
-        assert resolver[name].default == next(o.default for o in EXTRACT_OPTIONS if o.name == name), name
+def test_a_throwaway_option_is_one_field_that_reaches_the_signature_the_flags_and_the_shards():
+    """Adding an option is one field: the keyword, the flag, its --help and the sharded forwarding follow."""
+    import argparse
+
+    @dataclasses.dataclass(frozen=True)
+    class Scratch(ExtractOptions):
+        colour: str = _options.option("red", "a throwaway option", group="run", metavar="NAME")
+
+    def scratch_extract(source, **options):
+        return _options.build(Scratch, options, function="scratch_extract")
+
+    _options.takes(Scratch)(scratch_extract)
+    assert inspect.signature(scratch_extract).parameters["colour"].default == "red"
+    parser = argparse.ArgumentParser()
+    _options.add_arguments(parser, Scratch)
+    assert "a throwaway option" in parser.format_help()
+    typed = _options.from_args(Scratch, parser.parse_args(["--colour", "blue"]))
+    assert typed.colour == "blue" and scratch_extract("x", colour="green").colour == "green"
+    assert typed.replace(shard="0/2").of_groups("run")["colour"] == "blue"  # what each shard receives
+    with pytest.raises(TransferCacheError, match=re.escape("colur is not an option of scratch_extract(); the options")):
+        scratch_extract("x", colur="blue")
 
 
 def _changed(value):
@@ -64,7 +76,7 @@ def _changed(value):
 @pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
 def test_every_field_that_changes_the_vectors_changes_the_fingerprint_and_nothing_else_does(runtime):
     """Each field of the resolved configuration, changed alone, gives a new fingerprint; run options do not."""
-    config = feature_config(runtime=runtime)
+    config = feature_config(runtime=runtime).as_dict()
     base = fingerprint(config)
     assert set(config) == {f.name for f in dataclasses.fields(FeatureConfig)}
     for name, value in config.items():
@@ -75,7 +87,7 @@ def test_every_field_that_changes_the_vectors_changes_the_fingerprint_and_nothin
 
 def test_the_embedded_default_keeps_its_0_1_0_fingerprint():
     """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0 (TensorFlow)."""
-    assert fingerprint(feature_config(runtime="tensorflow")) == "2db0b89fddb4a7db"
+    assert feature_config(runtime="tensorflow").fingerprint == "2db0b89fddb4a7db"
 
 
 @pytest.mark.slow
@@ -102,26 +114,31 @@ def test_feature_config_round_trips_through_the_cache_attributes(tmp_path):
     root = make_class_folder(tmp_path / "images", per_class=2)
     result = extract(str(root), cache_dir=tmp_path / "caches", progress=False, augment=1, augment_recipe="flip", **TINY)
     with open_cache(result.path) as cache:
-        read_back = FeatureConfig.from_attrs(cache.config)
-    assert read_back == FeatureConfig.resolve(augment=1, augment_recipe="flip", **TINY)
+        read_back = cache.feature_config
+    assert read_back == FeatureConfig.from_attrs(cache.config)
+    assert read_back == feature_config(augment=1, augment_recipe="flip", **TINY)
     assert read_back.fingerprint == cache.fingerprint
 
 
 def test_sharded_run_forwards_every_vector_and_run_option(tmp_path, monkeypatch):
-    """Every declared option reaches each shard's extract (a new option cannot be forgotten by the forwarding)."""
+    """Each shard's task receives the typed options whole: every vector and run option the user gave arrives."""
     import transfer_cache.distributed as distributed
 
     seen = {}
 
-    def fake_run_shards(task, source, *, shards, options, **engine):
-        seen.update(options)
+    def fake_run_tasks(task, specs, **engine):
+        seen.update(task.args[1].of_groups("vectors", "run"))
         raise TransferCacheError("stop here")
 
-    monkeypatch.setattr(distributed, "run_shards", fake_run_shards)
+    monkeypatch.setattr(distributed, "run_tasks", fake_run_tasks)
     root = make_class_folder(tmp_path / "images", per_class=1)
+    given = dict(pooling="max", input_size=40, dtype="float16", batch_size=3, lock_timeout=1.5, runtime="tensorflow",
+                 allow_outside_root=True, augment=1, augment_recipe="flip", augment_seed=4, layer="conv2")
     with pytest.raises(TransferCacheError, match="stop here"):
-        extract(str(root), shards=2, cache_dir=tmp_path / "c", progress=False, **TINY)
-    assert sorted(seen) == sorted(set(option_names("vectors", "run")) - {"shard", "progress"})
+        extract(str(root), shards=2, cache_dir=tmp_path / "c", progress=False, **given, **TINY)
+    assert sorted(seen) == sorted(option_names("vectors", "run"))
+    assert {name: seen[name] for name in given} == given
+    assert seen["cache_dir"] == str((tmp_path / "c").resolve())
 
 
 def test_cache_tables_are_the_datasets_of_a_written_cache(tmp_path):
@@ -169,9 +186,15 @@ def test_a_cache_promising_views_it_lacks_is_damaged_and_recomputed(tmp_path, ca
 
 
 def test_runtime_enters_the_fingerprint_only_when_it_is_not_the_reference():
-    base = feature_config(**TINY, runtime="tensorflow")
+    base = feature_config(**TINY, runtime="tensorflow").as_dict()
     assert fingerprint(base) == fingerprint({k: v for k, v in base.items() if k != "runtime"})  # as 0.1.0 hashed it
     assert fingerprint({**base, "runtime": "openvino"}) != fingerprint(base)
+
+
+def test_the_runtime_left_out_of_the_fingerprint_is_the_registry_reference():
+    from transfer_cache.runtimes import reference_runtime
+
+    assert reference_runtime() == UNHASHED_RUNTIME
 
 
 def test_auto_continues_a_cache_another_runtime_made(tmp_path, monkeypatch):
@@ -184,7 +207,7 @@ def test_auto_continues_a_cache_another_runtime_made(tmp_path, monkeypatch):
     # a machine where "auto" prefers another runtime (as OpenVINO is preferred on a CPU)
     for module in (registry, runtimes):
         monkeypatch.setattr(module, "auto_candidates", lambda: ["elsewhere", "tensorflow"])
-    assert FeatureConfig.resolve(**TINY).runtime == "elsewhere"
+    assert feature_config(**TINY).runtime == "elsewhere"
     again = extract(str(root), cache_dir=tmp_path / "c", progress=False, runtime="auto", **TINY)
     assert again.hit and again.path == made.path
 

@@ -1,10 +1,10 @@
 """Shards on an existing distributed engine (Dask distributed), or one after the other in this process.
 
-This module knows nothing about extraction: it receives a *shard task* (a module-level function, so it pickles by
-reference: ``task(source, shard_spec, options) -> dict of plain values``) and runs it once per shard on the chosen
-engine, with retries, naming the shards that still fail. ``extract`` gives it the task that extracts one shard and
-merges the shard files afterwards. Workers receive plain strings and dicts, never h5py handles or Source objects:
-those cannot cross process boundaries safely.
+This module knows nothing about extraction or sources: it receives a *task* (a module-level function, or a
+``functools.partial`` of one, so it pickles by reference: ``task(spec) -> dict of plain values``) and runs it once per
+spec on the chosen engine, with retries, and returns each spec's result or the exception that ended it. ``sharded``
+gives it the task that extracts one shard. Workers receive plain strings and dataclasses, never h5py handles or
+Source objects: those cannot cross process boundaries safely.
 
 Dask is an optional extra: ``pip install transfer_cache[dask]``. The engines are a registry (``ENGINES``): adding one
 is one function here.
@@ -16,23 +16,8 @@ import os
 import time
 from typing import Callable
 
-from ._checks import whole_number
 from ._errors import TransferCacheError
 
-
-
-def check_arguments(source, shards: int, engine: str, workers: int, retries: int) -> None:
-    """Check the engine arguments before any work (run_shards calls it too)."""
-    if not isinstance(source, (str, os.PathLike)):
-        raise TransferCacheError(
-            f"a sharded run needs the source as a spec string or path (each worker opens it itself); got a "
-            f"{type(source).__name__} object: pass the folder, manifest or name you opened it from"
-        )
-    whole_number(shards, "shards")
-    if engine not in ENGINES:
-        raise TransferCacheError(f"engine must be one of {', '.join(repr(e) for e in ENGINES)}; got {engine!r}")
-    whole_number(workers, "workers")
-    whole_number(retries, "retries", at_least=0)
 
 
 def _limit_threads(intra_op_threads: int | None) -> None:
@@ -49,10 +34,10 @@ def _limit_threads(intra_op_threads: int | None) -> None:
         pass
 
 
-def _run_task(task: Callable, source: str, spec: str, options: dict, intra_op_threads: int | None = None) -> dict:
-    """What a worker runs: its share of the cores, then the shard task."""
+def _run_task(task: Callable, spec: str, intra_op_threads: int | None = None) -> dict:
+    """What a worker runs: its share of the cores, then the task."""
     _limit_threads(intra_op_threads)
-    return task(source, spec, options)
+    return task(spec)
 
 
 def _import_dask():
@@ -95,7 +80,7 @@ def _check_reachable(scheduler: str) -> None:
         raise _unreachable(scheduler, exc) from None
 
 
-def _run_dask(task, source, shard_specs, options, *, scheduler, workers, retries, progress):
+def _run_dask(task, specs, *, scheduler, workers, retries, progress):
     distributed = _import_dask()
     cluster = None
     if scheduler is None:
@@ -127,11 +112,11 @@ def _run_dask(task, source, shard_specs, options, *, scheduler, workers, retries
         with client:
             futures = {
                 spec: client.submit(
-                    _run_task, task, str(source), spec, options, threads,
+                    _run_task, task, spec, threads,
                     key=f"transfer-cache-shard-{spec.replace('/', '-of-')}-{os.getpid()}-{time.time_ns()}",
                     retries=retries, pure=False,
                 )
-                for spec in shard_specs
+                for spec in specs
             }
             outcomes = {}
             from tqdm.auto import tqdm
@@ -152,16 +137,16 @@ def _run_dask(task, source, shard_specs, options, *, scheduler, workers, retries
             cluster.close()
 
 
-def _run_local(task, source, shard_specs, options, *, scheduler, workers, retries, progress):
+def _run_local(task, specs, *, scheduler, workers, retries, progress):
     import sys
 
     from tqdm.auto import tqdm
 
     outcomes = {}
-    for spec in tqdm(shard_specs, desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False):
+    for spec in tqdm(specs, desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False):
         for attempt in range(retries + 1):
             try:
-                outcomes[spec] = _run_task(task, str(source), spec, options)
+                outcomes[spec] = _run_task(task, spec)
                 break
             except TransferCacheError as exc:  # a user mistake does not get better by retrying
                 outcomes[spec] = exc
@@ -174,36 +159,20 @@ def _run_local(task, source, shard_specs, options, *, scheduler, workers, retrie
 ENGINES: dict[str, Callable] = {"local": _run_local, "dask": _run_dask}
 
 
-def run_shards(
-    task: Callable,
-    source,
+def run_tasks(
+    task: Callable[[str], dict],
+    specs: list[str],
     *,
-    shards: int,
-    options: dict,
     engine: str = "dask",
     scheduler: str | None = None,
     workers: int = 2,
     retries: int = 2,
     progress: bool = False,
-) -> list[dict]:
-    """Run ``task(source, "K/N", options)`` for K in 0..N-1 on ``engine``; return the outcomes in shard order.
+) -> dict[str, "dict | BaseException"]:
+    """Run ``task(spec)`` for every spec on ``engine``; return each spec's result, or the exception that ended it.
 
     ``scheduler`` is a Dask scheduler address (``tcp://host:8786``); None starts a ``LocalCluster`` of ``workers``
-    single-threaded worker processes, each TensorFlow limited to its share of the cores. A failed shard is retried
-    ``retries`` times; if one still fails, the error names it (finished shards keep their files for the next run).
+    single-threaded worker processes, each TensorFlow limited to its share of the cores. A failed task is retried
+    ``retries`` times (a ``TransferCacheError``, a user's mistake, is not retried by the local engine).
     """
-    check_arguments(source, shards, engine, workers, retries)
-    specs = [f"{k}/{shards}" for k in range(shards)]
-    outcomes = ENGINES[engine](
-        task, source, specs, options, scheduler=scheduler, workers=workers, retries=retries, progress=progress
-    )
-    failures = {spec: outcome for spec, outcome in outcomes.items() if isinstance(outcome, BaseException)}
-    if failures:
-        done = len(specs) - len(failures)
-        details = "; ".join(f"shard {spec}: {type(exc).__name__}: {exc}" for spec, exc in sorted(failures.items()))
-        raise TransferCacheError(
-            f"{len(failures)} of {len(specs)} shards failed after {retries + 1} attempt{'s' if retries else ''} ({details}); "
-            f"the {done} finished shard file{'s are' if done != 1 else ' is'} kept in {options.get('cache_dir')}: fix the cause "
-            "and run the same command again, which recomputes only the failed shards"
-        )
-    return [outcomes[spec] for spec in specs]
+    return ENGINES[engine](task, specs, scheduler=scheduler, workers=workers, retries=retries, progress=progress)

@@ -297,10 +297,10 @@ def _record_run(
         "seed": seed,
         "created": now.isoformat(timespec="seconds"),
         "versions": library_versions(),
-        "backbone": data.config.get("backbone"),
+        "backbone": data.feature_config.backbone,
         "class_names": data.class_names,
         "fingerprint": data.caches[0].fingerprint,
-        "source": data.config.get("source"),
+        "source": data.info.source,
         "feature_config": {key: value for key, value in data.config.items()},
         "notes": list(data.notes) + list(outcome.extra.get("notes", [])),
     }

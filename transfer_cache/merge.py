@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,93 +26,19 @@ import numpy as np
 from . import _cli
 from ._checks import whole_number
 from ._errors import TransferCacheError
-from .cache import TABLES, Cache, Table, TableData, cache_lock, open_cache, write_tables
-
-SHARD_NAME = re.compile(r"^(?P<base>[^/]+?)\.shard(?P<k>\d+)-of-(?P<n>\d+)\.h5$")
+from . import cache_tables
+from .cache import Cache, Table, TableData, cache_lock, open_cache, write_tables
+from .shards import ShardName, check_names, find_shard_groups, parse_shard_name  # noqa: F401  (importable from here)
 
 # attributes that differ between the shards of one extraction (or are recomputed by write_tables)
 _PER_FILE_ATTRS = ("shard", "rows", "created", "fingerprint", "format", "format_version", "feature_dim")
 
 
-@dataclass(frozen=True)
-class ShardName:
-    """What a shard's file name says: the cache it belongs to and its place K of N."""
-
-    path: Path
-    base: str
-    k: int
-    n: int
-
-    @property
-    def merged_name(self) -> str:
-        return f"{self.base}.h5"
-
-
-def parse_shard_name(path: str | os.PathLike) -> ShardName | None:
-    """``<base>.shardK-of-N.h5`` -> ShardName; None for any other name (hidden temporaries included)."""
-    path = Path(path)
-    match = SHARD_NAME.match(path.name)
-    if match is None or path.name.startswith("."):
-        return None
-    return ShardName(path=path, base=match["base"], k=int(match["k"]), n=int(match["n"]))
-
-
-def find_shard_groups(cache_dir: str | os.PathLike) -> dict[str, list[ShardName]]:
-    """The shard files in ``cache_dir`` grouped by the cache they belong to (base name), each sorted by K."""
-    folder = Path(cache_dir)
-    if not folder.is_dir():
-        raise TransferCacheError(f"cache folder {folder} does not exist; pass the --cache-dir the shards were extracted into")
-    groups: dict[str, list[ShardName]] = {}
-    for entry in sorted(folder.iterdir()):
-        name = parse_shard_name(entry)
-        if name is not None and entry.is_file():
-            groups.setdefault(name.base, []).append(name)
-    for members in groups.values():
-        members.sort(key=lambda s: (s.k, s.n))
-    return groups
-
-
-def _shard_file(base: str, k: int, n: int) -> str:
-    return f"{base}.shard{k}-of-{n}.h5"
-
-
-def _check_names(names: list[ShardName]) -> list[ShardName]:
-    """All files name the same cache and the same N; every K in 0..N-1 appears exactly once."""
-    first = names[0]
-    for name in names[1:]:
-        if name.base != first.base or name.n != first.n:
-            raise TransferCacheError(
-                f"{name.path.name} is not a shard of the same extraction as {first.path.name} (expected a name "
-                f"{first.base}.shardK-of-{first.n}.h5); merge the shards of one extraction at a time"
-            )
-    seen: dict[int, ShardName] = {}
-    for name in names:
-        if name.k in seen:
-            raise TransferCacheError(
-                f"shard {name.k}/{name.n} is given twice ({seen[name.k].path} and {name.path}); give each shard file once"
-            )
-        if name.k >= name.n:
-            raise TransferCacheError(f"{name.path.name} names shard {name.k} of {name.n}, which cannot exist (K must be below N)")
-        seen[name.k] = name
-    missing = [k for k in range(first.n) if k not in seen]
-    if missing:
-        folder = first.path.parent
-        files = ", ".join(_shard_file(first.base, k, first.n) for k in missing)
-        which = ", ".join(f"{k}/{first.n}" for k in missing)
-        raise TransferCacheError(
-            f"cannot merge {first.base}: shard{'s' if len(missing) > 1 else ''} {which} "
-            f"{'are' if len(missing) > 1 else 'is'} missing (expected {files} in {folder}); run "
-            f"python -m transfer_cache.extract SOURCE --shard K/{first.n} with the same options for each missing shard, then merge again"
-        )
-    return [seen[k] for k in range(first.n)]
-
-
 def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
     """One fingerprint, one source, one class list, consistent shard attributes, no image in two shards."""
     reference, ref_name = caches[0], names[0]
-    ref_config = reference.config
     for name, cache in zip(names, caches):
-        shard_attr = str(cache.config.get("shard", ""))
+        shard_attr = cache.info.shard
         if shard_attr != f"{name.k}/{name.n}":
             raise TransferCacheError(
                 f"{name.path.name} says it is shard {shard_attr or '(none)'!s} inside, but its name says {name.k}/{name.n}; "
@@ -126,11 +50,12 @@ def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
                 f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); move the foreign file out of this folder and "
                 "extract that shard again with the same options"
             )
-        for key, label in (("source", "source"), ("class_names", "class names")):
-            if cache.config.get(key) != ref_config.get(key):
+        for label, mine, expected in (("source", cache.info.source, reference.info.source),
+                                      ("class names", cache.class_names, reference.class_names)):
+            if mine != expected:
                 raise TransferCacheError(
                     f"{name.path.name} does not belong with {ref_name.path.name}: its {label} differ "
-                    f"({cache.config.get(key)!r}, expected {ref_config.get(key)!r}); move the foreign file out of this folder and "
+                    f"({mine!r}, expected {expected!r}); move the foreign file out of this folder and "
                     "extract that shard again from the same source"
                 )
     owner: dict[str, int] = {}
@@ -187,7 +112,7 @@ def merge(
                 "files of one of them, or use python -m transfer_cache.merge --cache-dir DIR, which merges each group"
             )
         names = next(iter(groups.values()))
-    names = _check_names(names)
+    names = check_names(names)
     target = Path(output) if output is not None else names[0].path.parent / names[0].merged_name
     if parse_shard_name(target) is not None:
         raise TransferCacheError(f"output {target} has a shard name; choose a name without .shardK-of-N (default: {names[0].merged_name})")
@@ -216,7 +141,7 @@ def _write_merged(target: Path, caches: list[Cache], block_rows: int) -> Path:
     """Every declared table of every shard, in shard order, into one cache (``cache.TABLES``: nothing is named here,
     so a table added to the cache format is merged too)."""
     reference = caches[0]
-    tables = {table.name: _merged_table(table, caches) for table in TABLES}
+    tables = {table.name: _merged_table(table, caches) for table in cache_tables.tables()}
     tables = {name: data for name, data in tables.items() if data is not None}
     attrs = {key: value for key, value in reference.config.items() if key not in _PER_FILE_ATTRS}
     attrs["shard"] = ""  # what an unsharded extraction writes
@@ -251,7 +176,7 @@ def _merged_table(table: Table, caches: list[Cache]) -> TableData | None:
         row_offset += len(cache)
     if not table.features:
         return TableData(columns)
-    sets = [[cache.features_for(layer) for layer in cache.layers] if table.name == "rows" else [cache.table_features(table)]
+    sets = [[cache.features_for(layer) for layer in cache.layers] if table.per_layer else [cache.table_features(table)]
             for cache in caches]
     if any(None in shard_sets for shard_sets in sets):
         return None  # a table of vectors no shard has (no augmented views)
@@ -319,7 +244,7 @@ def _main(args) -> int:
         merged.append(merge(job, output=args.output, remove_shards=args.remove_shards))
     for path in merged:
         with open_cache(path) as cache:
-            print(f"merged {len(cache.config.get('merged_from', []))} shards: {len(cache)} rows, {len(cache.failed)} failed -> {path}")
+            print(f"merged {len(cache.info.merged_from)} shards: {len(cache)} rows, {len(cache.failed)} failed -> {path}")
     return 0
 
 

@@ -212,11 +212,11 @@ def _keras_split(data, test_size: float, seed: int) -> Split:
         )
     cache = data.caches[0]
     kinds = sorted(set(data.split.tolist()) - {""})
-    kind = kind_of(cache.config.get("source", ""))
+    kind = kind_of(cache.info.source)
     if kinds or kind is None or not kind.keras_listing:
         raise TransferCacheError(
             f"--split keras needs a cache of one folder of class folders (root/<class>/<image>), as "
-            f"image_dataset_from_directory reads; {cache.path} comes from {cache.config.get('source')!r}"
+            f"image_dataset_from_directory reads; {cache.path} comes from {cache.info.source!r}"
             + (f" with splits {kinds}" if kinds else "") + "; use --split source or --split stratified"
         )
     failed_paths = [path for path, _ in cache.failed]

@@ -36,6 +36,16 @@ class TrainingData:
     def config(self) -> dict:
         return self.caches[0].config
 
+    @property
+    def feature_config(self):
+        """The (shared) feature configuration of the caches, typed."""
+        return self.caches[0].feature_config
+
+    @property
+    def info(self):
+        """Where the first cache's images came from (``cache.CacheInfo``)."""
+        return self.caches[0].info
+
     def features(self, rows: np.ndarray) -> np.ndarray:
         """Features of the given labelled-row positions, read block by block (only those rows stay in memory)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -116,8 +126,8 @@ def _check_fingerprints(caches: list[Cache]) -> None:
         if other.fingerprint != first.fingerprint:
             raise TransferCacheError(
                 f"caches have different feature configurations: {first.path} (fingerprint {first.fingerprint}, "
-                f"backbone {first.config.get('backbone')}) vs {other.path} (fingerprint {other.fingerprint}, backbone "
-                f"{other.config.get('backbone')}); extract both with the same --backbone/--layer/--pooling/--input-size"
+                f"backbone {first.feature_config.backbone}) vs {other.path} (fingerprint {other.fingerprint}, backbone "
+                f"{other.feature_config.backbone}); extract both with the same --backbone/--layer/--pooling/--input-size"
             )
 
 
