@@ -185,52 +185,102 @@ def build_efficientnet_lite(variant: str, *, input_size: int | None = None, incl
     at "avg_pool" (every earlier layer stays reachable by name, e.g. "top_activation" for the unpooled map).
     """
     spec = _check_variant(variant)
+    input_size = _checked_input_size(input_size, spec=spec)
+    if not isinstance(include_top, bool):
+        raise TransferCacheError(f"include_top must be True or False; got {include_top!r}")
+    source = _weights_source(weights, variant=variant)
+    # Read (and validate) the file before building, so a bad file fails fast.
+    state = load_state_dict(source) if source is not None else None
+    model, plan = _build_graph(variant, spec=spec, input_size=input_size, include_top=include_top)
+    if state is not None:
+        _assign(model, plan, state, source, variant, skip=() if include_top else ("_fc.weight", "_fc.bias"))
+    return model
+
+
+def _checked_input_size(input_size, *, spec: dict) -> int:
+    """The input side, the variant's own when None; a side below the minimum would shrink to nothing."""
     if input_size is None:
         input_size = spec["input_size"]
     if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < _MIN_INPUT_SIZE:
         raise TransferCacheError(f"input_size must be an int >= {_MIN_INPUT_SIZE} (or None for "
                                  f"{spec['input_size']}); got {input_size!r}")
-    if not isinstance(include_top, bool):
-        raise TransferCacheError(f"include_top must be True or False; got {include_top!r}")
+    return input_size
+
+
+def _weights_source(weights, *, variant: str) -> pathlib.Path | None:
+    """The .pth file the weights come from (None: random initialisation), checked before anything is built."""
     if weights is None or weights == "imagenet":
-        source = weights_path(variant) if weights == "imagenet" else None
-    elif isinstance(weights, (str, os.PathLike)):
+        return weights_path(variant) if weights == "imagenet" else None
+    if isinstance(weights, (str, os.PathLike)):
         source = pathlib.Path(weights)
         if not source.is_file():
             raise TransferCacheError(f"weights must be 'imagenet', None or the path of a .pth file; "
                                      f"got {os.fspath(weights)!r}, which is not a file; check the path")
-    else:
-        raise TransferCacheError(f"weights must be 'imagenet', None or the path of a .pth file; got {weights!r}")
-    # Read (and validate) the file before building, so a bad file fails fast.
-    state = load_state_dict(source) if source is not None else None
+        return source
+    raise TransferCacheError(f"weights must be 'imagenet', None or the path of a .pth file; got {weights!r}")
 
-    import keras
-    from keras import layers
 
-    width, depth = spec["width_multiplier"], spec["depth_multiplier"]
-    plan = []  # (keras layer name, [state dict keys], [transform per key]) in the order weights are assigned
+class _Graph:
+    """Adds the layers of one Lite model and, beside each, the state-dict arrays its weights come from, so the
+    graph and the weight mapping are written in one place and cannot drift apart."""
 
-    def conv(x, filters, kernel, stride, name, torch_name):
-        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
-        plan.append((name, [f"{torch_name}.weight"], [_conv_kernel]))
+    def __init__(self):
+        from keras import layers
+
+        self.layers = layers
+        self.plan = []  # (keras layer name, [state dict keys], [transform per key]) in the order weights are assigned
+
+    def conv(self, x, filters, kernel, stride, name, torch_name):
+        x = self.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+        self.plan.append((name, [f"{torch_name}.weight"], [_conv_kernel]))
         return x
 
-    def bn(x, name, torch_name):
-        x = layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)(x)
+    def depthwise_conv(self, x, kernel, stride, name, torch_name):
+        x = self.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+        self.plan.append((name, [f"{torch_name}.weight"], [_depthwise_kernel]))
+        return x
+
+    def bn(self, x, name, torch_name):
+        x = self.layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)(x)
         keys = [f"{torch_name}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
-        plan.append((name, keys, [_identity] * 4))
-        plan.append((None, [f"{torch_name}.num_batches_tracked"], [_identity]))  # training counter: no Keras slot
+        self.plan.append((name, keys, [_identity] * 4))
+        self.plan.append((None, [f"{torch_name}.num_batches_tracked"], [_identity]))  # training counter: no Keras slot
         return x
 
-    def relu6(x, name):
-        return layers.ReLU(max_value=6.0, name=name)(x)
+    def relu6(self, x, name):
+        return self.layers.ReLU(max_value=6.0, name=name)(x)
 
+    def dense_softmax(self, x, units, name, torch_name):
+        x = self.layers.Dense(units, activation="softmax", name=name)(x)
+        self.plan.append((name, [f"{torch_name}.weight", f"{torch_name}.bias"], [_dense_kernel, _identity]))
+        return x
+
+
+def _build_graph(variant: str, *, spec: dict, input_size: int, include_top: bool):
+    """(Keras model, weight plan): stem, the MBConv blocks of the scaled B0 table, then the head."""
+    import keras
+
+    graph = _Graph()
     inputs = keras.Input(shape=(input_size, input_size, 3), name="input")
-    x = conv(inputs, _STEM_FILTERS, 3, 2, "stem_conv", "_conv_stem")
-    x = bn(x, "stem_bn", "_bn0")
-    x = relu6(x, "stem_activation")
+    x = graph.conv(inputs, _STEM_FILTERS, 3, 2, "stem_conv", "_conv_stem")
+    x = graph.bn(x, "stem_bn", "_bn0")
+    x = graph.relu6(x, "stem_activation")
+    for block in _block_table(width=spec["width_multiplier"], depth=spec["depth_multiplier"]):
+        x = _mbconv_block(graph, x, **block)
+    x = graph.conv(x, _HEAD_FILTERS, 1, 1, "top_conv", "_conv_head")
+    x = graph.bn(x, "top_bn", "_bn1")
+    x = graph.relu6(x, "top_activation")
+    x = graph.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = graph.layers.Dropout(spec["dropout"], name="top_dropout")(x)
+        x = graph.dense_softmax(x, spec["num_classes"], "predictions", "_fc")
+    return keras.Model(inputs, x, name=variant), graph.plan
 
-    block = 0
+
+def _block_table(*, width: float, depth: float) -> list[dict]:
+    """Every MBConv block of the scaled B0 table, in order, with its Keras and PyTorch names: the Lite scaling
+    (widths rounded to multiples of 8, the first and last stage kept at one block) in one place."""
+    blocks = []
     last_stage = len(_B0_STAGES) - 1
     for stage, (kernel, stride, expand, filters_in, filters_out, repeats) in enumerate(_B0_STAGES):
         filters_in = _STEM_FILTERS if stage == 0 else _round_filters(filters_in, width)
@@ -238,40 +288,31 @@ def build_efficientnet_lite(variant: str, *, input_size: int | None = None, incl
         if stage not in (0, last_stage):  # Lite keeps the first and last stage at one block
             repeats = int(math.ceil(depth * repeats))
         for r in range(repeats):
-            prefix = f"block{stage + 1}{chr(ord('a') + r)}_"
-            torch_prefix = f"_blocks.{block}."
-            block_in = filters_in if r == 0 else filters_out
-            block_stride = stride if r == 0 else 1
-            shortcut = x
-            expanded = block_in * expand
-            if expand != 1:
-                x = conv(x, expanded, 1, 1, prefix + "expand_conv", torch_prefix + "_expand_conv")
-                x = bn(x, prefix + "expand_bn", torch_prefix + "_bn0")
-                x = relu6(x, prefix + "expand_activation")
-            x = layers.DepthwiseConv2D(kernel, strides=block_stride, padding="same", use_bias=False,
-                                       name=prefix + "dwconv")(x)
-            plan.append((prefix + "dwconv", [torch_prefix + "_depthwise_conv.weight"], [_depthwise_kernel]))
-            x = bn(x, prefix + "bn", torch_prefix + "_bn1")
-            x = relu6(x, prefix + "activation")
-            x = conv(x, filters_out, 1, 1, prefix + "project_conv", torch_prefix + "_project_conv")
-            x = bn(x, prefix + "project_bn", torch_prefix + "_bn2")
-            if block_stride == 1 and block_in == filters_out:
-                x = layers.Add(name=prefix + "add")([x, shortcut])
-            block += 1
+            blocks.append({
+                "prefix": f"block{stage + 1}{chr(ord('a') + r)}_", "torch_prefix": f"_blocks.{len(blocks)}.",
+                "kernel": kernel, "stride": stride if r == 0 else 1, "expand": expand,
+                "block_in": filters_in if r == 0 else filters_out, "filters_out": filters_out,
+            })
+    return blocks
 
-    x = conv(x, _HEAD_FILTERS, 1, 1, "top_conv", "_conv_head")
-    x = bn(x, "top_bn", "_bn1")
-    x = relu6(x, "top_activation")
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if include_top:
-        x = layers.Dropout(spec["dropout"], name="top_dropout")(x)
-        x = layers.Dense(spec["num_classes"], activation="softmax", name="predictions")(x)
-        plan.append(("predictions", ["_fc.weight", "_fc.bias"], [_dense_kernel, _identity]))
-    model = keras.Model(inputs, x, name=variant)
 
-    if state is not None:
-        _assign(model, plan, state, source, variant, skip=() if include_top else ("_fc.weight", "_fc.bias"))
-    return model
+def _mbconv_block(graph: _Graph, x, *, prefix: str, torch_prefix: str, kernel: int, stride: int, expand: int,
+                  block_in: int, filters_out: int):
+    """One inverted-residual block: 1x1 expansion (unless the ratio is 1), depthwise conv, 1x1 projection, and the
+    identity shortcut when the shape allows it (no squeeze-excitation in Lite)."""
+    shortcut = x
+    if expand != 1:
+        x = graph.conv(x, block_in * expand, 1, 1, prefix + "expand_conv", torch_prefix + "_expand_conv")
+        x = graph.bn(x, prefix + "expand_bn", torch_prefix + "_bn0")
+        x = graph.relu6(x, prefix + "expand_activation")
+    x = graph.depthwise_conv(x, kernel, stride, prefix + "dwconv", torch_prefix + "_depthwise_conv")
+    x = graph.bn(x, prefix + "bn", torch_prefix + "_bn1")
+    x = graph.relu6(x, prefix + "activation")
+    x = graph.conv(x, filters_out, 1, 1, prefix + "project_conv", torch_prefix + "_project_conv")
+    x = graph.bn(x, prefix + "project_bn", torch_prefix + "_bn2")
+    if stride == 1 and block_in == filters_out:
+        x = graph.layers.Add(name=prefix + "add")([x, shortcut])
+    return x
 
 
 def _assign(model, plan, state, source, variant, skip) -> None:

@@ -11,12 +11,12 @@ and in blocks, so memory stays at a few blocks of similarities however many imag
   labels is a **conflict**.
 * **Likely label errors** follow the confident-learning rule (Northcutt et al., 2021): out-of-fold probabilities
   from a cross-validated logistic regression on the cached vectors, standardised with a variance floor so that a
-  dimension nearly constant over a small training fold cannot dominate a prediction; class j's threshold is the mean probability of
-  j over the rows labelled j; a row is flagged when some other class reaches its threshold and is the most
-  probable of the classes that do (an off-diagonal entry of the confident joint, which is what cleanlab's
-  ``find_label_issues(filter_by="confident_learning")`` reports). The rule is a few lines on top of scikit-learn, so
-  cleanlab and its dependencies do not earn a place here. Rows are ranked by self-confidence (the probability of
-  their given label), lowest first.
+  dimension nearly constant over a small training fold cannot dominate a prediction; class j's threshold is the
+  mean probability of j over the rows labelled j; a row is flagged when some other class reaches its threshold and
+  is the most probable of the classes that do (an off-diagonal entry of the confident joint, which is what
+  cleanlab's ``find_label_issues(filter_by="confident_learning")`` reports). The rule is a few lines on top of
+  scikit-learn, so cleanlab and its dependencies do not earn a place here. Rows are ranked by self-confidence (the
+  probability of their given label), lowest first.
 * **Outliers**: images far from everything: one minus the mean cosine similarity to their ``k`` nearest neighbours,
   over all images and within their own class.
 """
@@ -164,7 +164,8 @@ def _fold_probabilities(X, labels, train, test, n_classes):
     return test, out
 
 
-def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0,
+                              n_jobs: int = 1) -> np.ndarray:
     """Each labelled row's class probabilities (columns: labels 0..max) from a logistic regression that never saw it
     (stratified k-fold), on vectors standardised with a variance floor (``floored_standardise``)."""
     from joblib import Parallel, delayed
@@ -225,7 +226,8 @@ def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs
     return out
 
 
-def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256, neighbours: tuple | None = None) -> list[dict]:
+def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256,
+             neighbours: tuple | None = None) -> list[dict]:
     """Every row with its k-NN distance (1 - mean cosine to its k nearest neighbours), overall and within its class,
     ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it)."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -289,19 +291,71 @@ def inspect_caches(
     check_vectors: bool = True,
 ) -> Findings:
     """Duplicates (and leakage, conflicts), likely label errors and outliers of a cache (plus a test cache, whose
-    rows count as "test"): what ``python -m transfer_cache.inspect`` writes. ``check_vectors=False`` skips the scan for
-    NaN when the caller has just made it on the same file (the cache report)."""
-    from .cache import open_cache
-
+    rows count as "test"): what ``python -m transfer_cache.inspect`` writes. ``check_vectors=False`` skips the scan
+    for NaN when the caller has just made it on the same file (the cache report)."""
     whole_number(k, "k")
     whole_number(folds, "folds", at_least=2)
     integer(seed, "seed")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < float(threshold) <= 1.0):
         raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
-    paths = [cache] + ([test_cache] if test_cache is not None else [])
-    blocks, ids, labels, split, row_paths, origin, failed = [], [], [], [], [], [], []
-    class_names: list[str] = []
+    table = _read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
+                         check_vectors=check_vectors)
+    X = np.concatenate(table.blocks)
+    all_labels = np.concatenate(table.labels)
+    findings = Findings(paths=table.paths, labels=all_labels, split=table.split, class_names=table.class_names,
+                        origin=table.origin, failed=table.failed)
+    findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
+    findings.duplicates, findings.threshold = duplicate_pairs(X, ids=table.ids, labels=all_labels, split=table.split,
+                                                              threshold=threshold, k=k, neighbours=findings.neighbours)
+    if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
+        findings.notes.append(
+            f"these images are all very alike (median cosine to their {k}th nearest neighbour above "
+            f"{HOMOGENEOUS_MEDIAN}), so near duplicates start at cosine {findings.threshold} here instead of "
+            f"{NEAR_DUPLICATE_COSINE}; --threshold sets it"
+        )
+    _search_label_errors(findings, X, folds=folds, seed=seed, n_jobs=n_jobs)
+    findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
+    return findings
+
+
+@dataclass
+class _Table:
+    """The rows of the inspected caches as one table, the cache then the test cache; class names are merged by name,
+    so a class keeps one label whichever cache lists it, and in whatever order."""
+
+    blocks: list[np.ndarray] = field(default_factory=list)  # each cache's vectors, one row per image
+    ids: list[str] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)  # each cache's labels, remapped to ``class_names``
+    split: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    origin: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+
+    def add(self, opened, *, path, layer: str | None, test: bool) -> None:
+        """Append one open cache's rows (all "test" when it is the test cache)."""
+        names = list(opened.class_names)
+        for name in names:
+            if name not in self.class_names:
+                self.class_names.append(name)
+        remap = np.asarray([self.class_names.index(n) for n in names] or [0], dtype=np.int64)
+        chosen = opened.layer_name(layer)
+        self.blocks.append(opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1))
+        self.ids.extend(opened.ids)
+        self.labels.append(np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)], -1))
+        self.split.extend(["test"] * len(opened) if test else [str(s) for s in opened.split])
+        self.paths.extend(opened.paths)
+        self.origin.extend([str(path)] * len(opened))
+        self.failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
+
+
+def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> _Table:
+    """The rows of every cache, which must hold rows and share one fingerprint: vectors of two feature
+    configurations are not comparable."""
+    from .cache import open_cache
+
+    table = _Table()
     fingerprint = None
     for index, path in enumerate(paths):
         with open_cache(path, check_vectors=check_vectors) as opened:
@@ -312,32 +366,14 @@ def inspect_caches(
                     "feature configurations cannot be compared; extract both with the same options"
                 )
             fingerprint = opened.fingerprint
-            names = list(opened.class_names)
-            for name in names:
-                if name not in class_names:
-                    class_names.append(name)
-            remap = np.asarray([class_names.index(n) for n in names] or [0], dtype=np.int64)
-            chosen = opened.layer_name(layer)
-            blocks.append(opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1))
-            ids.extend(opened.ids)
-            labels.append(np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)], -1))
-            split.extend(["test"] * len(opened) if index else [str(s) for s in opened.split])
-            row_paths.extend(opened.paths)
-            origin.extend([str(path)] * len(opened))
-            failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
-    X = np.concatenate(blocks)
-    all_labels = np.concatenate(labels)
-    findings = Findings(paths=row_paths, labels=all_labels, split=split, class_names=class_names, origin=origin,
-                        failed=failed)
-    findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
-    findings.duplicates, findings.threshold = duplicate_pairs(X, ids=ids, labels=all_labels, split=split,
-                                                              threshold=threshold, k=k, neighbours=findings.neighbours)
-    if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
-        findings.notes.append(
-            f"these images are all very alike (median cosine to their {k}th nearest neighbour above {HOMOGENEOUS_MEDIAN}), so near "
-            f"duplicates start at cosine {findings.threshold} here instead of {NEAR_DUPLICATE_COSINE}; --threshold sets it"
-        )
-    # a class too small for the folds leaves label errors to the classes that have enough, not the whole inspection
+            table.add(opened, path=path, layer=layer, test=bool(index))
+    return table
+
+
+def _search_label_errors(findings: Findings, X: np.ndarray, *, folds: int, seed: int, n_jobs: int) -> None:
+    """Label errors among the classes with at least ``folds`` labelled images: a class too small for the folds leaves
+    the search to the classes that have enough, not the whole inspection, and a note names what was left out."""
+    all_labels, class_names = findings.labels, findings.class_names
     counts = np.bincount(all_labels[all_labels >= 0], minlength=len(class_names))
     foldable = np.flatnonzero(counts >= folds)
     too_few = ", ".join(f"{class_names[c]} ({counts[c]})" for c in np.flatnonzero((counts > 0) & (counts < folds)))
@@ -355,5 +391,3 @@ def inspect_caches(
             f"label errors not searched: it needs two or more classes with at least {folds} labelled images each "
             f"(--folds {folds})" + (f"; too few: {too_few}" if too_few else "")
         )
-    findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
-    return findings

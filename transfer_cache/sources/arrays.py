@@ -11,6 +11,7 @@ from .._errors import TransferCacheError
 from .base import ArraySourceBase, Record, labels_array, normalise_split
 from .registry import SourceKind, register
 
+
 class ArraySource(ArraySourceBase):
     """A ``.npz`` (keys ``images`` or ``x``; optional ``labels``/``y``, ``class_names``, ``split``)
     or a ``.npy`` of images only (unlabelled).
@@ -31,38 +32,7 @@ class ArraySource(ArraySourceBase):
         self.name = path.stem
         self.failed = []
         what = f"array file '{path}'"
-        try:
-            if path.suffix.lower() == ".npy":
-                images = np.load(path, mmap_mode="r", allow_pickle=False)
-                labels = split = names = None
-            else:
-                with np.load(path, allow_pickle=False) as npz:
-                    keys = set(npz.files)
-                    image_key = next((k for k in ("images", "x") if k in keys), None)
-                    if image_key is None:
-                        raise TransferCacheError(
-                            f"{what} has no 'images' (or 'x') array; got keys: "
-                            f"{', '.join(sorted(keys)) or '(none)'}: save it with "
-                            "np.savez(path, images=..., labels=...)"
-                        )
-                    label_key = next((k for k in ("labels", "y") if k in keys), None)
-                    images = npz[image_key]
-                    labels = npz[label_key] if label_key else None
-                    names = npz["class_names"] if "class_names" in keys else None
-                    split = npz["split"] if "split" in keys else None
-        except TransferCacheError:
-            raise
-        except ValueError as exc:
-            if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
-                raise TransferCacheError(
-                    f"{what} stores Python objects, which are never unpickled (unsafe): save "
-                    "images and labels as numeric arrays and class_names/split as string arrays "
-                    "(np.array(names, dtype=str))"
-                ) from None
-            raise TransferCacheError(f"cannot read {what}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - zip/format errors of a damaged file
-            raise TransferCacheError(f"cannot read {what}: {exc}") from None
-
+        images, labels, names, split = _load(path, what=what)
         n = len(images) if images.ndim else 0
         if n == 0:
             raise TransferCacheError(f"{what} holds no images")
@@ -72,46 +42,95 @@ class ArraySource(ArraySourceBase):
             label_list = np.full(n, -1, dtype=np.int64)
         else:
             label_list = labels_array(labels, n, what)
-        if names is not None:
-            names = np.asarray(names)
-            if names.ndim != 1 or names.dtype.kind not in "US":
-                raise TransferCacheError(
-                    f"{what}: class_names must be a 1-D string array; got {names.dtype} {names.shape}"
-                )
-            class_names = [
-                n_.decode("utf-8") if isinstance(n_, bytes) else str(n_) for n_ in names.tolist()
-            ]
-        else:
-            top = int(label_list.max()) if n else -1
-            class_names = [str(k) for k in range(top + 1)]
-        if n and int(label_list.max()) >= len(class_names):
-            raise TransferCacheError(
-                f"{what}: label {int(label_list.max())} has no class name "
-                f"({len(class_names)} class_names given): add the missing names"
-            )
-        if split is not None:
-            split = np.asarray(split)
-            if split.shape != (n,) or split.dtype.kind not in "US":
-                raise TransferCacheError(
-                    f"{what}: split must be a string array of shape ({n},); got {split.dtype} {split.shape}"
-                )
-            splits = []
-            for value in split.tolist():
-                value = value.decode("utf-8") if isinstance(value, bytes) else value
-                canonical = normalise_split(value)
-                if canonical is None:
-                    raise TransferCacheError(
-                        f"{what}: split values must be 'train', 'val', 'test' (or 'valid', "
-                        f"'validation', or empty); got {value!r}"
-                    )
-                splits.append(canonical)
-        else:
-            splits = [""] * n
-        self.class_names = class_names
+        self.class_names = _class_names(names, label_list, what=what)
+        splits = _splits(split, n=n, what=what)
         self.records = [Record(path=str(j), label=int(label_list[j]), split=splits[j]) for j in range(n)]
 
 
-# --------------------------------------------------------------------------- CIFAR python batches
+def _load(path: pathlib.Path, *, what: str) -> tuple:
+    """(images, labels, class names, split) as stored, None where absent; never unpickles, and a damaged or
+    pickled file is one line naming it."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False), None, None, None
+        with np.load(path, allow_pickle=False) as npz:
+            return _npz_arrays(npz, what=what)
+    except TransferCacheError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():
+            raise TransferCacheError(
+                f"{what} stores Python objects, which are never unpickled (unsafe): save "
+                "images and labels as numeric arrays and class_names/split as string arrays "
+                "(np.array(names, dtype=str))"
+            ) from None
+        raise TransferCacheError(f"cannot read {what}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - zip/format errors of a damaged file
+        raise TransferCacheError(f"cannot read {what}: {exc}") from None
+
+
+def _npz_arrays(npz, *, what: str) -> tuple:
+    """(images, labels, class names, split) of an open ``.npz``: images under ``images`` or ``x``, labels under
+    ``labels`` or ``y`` (the names Keras and scikit-learn users save them under)."""
+    keys = set(npz.files)
+    image_key = next((k for k in ("images", "x") if k in keys), None)
+    if image_key is None:
+        raise TransferCacheError(
+            f"{what} has no 'images' (or 'x') array; got keys: "
+            f"{', '.join(sorted(keys)) or '(none)'}: save it with "
+            "np.savez(path, images=..., labels=...)"
+        )
+    label_key = next((k for k in ("labels", "y") if k in keys), None)
+    images = npz[image_key]
+    labels = npz[label_key] if label_key else None
+    names = npz["class_names"] if "class_names" in keys else None
+    split = npz["split"] if "split" in keys else None
+    return images, labels, names, split
+
+
+def _class_names(names, label_list: np.ndarray, *, what: str) -> list[str]:
+    """The stored class names, or "0" .. str(max label) without them; every label must have a name."""
+    n = len(label_list)
+    if names is not None:
+        names = np.asarray(names)
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise TransferCacheError(
+                f"{what}: class_names must be a 1-D string array; got {names.dtype} {names.shape}"
+            )
+        class_names = [
+            n_.decode("utf-8") if isinstance(n_, bytes) else str(n_) for n_ in names.tolist()
+        ]
+    else:
+        top = int(label_list.max()) if n else -1
+        class_names = [str(k) for k in range(top + 1)]
+    if n and int(label_list.max()) >= len(class_names):
+        raise TransferCacheError(
+            f"{what}: label {int(label_list.max())} has no class name "
+            f"({len(class_names)} class_names given): add the missing names"
+        )
+    return class_names
+
+
+def _splits(split, *, n: int, what: str) -> list[str]:
+    """Each image's split in canonical form ("train", "val", "test" or ""), all "" when none is stored."""
+    if split is None:
+        return [""] * n
+    split = np.asarray(split)
+    if split.shape != (n,) or split.dtype.kind not in "US":
+        raise TransferCacheError(
+            f"{what}: split must be a string array of shape ({n},); got {split.dtype} {split.shape}"
+        )
+    splits = []
+    for value in split.tolist():
+        value = value.decode("utf-8") if isinstance(value, bytes) else value
+        canonical = normalise_split(value)
+        if canonical is None:
+            raise TransferCacheError(
+                f"{what}: split values must be 'train', 'val', 'test' (or 'valid', "
+                f"'validation', or empty); got {value!r}"
+            )
+        splits.append(canonical)
+    return splits
 
 
 register(SourceKind(

@@ -35,6 +35,7 @@ CIFAR100_CLASSES = (
     "tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
 ).split()
 
+
 class _ForbiddenPickle(pickle.UnpicklingError):
     """The pickle asks for something a CIFAR batch never needs."""
 
@@ -109,50 +110,17 @@ class CifarSource(ArraySourceBase):
         self.description = f"cifar:{self.root}"
         self.failed = []
         cifar100 = (self.root / "meta").is_file() and not (self.root / "batches.meta").is_file()
-        if cifar100:
-            meta_file, names_key, labels_key = "meta", "fine_label_names", "fine_labels"
-            batches = [("train", "train"), ("test", "test")]
-            self.name = "cifar100"
-        else:
-            meta_file, names_key, labels_key = "batches.meta", "label_names", "labels"
-            numbered = [
-                p.name for p in self.root.glob("data_batch_*") if re.fullmatch(r"data_batch_\d+", p.name)
-            ]
-            numbered.sort(key=lambda s: int(s.rsplit("_", 1)[1]))
-            batches = [(b, "train") for b in numbered] + [("test_batch", "test")]
-            self.name = "cifar10"
-        meta = _read_cifar_pickle(self.root / meta_file)
-        if names_key not in meta:
-            raise TransferCacheError(
-                f"CIFAR meta file '{self.root / meta_file}' has no {names_key!r}; got keys: "
-                f"{', '.join(map(str, meta))}"
-            )
-        self.class_names = [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+        meta_file, names_key, labels_key, batches = _edition_files(self.root, cifar100=cifar100)
+        self.name = "cifar100" if cifar100 else "cifar10"
+        self.class_names = _class_names(self.root / meta_file, names_key=names_key)
 
         arrays, where, records = [], [], []
         for batch, split in batches:
             path = self.root / batch
             if not path.is_file():
                 continue
-            content = _read_cifar_pickle(path)
-            what = f"CIFAR batch '{path}'"
-            if "data" not in content or labels_key not in content:
-                raise TransferCacheError(
-                    f"{what} must hold 'data' and {labels_key!r}; got keys: {', '.join(map(str, content))}"
-                )
-            data = np.asarray(content["data"])
-            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-                raise TransferCacheError(
-                    f"{what}: 'data' must be uint8 of shape (N, 3072) (32x32 RGB, channels first); "
-                    f"got {data.dtype} {data.shape}"
-                )
-            labels = labels_array(content[labels_key], len(data), what)
-            if len(labels) and int(labels.max()) >= len(self.class_names):
-                raise TransferCacheError(
-                    f"{what}: label {int(labels.max())} has no name in '{meta_file}' "
-                    f"({len(self.class_names)} names)"
-                )
-            images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            images, labels = _read_batch(path, labels_key=labels_key, class_names=self.class_names,
+                                         meta_file=meta_file)
             a = len(arrays)
             arrays.append(images)
             for j in range(len(images)):
@@ -165,6 +133,53 @@ class CifarSource(ArraySourceBase):
             )
         self._set_arrays(arrays, where, f"CIFAR folder '{self.root}'")
         self.records = records
+
+
+def _edition_files(root: pathlib.Path, *, cifar100: bool) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(meta file, class names key, labels key, [(batch file, split)]) of CIFAR-100 or CIFAR-10, whose numbered
+    training batches are taken in numeric order however many there are (data_batch_10 after data_batch_9)."""
+    if cifar100:
+        return "meta", "fine_label_names", "fine_labels", [("train", "train"), ("test", "test")]
+    numbered = [
+        p.name for p in root.glob("data_batch_*") if re.fullmatch(r"data_batch_\d+", p.name)
+    ]
+    numbered.sort(key=lambda s: int(s.rsplit("_", 1)[1]))
+    return "batches.meta", "label_names", "labels", [(b, "train") for b in numbered] + [("test_batch", "test")]
+
+
+def _class_names(meta_path: pathlib.Path, *, names_key: str) -> list[str]:
+    """The class names in label order, from the edition's meta file."""
+    meta = _read_cifar_pickle(meta_path)
+    if names_key not in meta:
+        raise TransferCacheError(
+            f"CIFAR meta file '{meta_path}' has no {names_key!r}; got keys: "
+            f"{', '.join(map(str, meta))}"
+        )
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+
+
+def _read_batch(path: pathlib.Path, *, labels_key: str, class_names: list[str], meta_file: str):
+    """(images (N, 32, 32, 3) uint8, labels) of one batch file, checked before any row is used: the stored rows are
+    channels first, 3072 bytes each."""
+    content = _read_cifar_pickle(path)
+    what = f"CIFAR batch '{path}'"
+    if "data" not in content or labels_key not in content:
+        raise TransferCacheError(
+            f"{what} must hold 'data' and {labels_key!r}; got keys: {', '.join(map(str, content))}"
+        )
+    data = np.asarray(content["data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise TransferCacheError(
+            f"{what}: 'data' must be uint8 of shape (N, 3072) (32x32 RGB, channels first); "
+            f"got {data.dtype} {data.shape}"
+        )
+    labels = labels_array(content[labels_key], len(data), what)
+    if len(labels) and int(labels.max()) >= len(class_names):
+        raise TransferCacheError(
+            f"{what}: label {int(labels.max())} has no name in '{meta_file}' "
+            f"({len(class_names)} names)"
+        )
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), labels
 
 
 register(SourceKind(

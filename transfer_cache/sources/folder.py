@@ -126,39 +126,11 @@ class FolderSource(FileSource):
         return folders
 
     def _list(self) -> None:
+        """Every image below the class folders, labelled by its class folder; an empty class keeps its index."""
         root = str(self.root)
         root_st = os.stat(root)
         ancestors = ((root_st.st_dev, root_st.st_ino),)
-        loose: list[str] = []
-        top = self._top_folders(root, "", loose)
-        split_folders = [(n, r) for n, r in top if normalise_split(n)]
-        class_folders = [(n, r) for n, r in top if not normalise_split(n)]
-        if split_folders and class_folders:
-            raise TransferCacheError(
-                f"folder '{root}' mixes split folders ({', '.join(n for n, _ in split_folders)}) with "
-                f"other folders ({', '.join(n for n, _ in class_folders)}): use either "
-                "root/<class>/<image> or root/<split>/<class>/<image> with splits train, val "
-                "(or valid, validation) and test, and move the other folders out"
-            )
-        # (split, class name, relative folder)
-        layout: list[tuple[str, str, str]] = []
-        if split_folders:
-            seen: dict[str, str] = {}
-            for name, rel in split_folders:
-                split = normalise_split(name)
-                if split in seen:
-                    raise TransferCacheError(
-                        f"folder '{root}' has two folders for the {split!r} split: "
-                        f"'{seen[split]}' and '{name}': merge them into one"
-                    )
-                seen[split] = name
-                for class_name, class_rel in self._top_folders(os.path.join(root, rel), rel, loose):
-                    layout.append((split, class_name, class_rel))
-        else:
-            layout = [("", name, rel) for name, rel in class_folders]
-        expected = "root/<split>/<class>/<image>" if split_folders else "root/<class>/<image>"
-        self.failed.extend((p, f"image outside a class folder (expected {expected})") for p in loose)
-
+        layout = self._layout(root)
         class_names = sorted({class_name for _, class_name, _ in layout})
         index = {name: i for i, name in enumerate(class_names)}
         records: list[Record] = []
@@ -168,16 +140,7 @@ class FolderSource(FileSource):
             per_class[class_name] += len(paths)
             records.extend(Record(path=p, label=index[class_name], split=split) for p in paths)
         if not records:
-            details = ""
-            if self.failed:
-                first_path, first_reason = self.failed[0]
-                details = (
-                    f" ({len(self.failed)} entries could not be used, e.g. {first_path}: {first_reason})"
-                )
-            raise TransferCacheError(
-                f"folder '{root}' contains no images{details}: expected root/<class>/<image> or "
-                f"root/<split>/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)}"
-            )
+            raise self._no_images_error(root)
         for class_name, count in per_class.items():
             if count == 0:
                 warnings.warn(
@@ -189,6 +152,58 @@ class FolderSource(FileSource):
         records.sort(key=lambda r: r.path)
         self.class_names = class_names
         self.records = records
+
+    def _layout(self, root: str) -> list[tuple[str, str, str]]:
+        """(split, class name, relative folder) of every class folder, in either layout (the two cannot be mixed);
+        images lying beside the folders are recorded in ``failed``."""
+        loose: list[str] = []
+        top = self._top_folders(root, "", loose)
+        split_folders = [(n, r) for n, r in top if normalise_split(n)]
+        class_folders = [(n, r) for n, r in top if not normalise_split(n)]
+        if split_folders and class_folders:
+            raise TransferCacheError(
+                f"folder '{root}' mixes split folders ({', '.join(n for n, _ in split_folders)}) with "
+                f"other folders ({', '.join(n for n, _ in class_folders)}): use either "
+                "root/<class>/<image> or root/<split>/<class>/<image> with splits train, val "
+                "(or valid, validation) and test, and move the other folders out"
+            )
+        if split_folders:
+            layout = self._split_layout(root, split_folders, loose)
+        else:
+            layout = [("", name, rel) for name, rel in class_folders]
+        expected = "root/<split>/<class>/<image>" if split_folders else "root/<class>/<image>"
+        self.failed.extend((p, f"image outside a class folder (expected {expected})") for p in loose)
+        return layout
+
+    def _split_layout(self, root: str, split_folders: list[tuple[str, str]], loose: list[str]):
+        """(split, class name, relative folder) below the split folders; two folders for one split (say "val" and
+        "validation") are refused rather than silently merged."""
+        layout: list[tuple[str, str, str]] = []
+        seen: dict[str, str] = {}
+        for name, rel in split_folders:
+            split = normalise_split(name)
+            if split in seen:
+                raise TransferCacheError(
+                    f"folder '{root}' has two folders for the {split!r} split: "
+                    f"'{seen[split]}' and '{name}': merge them into one"
+                )
+            seen[split] = name
+            for class_name, class_rel in self._top_folders(os.path.join(root, rel), rel, loose):
+                layout.append((split, class_name, class_rel))
+        return layout
+
+    def _no_images_error(self, root: str) -> TransferCacheError:
+        """The error for a folder without a usable image, naming the first entry that could not be used."""
+        details = ""
+        if self.failed:
+            first_path, first_reason = self.failed[0]
+            details = (
+                f" ({len(self.failed)} entries could not be used, e.g. {first_path}: {first_reason})"
+            )
+        return TransferCacheError(
+            f"folder '{root}' contains no images{details}: expected root/<class>/<image> or "
+            f"root/<split>/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)}"
+        )
 
 
 register(SourceKind(
