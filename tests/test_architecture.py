@@ -162,3 +162,90 @@ def test_no_module_reaches_into_another_modules_private_names():
             offences += [f"{name} imports {alias.name} from {node.module}" for alias in node.names
                          if alias.name.startswith("_") and not alias.name.startswith("__")]
     assert not offences, "\n".join(offences)
+
+
+# --------------------------------------------------------------------------- the layer table is the import depth
+
+
+def _unit_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    units: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        units.setdefault(_unit(module), set()).update(_unit(t) for t in targets if _unit(t) != _unit(module))
+    return units
+
+
+def _depths(units: dict[str, set[str]]) -> dict[str, int]:
+    """0 for a module that imports no other module of the package, else one more than the deepest it imports."""
+    depth: dict[str, int] = {}
+
+    def of(unit: str) -> int:
+        if unit not in depth:
+            depth[unit] = 1 + max((of(t) for t in units[unit]), default=-1)
+        return depth[unit]
+
+    for unit in units:
+        of(unit)
+    return depth
+
+
+def test_the_layer_table_is_the_import_depth(graph):
+    """Each module's layer in ARCHITECTURE.md is its real depth in the import graph, so the table cannot claim a
+    layering the code does not have (the message prints the table's rows as the code makes them)."""
+    depths = _depths(_unit_graph(graph))
+    layers = _layers()
+    wrong = sorted(f"{unit}: table {layers.get(unit)}, imports make {depth}" for unit, depth in depths.items()
+                   if layers.get(unit) != depth)
+    rows = {}
+    for unit, depth in depths.items():
+        rows.setdefault(depth, []).append(unit)
+    table = "\n".join(f"| {d} | {', '.join(f'`{u}`' for u in sorted(rows[d]))} |" for d in sorted(rows))
+    assert not wrong, "\n".join(wrong) + "\n\nthe imports make this table:\n" + table
+
+
+def test_the_depth_is_computed_from_the_imports():
+    units = {"a": set(), "b": {"a"}, "c": {"a", "b"}, "d": {"a"}}
+    assert _depths(units) == {"a": 0, "b": 1, "c": 2, "d": 1}
+
+
+# --------------------------------------------------------------------------- "only X does Y", held against the code
+
+_REGISTRIES = {"backbones", "runtimes", "sources", "classifiers", "augment", "datasets", "extract_options"}
+_CACHE_FORMAT = {"cache", "cache_writer", "cache_tables"}
+
+
+def _reachable(units: dict[str, set[str]], start: set[str]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        unit = todo.pop()
+        for target in units[unit] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_cache_format_stands_on_no_registry(graph):
+    """The storage format knows tables, columns, attributes and the typed FeatureConfig record, nothing of the
+    model, runtime or source registries (directly or through anything it imports)."""
+    reached = _reachable(_unit_graph(graph), _CACHE_FORMAT) & _REGISTRIES
+    assert not reached, f"the cache format reaches the registries {sorted(reached)}"
+
+
+def _string_parts(path: Path):
+    """Every string constant of a module, and the constant text of every f-string with its placeholders as {}."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.JoinedStr):
+            yield "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+
+
+_BUILDS_A_SHARD_NAME = re.compile(r"shard\{\}-of-\{\}|shard\(\?P|shard\\d")
+
+
+def test_shard_file_names_are_built_and_parsed_only_in_shards():
+    offenders = sorted(
+        f"{name}: {text!r}" for name, path in _modules().items() if name != "shards"
+        for text in _string_parts(path) if _BUILDS_A_SHARD_NAME.search(text)
+    )
+    assert not offenders, "\n".join(offenders)
+    assert any(_BUILDS_A_SHARD_NAME.search(t) for t in _string_parts(PACKAGE / "shards.py"))  # the test can see one

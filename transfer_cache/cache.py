@@ -358,7 +358,7 @@ class Cache:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.config["feature_dim"])
+        return int(np.prod(self.features_for(self.layers[0]).shape[1:]))
 
     @property
     def failed(self) -> list[tuple[str, str]]:

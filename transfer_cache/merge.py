@@ -34,6 +34,39 @@ from .shards import ShardName, check_names, find_shard_groups, parse_shard_name 
 _PER_FILE_ATTRS = ("shard", "rows", "created", "fingerprint", "format", "format_version", "feature_dim")
 
 
+def _given_shards(shard_paths) -> list[ShardName]:
+    """The shard files the user named, each checked to be one."""
+    names = []
+    for item in shard_paths:
+        name = parse_shard_name(item)
+        if name is None:
+            raise TransferCacheError(
+                f"{item} is not a shard file: expected a name ending in .shardK-of-N.h5, as written by "
+                "python -m transfer_cache.extract --shard K/N"
+            )
+        if not name.path.is_file():
+            raise TransferCacheError(
+                f"shard file {item} does not exist; extract that shard first (--shard {name.k}/{name.n})"
+            )
+        names.append(name)
+    return names
+
+
+def _shards_in(cache_dir) -> list[ShardName]:
+    """The shard files of the one extraction whose shards ``cache_dir`` holds."""
+    groups = find_shard_groups(cache_dir)
+    if not groups:
+        raise TransferCacheError(
+            f"no shard files (NAME.shardK-of-N.h5) in {cache_dir}; extract with --shard K/N into that folder first"
+        )
+    if len(groups) > 1:
+        raise TransferCacheError(
+            f"{cache_dir} holds the shards of {len(groups)} extractions ({', '.join(sorted(groups))}); give the shard "
+            "files of one of them, or use python -m transfer_cache.merge --cache-dir DIR, which merges each group"
+        )
+    return next(iter(groups.values()))
+
+
 def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
     """One fingerprint, one source, one class list, consistent shard attributes, no image in two shards."""
     reference, ref_name = caches[0], names[0]
@@ -88,31 +121,7 @@ def merge(
     if not shard_paths and cache_dir is None:
         raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
     whole_number(block_rows, "block_rows")
-    if shard_paths:
-        names = []
-        for item in shard_paths:
-            name = parse_shard_name(item)
-            if name is None:
-                raise TransferCacheError(
-                    f"{item} is not a shard file: expected a name ending in .shardK-of-N.h5, as written by "
-                    "python -m transfer_cache.extract --shard K/N"
-                )
-            if not name.path.is_file():
-                raise TransferCacheError(f"shard file {item} does not exist; extract that shard first (--shard {name.k}/{name.n})")
-            names.append(name)
-    else:
-        groups = find_shard_groups(cache_dir)
-        if not groups:
-            raise TransferCacheError(
-                f"no shard files (NAME.shardK-of-N.h5) in {cache_dir}; extract with --shard K/N into that folder first"
-            )
-        if len(groups) > 1:
-            raise TransferCacheError(
-                f"{cache_dir} holds the shards of {len(groups)} extractions ({', '.join(sorted(groups))}); give the shard "
-                "files of one of them, or use python -m transfer_cache.merge --cache-dir DIR, which merges each group"
-            )
-        names = next(iter(groups.values()))
-    names = check_names(names)
+    names = check_names(_given_shards(shard_paths) if shard_paths else _shards_in(cache_dir))
     target = Path(output) if output is not None else names[0].path.parent / names[0].merged_name
     if parse_shard_name(target) is not None:
         raise TransferCacheError(f"output {target} has a shard name; choose a name without .shardK-of-N (default: {names[0].merged_name})")
