@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ._cli import quiet_tensorflow
+from ._quiet_tensorflow import quiet_tensorflow
 from ._hashing import file_sha256
 from ._errors import TransferCacheError
 
