@@ -30,7 +30,11 @@ def make_parser(prog: str, description: str, epilog: str = "") -> argparse.Argum
     return parser
 
 
-def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+def run(
+    main: Callable[[argparse.Namespace], int | None],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse, run, and turn a TransferCacheError into one line on stderr and exit code 2.
 
     No command imports TensorFlow before this point (``--help`` and argument mistakes answer in under a second);
@@ -80,5 +84,7 @@ def check_file_target(path: str | os.PathLike, option: str) -> Path:
     path = Path(path)
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
-        raise TransferCacheError(f"cannot write {path}: {blocker} is a file, not a folder; choose another {option} path")
+        raise TransferCacheError(
+            f"cannot write {path}: {blocker} is a file, not a folder; choose another {option} path"
+        )
     return path
