@@ -20,7 +20,6 @@ from ._checks import whole_number
 from ._errors import TransferCacheError
 
 
-
 def check_arguments(source, shards: int, engine: str, workers: int, retries: int) -> None:
     """Check the engine arguments before any work (run_shards calls it too)."""
     if not isinstance(source, (str, os.PathLike)):
@@ -134,8 +133,9 @@ def _run_dask(task, source, shard_specs, options, *, scheduler, workers, retries
                 for spec in shard_specs
             }
             outcomes = {}
-            from tqdm.auto import tqdm
             import sys
+
+            from tqdm.auto import tqdm
 
             with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False) as bar:
                 for future in distributed.as_completed(list(futures.values())):

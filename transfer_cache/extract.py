@@ -21,8 +21,8 @@ import numpy as np
 
 from . import _atomic, _cli
 from ._checks import whole_number
-from ._versions import library_versions
 from ._errors import ImageError, TransferCacheError
+from ._versions import library_versions
 from .backbones import DEFAULT_BACKBONE, get_spec, list_backbones
 from .cache import (
     Cache,

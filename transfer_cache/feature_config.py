@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 from ._checks import whole_number
 from ._errors import TransferCacheError
-from .backbones import DEFAULT_BACKBONE, POOLINGS, default_layers, get_spec, resolve_weights, validate_choices
 from ._imaging import validate_resize
+from .backbones import DEFAULT_BACKBONE, POOLINGS, default_layers, get_spec, resolve_weights, validate_choices
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")

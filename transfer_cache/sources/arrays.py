@@ -11,6 +11,7 @@ from .._errors import TransferCacheError
 from .base import ArraySourceBase, Record, labels_array, normalise_split
 from .registry import SourceKind, register
 
+
 class ArraySource(ArraySourceBase):
     """A ``.npz`` (keys ``images`` or ``x``; optional ``labels``/``y``, ``class_names``, ``split``)
     or a ``.npy`` of images only (unlabelled).

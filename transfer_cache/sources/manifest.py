@@ -10,6 +10,7 @@ from .._errors import TransferCacheError
 from .base import FileSource, Record, class_sort_key, normalise_split
 from .registry import SourceKind, register
 
+
 class CsvSource(FileSource):
     """A CSV manifest: a header row with ``path`` and ``label`` columns and an optional ``split``.
 
