@@ -112,3 +112,10 @@ def test_peak_memory_stays_flat_from_1x_to_10x_images(tmp_path):
     assert figures["images_scaled"] == 1500
     assert figures["peak_rss_mb_scaled"] < 1.25 * figures["peak_rss_mb_1x"], figures
     assert math.isfinite(figures["extra_mb_per_1000_images"])
+
+
+def test_every_part_is_run_by_a_step():
+    """A part named in PARTS (and so accepted by --parts) but served by no step would be skipped without a word."""
+    from transfer_cache import bench
+
+    assert {part for step in bench._STEPS for part in step.parts} == set(bench.PARTS)
