@@ -71,7 +71,7 @@ def make_blob_cache(
     labels = np.asarray(labels, dtype=np.int64)
     centres = rng.normal(0.0, 3.0, size=(len(CLASSES), dim))
     features = (centres[np.maximum(labels, 0)] + rng.normal(0.0, spread, size=(len(labels), dim))).astype(np.float32)
-    paths = list(paths) if paths is not None else [f"{CLASSES[max(l, 0)]}/img_{i:05d}.png" for i, l in enumerate(labels)]
+    paths = list(paths) if paths is not None else [f"{CLASSES[max(label, 0)]}/img_{i:05d}.png" for i, label in enumerate(labels)]
     if source_root is not None:
         digests = [hashlib.sha256((source_root / p).read_bytes()).hexdigest() for p in paths]
         attrs.setdefault("source", f"folder:{source_root}")
@@ -86,7 +86,7 @@ def make_blob_cache(
 def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.0, name="cache.h5") -> tuple[Path, Path]:
     root = tmp_path / "images"
     items = make_image_folder(root, per_class=per_class)
-    path = make_blob_cache(tmp_path / name, labels=[l for _, l in items], paths=[p for p, _ in items],
+    path = make_blob_cache(tmp_path / name, labels=[label for _, label in items], paths=[p for p, _ in items],
                            spread=spread, source_root=root)
     return path, root
 
@@ -399,7 +399,7 @@ def test_misclassified_gallery_shows_the_right_images(folder_run):
 def test_misclassified_reads_from_source_root_when_the_source_is_unknown(tmp_path):
     root = tmp_path / "images"
     items = make_image_folder(root, per_class=16)
-    cache_path = make_blob_cache(tmp_path / "c.h5", labels=[l for _, l in items], paths=[p for p, _ in items],
+    cache_path = make_blob_cache(tmp_path / "c.h5", labels=[label for _, label in items], paths=[p for p, _ in items],
                                  spread=8.0, source_root=root, source="gone:elsewhere")
     run_dir = make_run(tmp_path / "runs", cache_path)
     images = [t for t in analysis.misclassified_figure(run_dir).data if t.type == "image"]

@@ -127,8 +127,8 @@ def test_dense_head_samples_one_view_per_image_each_epoch(tmp_path):
 def test_views_are_grouped_with_their_image_in_cross_validation(tmp_path):
     """With an unsplit source every image has views; each fold trains on its training images' views only."""
     from transfer_cache.classifiers.base import with_views as _with_views
-    from transfer_cache.training_data import load_training_data
     from transfer_cache.splits import choose_split as _choose_split
+    from transfer_cache.training_data import load_training_data
 
     path = _augmented_cache(tmp_path, views=2, splits=None)
     data = load_training_data([path], None, None)

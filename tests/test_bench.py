@@ -88,7 +88,9 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
         (dict(images=0), "images must be a whole number of at least 1; got 0"),
         (dict(repeats=0), "repeats must be a whole number of at least 1; got 0"),
         (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
-        (dict(parts=("gpu",)), "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; got 'gpu'"),
+        (dict(parts=("gpu",)),
+         "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; "
+         "got 'gpu'"),
         (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
     ],
 )
@@ -105,7 +107,15 @@ def test_cli_reports_a_bad_json_folder(tmp_path, capsys):
 @pytest.mark.slow
 def test_peak_memory_stays_flat_from_1x_to_10x_images(tmp_path):
     """Loose on purpose: 10x the images may cost a little (row metadata), never 10x the memory."""
-    figures = memory_flatness(options={"backbone": "tiny", "weights": "none", "batch_size": 32}, images=150, scale=10, workdir=tmp_path)
+    figures = memory_flatness(options={"backbone": "tiny", "weights": "none", "batch_size": 32}, images=150, scale=10,
+                              workdir=tmp_path)
     assert figures["images_scaled"] == 1500
     assert figures["peak_rss_mb_scaled"] < 1.25 * figures["peak_rss_mb_1x"], figures
     assert math.isfinite(figures["extra_mb_per_1000_images"])
+
+
+def test_every_part_is_run_by_a_step():
+    """A part named in PARTS (and so accepted by --parts) but served by no step would be skipped without a word."""
+    from transfer_cache import bench
+
+    assert {part for step in bench._STEPS for part in step.parts} == set(bench.PARTS)

@@ -10,10 +10,10 @@ import pytest
 
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
-from transfer_cache.extract import run_sharded, run_sharded_result
-from transfer_cache.extract import extract
+from transfer_cache.extract import extract, run_sharded, run_sharded_result
 
 from conftest import make_class_folder
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):

@@ -10,7 +10,6 @@ import skimage.data
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from test_torch_legacy import write_state_dict
 from transfer_cache._efficientnet_lite import (
     LITE_VARIANTS,
     build_efficientnet_lite,
@@ -21,6 +20,8 @@ from transfer_cache._efficientnet_lite import (
 )
 from transfer_cache._errors import TransferCacheError
 from transfer_cache._torch_legacy import load_state_dict
+
+from test_torch_legacy import write_state_dict
 
 
 def _reference_images():

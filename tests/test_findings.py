@@ -10,8 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_cache
-from photos import make_photo_folder, varied_crops
 from PIL import Image
 
 from transfer_cache import TransferCacheError
@@ -28,6 +26,9 @@ from transfer_cache.findings import (
 )
 from transfer_cache.inspect import inspect, main
 from transfer_cache.neighbors import neighbors
+
+from conftest import write_synthetic_cache
+from photos import make_photo_folder, varied_crops
 
 
 def _digits(n: int | None = None):

@@ -364,9 +364,10 @@ def test_dense_head_can_stream_from_hdf5(tmp_path):
 @pytest.mark.slow
 def test_every_registered_head_fits_a_real_cache_with_its_defaults(tmp_path):
     """No --param at all (the raw-pixel baseline once crashed so): each head trains, and its run records its defaults."""
-    from conftest import make_class_folder
     from transfer_cache.classifiers import CLASSIFIERS
     from transfer_cache.extract import extract
+
+    from conftest import make_class_folder
 
     images = make_class_folder(tmp_path / "images", per_class=12)
     cache = extract(str(images), backbone="tiny", weights="none", cache_dir=tmp_path / "caches", runtime="tensorflow",

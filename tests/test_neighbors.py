@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_synthetic_cache
 from transfer_cache import neighbors as neighbors_module
 from transfer_cache._errors import TransferCacheError
 from transfer_cache.neighbors import neighbors
+
+from conftest import write_synthetic_cache
 
 PROG = "python -m transfer_cache.neighbors: error: "
 

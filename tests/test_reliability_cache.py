@@ -76,7 +76,7 @@ def test_damaged_or_foreign_files_are_refused_and_recomputed(made, capsys, damag
     again = extract(str(root), cache_dir=path.parent, **TINY)
     assert not again.hit and again.computed == 9
     err = capsys.readouterr().err
-    assert err.startswith(f"warning: ") and f"{path}" in err
+    assert err.startswith("warning: ") and f"{path}" in err
     assert err.rstrip().endswith(f"; kept as {path.name}.unreadable and recomputing it")
     with open_cache(path) as cache:
         assert len(cache) == 9

@@ -18,7 +18,6 @@ import sys
 import textwrap
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -7,7 +7,6 @@ marker must never appear. The last test keeps an inventory of every place the pa
 
 from __future__ import annotations
 
-import io
 import pickle
 import re
 import struct

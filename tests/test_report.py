@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_real_runs, make_run, single_openmp_thread  # noqa: F401 (autouse)
 from transfer_cache import analysis, report
 from transfer_cache._errors import TransferCacheError
+
+from test_analysis import CLASSES, make_blob_cache, make_folder_cache, make_real_runs, make_run, single_openmp_thread  # noqa: F401 (autouse)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

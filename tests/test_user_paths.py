@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import csv
 import os
-import pickle
 import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,7 @@
 
 The public functions are imported lazily, so ``import transfer_cache`` stays cheap (no TensorFlow start-up).
 A stage module and its function share a name (``transfer_cache.extract``): ``tc.extract`` is always the function;
-use ``from transfer_cache import extract as ...`` style or ``sys.modules`` for the module itself.
+use ``importlib.import_module("transfer_cache.extract")`` or ``sys.modules`` for the module itself.
 """
 
 from __future__ import annotations
@@ -52,14 +52,19 @@ def __dir__() -> list[str]:
 
 
 class _Package(_types.ModuleType):
-    """Keeps ``tc.extract`` (and fit, predict, merge ...) the function even after its module has been imported,
-    which would otherwise rebind the package attribute to the module."""
+    """Keeps ``tc.extract`` (and fit, predict, merge) the function once ``transfer_cache.extract`` the module is
+    imported: the import system then binds the module to the package attribute of the same name, and only a module
+    class can refuse that one write (a module's own ``__setattr__`` is not consulted). Reads stay plain.
 
-    def __getattribute__(self, name: str):
-        value = super().__getattribute__(name)
+    Importing the functions eagerly instead would bind them first, but costs ``import transfer_cache`` seconds
+    (scikit-learn, SciPy, h5py) and makes every ``python -m transfer_cache.<stage>`` warn that its module was
+    imported before it ran.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
         if isinstance(value, _types.ModuleType) and _LAZY.get(name) == name:
-            return getattr(value, name)
-        return value
+            return  # the submodule stays reachable as sys.modules["transfer_cache.<name>"]
+        super().__setattr__(name, value)
 
 
 _sys.modules[__name__].__class__ = _Package

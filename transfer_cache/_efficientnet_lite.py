@@ -23,8 +23,8 @@ import pathlib
 
 import numpy as np
 
-from ._hashing import file_sha256  # one hashing routine for every file
 from ._errors import TransferCacheError
+from ._hashing import file_sha256  # one hashing routine for every file
 from ._torch_legacy import load_state_dict
 
 __all__ = [

@@ -4,8 +4,8 @@ Every image that reaches a backbone goes through here, so that a PNG, a 16-bit T
 an EXIF-rotated phone photo and a float array all arrive as the same thing: a uint8 (H, W, 3) RGB
 array. Anything that cannot be decoded raises :class:`ImageError` with a short human reason, which
 the extraction records against the file and skips. Functions are pure and thread-safe (no shared
-file handles, no global PIL or warnings state is changed), so tf.data workers can call them in
-parallel.
+file handles, no global PIL or warnings state is changed), so the decode threads of ``pipeline`` call
+them in parallel.
 
 Colour rules (the same for files and arrays):
 

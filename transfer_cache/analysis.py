@@ -27,6 +27,7 @@ from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 from ._imaging import decode_image
 from .cache import Cache, block_rows, open_cache
+
 # run folders are read through runs, their one owner (re-exported: notebooks and users call them from here)
 from .runs import as_run, is_run_dir, load_run, open_run_cache, read_index, read_json, read_predictions, run_cache_path  # noqa: F401
 from .sources import reopen

@@ -9,14 +9,13 @@ input size, weights) into one Keras model: raw 0..255 RGB pixels in, the transfe
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ._cli import quiet_tensorflow
-from ._hashing import file_sha256
 from ._errors import TransferCacheError
+from ._hashing import file_sha256
+from ._quiet_tensorflow import quiet_tensorflow
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "rescale", "none")
 POOLINGS = ("avg", "max", "flatten", "none")

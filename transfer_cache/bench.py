@@ -23,404 +23,181 @@ scikit-image and scikit-learn, resized, one class per photograph.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import _atomic, _cli
+from ._bench_images import resized_images, write_test_images
+from ._bench_parts import (
+    cache_read_rate,
+    cached_head_seconds,
+    compiled,
+    decode_rates,
+    extract_rate,
+    feature_model,
+    feature_shape,
+    hvass_rate,
+    runtime_rates,
+    seeds_frozen_base_seconds,
+    synthetic_cache,
+)
+from ._bench_timing import extraction_peak_rss, extraction_runs, median, median_dicts, memory_flatness
 from ._checks import whole_number
 from ._errors import TransferCacheError
-from .runtimes.openvino import MODELS_ENV
+
+if TYPE_CHECKING:
+    from .feature_config import FeatureConfig
+
+__all__ = [  # the measurements live in _bench_images, _bench_timing and _bench_parts; this is their one address
+    "DEFAULT_PARTS", "EPILOG", "PARTS", "build_parser", "cache_read_rate", "cached_head_seconds", "decode_rates",
+    "extract_rate", "extraction_peak_rss", "extraction_runs", "format_table", "hvass_rate", "main", "memory_flatness",
+    "run_bench", "runtime_rates", "seeds_frozen_base_seconds", "write_test_images",
+]
 
 PARTS = ("backbone", "extract", "peer", "decode", "seeds", "hvass", "io", "memory")
 DEFAULT_PARTS = ("backbone", "extract", "peer", "decode")
 
 
-# --------------------------------------------------------------------------- test images
+# --------------------------------------------------------------------------- the parts, in the order they run
 
 
-def _photographs() -> dict[str, np.ndarray]:
-    """Real photographs that ship with scikit-image and scikit-learn (no download)."""
-    photos: dict[str, np.ndarray] = {}
-    try:
-        import skimage.data as data
+@dataclasses.dataclass
+class _Bench:
+    """What the parts of one benchmark share: its settings, the test images and, once made, their pixels and the
+    feature model."""
 
-        for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera"):
-            try:
-                image = getattr(data, name)()
-            except Exception:  # a data file missing from this scikit-image install: use the others
-                continue
-            photos[name] = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
-    except ImportError:
-        pass
-    try:
-        from sklearn.datasets import load_sample_images
-
-        bunch = load_sample_images()
-        for filename, image in zip(bunch.filenames, bunch.images):
-            photos[Path(filename).stem] = image
-    except Exception:
-        pass
-    if len(photos) < 2:
-        raise TransferCacheError("the benchmark needs the sample photographs of scikit-image or scikit-learn; pip install scikit-image")
-    return photos
+    parts: tuple[str, ...]
+    config: FeatureConfig
+    options: dict
+    runtimes: list[str]
+    work: Path
+    folder: Path
+    repeats: int
+    batch_size: int
+    epochs: int
+    images: int
+    memory_scale: int
+    hvass_images: int
+    io_mb: float
+    pixels: np.ndarray | None = None
+    files: list[Path] | None = None
+    model: object = None
+    infer: object = None
 
 
-def write_test_images(folder: str | os.PathLike, count: int, *, seed: int = 0, start: int = 0, size=(500, 375)) -> Path:
-    """``folder/<photo>/img_<i>.jpg``: ``count`` distinct seeded crops of the sample photos, resized to ``size`` (a
-    typical camera photo after a web resize: 500x375), random flip, JPEG quality 90."""
-    from PIL import Image
-
-    folder = Path(folder)
-    photos = _photographs()
-    names = sorted(photos)
-    aspect = size[0] / size[1]
-    for i in range(start, start + count):
-        rng = np.random.default_rng([seed, i])
-        name = names[i % len(names)]
-        photo = photos[name]
-        height, width = photo.shape[:2]
-        h = int(rng.integers(int(0.5 * min(height, width / aspect)), int(min(height, width / aspect)) + 1))
-        w = min(width, int(round(h * aspect)))
-        top = int(rng.integers(0, height - h + 1))
-        left = int(rng.integers(0, width - w + 1))
-        crop = photo[top : top + h, left : left + w]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        target = folder / name / f"img_{i:06d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.LANCZOS)
-        picture.save(target, format="JPEG", quality=90)
-    return folder
+def _load_pixels(bench: _Bench, report: dict) -> int:
+    bench.pixels, bench.files = resized_images(bench.folder, bench.config)
+    return 0
 
 
-# --------------------------------------------------------------------------- measurements
+def _backbone(bench: _Bench, report: dict) -> int:
+    rates = runtime_rates(bench.config, bench.pixels, runtimes=bench.runtimes, batch_size=bench.batch_size,
+                          repeats=bench.repeats)
+    report["backbone_images_per_second"] = {name: {"median": median(v), "runs": v} for name, v in rates.items()}
+    return 1
 
 
-def _median(values):
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def _feature_model(config):
-    from .backbones import build_feature_model_from_config
-
-    return build_feature_model_from_config(config)
-
-
-def _compiled(model):
-    """The very forward pass extraction runs (the TensorFlow runtime's), so the two rates compare like with like."""
-    from .runtimes.tensorflow import compiled_forward
-
-    return compiled_forward(lambda: model)
-
-
-def _resized_images(folder: Path, config) -> tuple[np.ndarray, list[Path]]:
-    from .pipeline import prepare_image
-
-    files = sorted(folder.rglob("*.jpg"))
-    return np.stack([prepare_image(path.read_bytes(), config=config) for path in files]), files
-
-
-def extract_rate(folder: Path, *, options: dict, batch_size: int, cache_dir: Path) -> tuple[float, object]:
-    from .extract import extract
-
-    result = extract(str(folder), cache_dir=cache_dir, progress=False, **{**options, "batch_size": batch_size})
-    if result.computed == 0:
-        raise RuntimeError("the benchmark extraction computed nothing (a cache hit): the cache folder was not fresh")
-    return result.images_per_second, result
-
-
-def runtime_rates(config: dict, pixels: np.ndarray, *, runtimes, batch_size: int, repeats: int) -> dict[str, list[float]]:
-    """Each runtime's own images/s on preloaded uint8 pixels (the batches extraction makes), alternated between
-    runtimes within each repeat; every forward pass is built and warmed before any clock starts."""
-    from .runtimes import get_runtime
-
-    forwards = {name: get_runtime(name).forward({**config, "runtime": name}, batch_size=batch_size) for name in runtimes}
-    batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
-    rates: dict[str, list[float]] = {name: [] for name in runtimes}
-    for _ in range(repeats):
-        for name, forward in forwards.items():
-            forward(batches[0])
-            begin = time.perf_counter()
-            for batch in batches:
-                forward(batch)
-            rates[name].append(len(pixels) / (time.perf_counter() - begin))
-    return rates
-
-
-_EXTRACT_CHILD = textwrap.dedent(
-    """
-    import time
-    started = time.perf_counter()
-    import json, sys
-    from transfer_cache.extract import extract
-    options = json.loads(sys.argv[1])
-    called = time.perf_counter()
-    result = extract(sys.argv[2], cache_dir=sys.argv[3], progress=False, **options)
-    print(json.dumps({"computed": result.computed, "images_per_second": result.images_per_second,
-                      "first_batch_seconds": called - started + (result.first_batch_seconds or float("nan")),
-                      "path": str(result.path)}))
-    """
-)
-
-# what a user writes by hand: Keras' own directory reader and model.predict, on the same feature model
-_PEER_CHILD = textwrap.dedent(
-    """
-    import json, sys
-    import keras
-    from transfer_cache.backbones import build_feature_model_from_config
-    from transfer_cache.feature_config import feature_config
-    options = json.loads(sys.argv[1])
-    config = feature_config(backbone=options["backbone"], weights=options["weights"], runtime="tensorflow")
-    model = build_feature_model_from_config(config)
-    size = config["input_size"]
-    dataset = keras.utils.image_dataset_from_directory(
-        sys.argv[2], labels=None, image_size=(size, size), batch_size=options["batch_size"], shuffle=False, verbose=False)
-    features = model.predict(dataset, verbose=0)
-    print(json.dumps({"rows": len(features)}))
-    """
-)
-
-
-def _whole_process(script: str, *args: str, env: dict | None = None) -> tuple[float, dict]:
-    """Wall seconds of a child Python process (start-up included, ``env`` added to this one's environment) and the
-    JSON it printed last."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-    begin = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - begin
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def extraction_runs(folder: Path, *, runtimes, options: dict, repeats: int, workdir: Path, peer: bool) -> dict:
-    """Whole-process extractions, one per runtime per repeat (fresh cache folders), alternated with the peer."""
-    report: dict = {"first_run_seconds": {}}
-    for name in runtimes:  # a first run on a new machine: an empty folder of converted models; warms the page cache
-        wall, _ = _whole_process(_EXTRACT_CHILD, json.dumps({**options, "runtime": name}), str(folder),
-                                 str(workdir / f"warm-{name}"), env={MODELS_ENV: str(workdir / f"models-{name}")})
-        report["first_run_seconds"][name] = wall
-    runs: dict[str, list[dict]] = {name: [] for name in runtimes}
-    peers: list[float] = []
-    for r in range(repeats):
-        for name in runtimes:
-            wall, figures = _whole_process(_EXTRACT_CHILD, json.dumps({**options, "runtime": name}), str(folder),
-                                           str(workdir / f"cache-{name}-{r}"))
-            if figures["computed"] == 0:
-                raise RuntimeError("a benchmark extraction computed nothing: its cache folder was not fresh")
-            runs[name].append({**figures, "wall_seconds": wall})
-        if peer:
-            wall, _ = _whole_process(_PEER_CHILD, json.dumps(options), str(folder))
-            peers.append(wall)
-    for name, items in runs.items():
-        report[name] = {key: _median([item[key] for item in items])
-                        for key in ("wall_seconds", "images_per_second", "first_batch_seconds")}
-        report[name]["runs"] = items
-    if peer:
-        report["peer_wall_seconds"] = {"median": _median(peers), "runs": peers}
-        report["speedup_over_peer"] = {  # paired repeat by repeat, then the median
-            name: _median([p / item["wall_seconds"] for p, item in zip(peers, items)]) for name, items in runs.items()
+def _extract_and_peer(bench: _Bench, report: dict) -> int:
+    chosen = bench.runtimes if "extract" in bench.parts else []
+    report["extract"] = extraction_runs(bench.folder, runtimes=chosen, options=bench.options, repeats=bench.repeats,
+                                        workdir=bench.work / "extract", peer="peer" in bench.parts)
+    if chosen and "backbone_images_per_second" in report:
+        report["pipeline_efficiency"] = {
+            name: report["extract"][name]["images_per_second"] / report["backbone_images_per_second"][name]["median"]
+            for name in bench.runtimes
         }
-    if len(runtimes) > 1:
-        reference = runtimes[-1]
-        report["speedup_over_" + reference] = {
-            name: _median([ref["wall_seconds"] / item["wall_seconds"] for ref, item in zip(runs[reference], items)])
-            for name, items in runs.items() if name != reference
-        }
-    return report
+    return ("extract" in bench.parts) + ("peer" in bench.parts)
 
 
-def decode_rates(folder: Path, config: dict, *, batch_size: int, repeats: int, workers=(1, 2)) -> dict:
-    """Images/s of the input pipeline alone (read, decode, resize), with each number of worker threads, alternated."""
-    from .pipeline import image_batches
-    from .sources import open_source
-
-    source = open_source(str(folder))
-    indices = list(range(len(source)))
-    rates: dict[int, list[float]] = {n: [] for n in workers}
-    for _ in range(repeats):
-        for n in workers:
-            begin = time.perf_counter()
-            for _batch in image_batches(source, indices, input_size=int(config["input_size"]), resize=config["resize"],
-                                        crop_fraction=float(config["crop_fraction"]), interpolation=config["interpolation"],
-                                        batch_size=batch_size, workers=n):
-                pass
-            rates[n].append(len(indices) / (time.perf_counter() - begin))
-    out = {f"workers_{n}": {"median": _median(values), "runs": values} for n, values in rates.items()}
-    if 1 in rates and len(rates) > 1:
-        top = max(rates)
-        out[f"scaling_{top}_over_1"] = _median([b / a for a, b in zip(rates[1], rates[top])])
-    return out
+def _decode(bench: _Bench, report: dict) -> int:
+    report["decode"] = decode_rates(bench.folder, bench.config, batch_size=bench.batch_size, repeats=bench.repeats)
+    return 1
 
 
-def _dense_head(n_features: int, n_classes: int):
-    """The seeds' head: Dense(1024, relu) -> Dropout(0.5) -> softmax."""
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.Input((n_features,)),
-            keras.layers.Dense(1024, activation="relu"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(n_classes, activation="softmax"),
-        ]
-    )
+def _build_model(bench: _Bench, report: dict) -> int:
+    bench.model = feature_model(bench.config)
+    bench.infer = compiled(bench.model)
+    return 0
 
 
-def seeds_frozen_base_seconds(folder: Path, model, *, config, batch_size: int, epochs: int) -> float:
-    """A frozen base + dense head trained with model.fit over the image files: the backbone runs every epoch."""
-    import keras
-    import tensorflow as tf
-
-    size = int(config["input_size"])
-    dataset = keras.utils.image_dataset_from_directory(
-        str(folder), image_size=(size, size), batch_size=batch_size, shuffle=True, seed=0, verbose=False
-    ).prefetch(tf.data.AUTOTUNE)
-    n_classes = len([p for p in folder.iterdir() if p.is_dir()])
-    head = _dense_head(int(model.outputs[0].shape[-1]), n_classes)
-    inputs = keras.Input((size, size, 3))
-    full = keras.Model(inputs, head(model(inputs, training=False)))
-    full.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    begin = time.perf_counter()
-    full.fit(dataset, epochs=epochs, verbose=0, shuffle=False)  # the dataset shuffles itself
-    return time.perf_counter() - begin
-
-
-def cached_head_seconds(cache_path: Path, *, batch_size: int, epochs: int) -> float:
-    """The same head fitted for the same epochs on the cached vectors (read from the cache file)."""
-    from .cache import open_cache
-
-    begin = time.perf_counter()
-    with open_cache(cache_path) as cache:
-        features, labels = cache.features[:], cache.labels
-        n_classes = len(cache.class_names)
-    head = _dense_head(features.shape[1], n_classes)
-    head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    head.fit(features, labels, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True)
-    return time.perf_counter() - begin
-
-
-def hvass_rate(files: list[Path], infer, *, config) -> float:
-    """Hvass-style transfer values: read, decode, resize and run the network one image per call."""
-    from .pipeline import prepare_image
-
-    infer(np.zeros((1, config["input_size"], config["input_size"], 3), np.uint8))  # traced before the clock
-    begin = time.perf_counter()
-    for path in files:
-        pixels = prepare_image(path.read_bytes(), config=config)
-        [np.asarray(o) for o in infer(pixels[None])]
-    return len(files) / (time.perf_counter() - begin)
-
-
-def _drop_from_page_cache(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return True
-    except (AttributeError, OSError):
-        return False
-    finally:
-        os.close(fd)
-
-
-def cache_read_rate(cache_path: Path) -> dict:
-    """MB/s reading the whole features dataset chunk by chunk: cold (pages dropped first) and warm."""
-    import h5py
-
-    out = {}
-    for label in ("cold", "warm"):
-        dropped = _drop_from_page_cache(cache_path) if label == "cold" else False
-        begin = time.perf_counter()
-        with h5py.File(cache_path, "r") as handle:
-            dataset = handle["features"]
-            step = dataset.chunks[0] if dataset.chunks else 4096
-            total = 0
-            for start in range(0, dataset.shape[0], step):
-                total += dataset[start : start + step].nbytes
-        seconds = time.perf_counter() - begin
-        out[f"{label}_mb_per_second"] = total / 1e6 / seconds
-        if label == "cold":
-            out["cold_pages_dropped"] = dropped
-        out["megabytes"] = total / 1e6
-    return out
-
-
-def _synthetic_cache(folder: Path, *, config: dict, megabytes: float, dim: int) -> Path:
-    """A cache of ``megabytes`` of features, written block by block (nothing of that size is held in memory)."""
-    from .cache import Rows, write_cache
-
-    rows = max(1, int(megabytes * 1e6 // (4 * dim)))
-    rng = np.random.default_rng(0)
-    block = rng.normal(size=(4096, dim)).astype("float32")
-    attrs = dict(config, dtype="float32", class_names=["a"], source="bench:synthetic", source_root="")
-    return write_cache(
-        folder / "synthetic-io.h5",
-        attrs=attrs,
-        rows=Rows(ids=[f"{i:064x}" for i in range(rows)], paths=[str(i) for i in range(rows)], labels=[0] * rows, split=[""] * rows),
-        feature_rows=lambda a, b: [np.resize(block, (b - a, dim))],
-        feature_shapes=[(dim,)],
-    )
-
-
-_MEMORY_CHILD = textwrap.dedent(
-    """
-    import json, os, resource, sys, time
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from transfer_cache.extract import extract
-    options = json.loads(sys.argv[1])
-    result = extract(sys.argv[2], cache_dir=sys.argv[3], progress=False, **options)
-    import psutil  # the resident size at the end shows growth that the start-up peak would hide
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                      "end_rss_mb": psutil.Process().memory_info().rss / 2**20,
-                      "rows": result.rows, "computed": result.computed, "images_per_second": result.images_per_second}))
-    """
-)
-
-
-def extraction_peak_rss(folder: Path, *, options: dict, cache_dir: Path) -> dict:
-    """Run one whole extraction in a fresh child process and return its peak RSS (MB) and figures."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, json.dumps(options), str(folder), str(cache_dir)],
-        capture_output=True, text=True, env=env,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"memory child failed ({completed.returncode}): {completed.stderr.strip()[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def memory_flatness(*, options: dict, images: int, scale: int, workdir: Path, seed: int = 0) -> dict:
-    """Peak RSS of extracting ``images`` and ``images * scale`` distinct images, each in its own process."""
-    small = write_test_images(workdir / "mem-1x", images, seed=seed)
-    large = write_test_images(workdir / f"mem-{scale}x", images * scale, seed=seed)
-    one = extraction_peak_rss(small, options=options, cache_dir=workdir / "mem-cache-1x")
-    many = extraction_peak_rss(large, options=options, cache_dir=workdir / f"mem-cache-{scale}x")
-    return {
-        "images_1x": images,
-        "images_scaled": images * scale,
-        "scale": scale,
-        "peak_rss_mb_1x": one["peak_rss_mb"],
-        "peak_rss_mb_scaled": many["peak_rss_mb"],
-        "ratio": many["peak_rss_mb"] / one["peak_rss_mb"],
-        "end_rss_mb_1x": one["end_rss_mb"],
-        "end_rss_mb_scaled": many["end_rss_mb"],
-        "extra_mb_per_1000_images": (many["peak_rss_mb"] - one["peak_rss_mb"]) / (images * (scale - 1)) * 1000,
+def _seeds(bench: _Bench, report: dict) -> int:
+    seeds_runs, ours_runs = [], []
+    for r in range(bench.repeats):
+        seeds_runs.append(seeds_frozen_base_seconds(bench.folder, bench.model, config=bench.config,
+                                                    batch_size=bench.batch_size, epochs=bench.epochs))
+        _, result = extract_rate(bench.folder, options=bench.options, batch_size=bench.batch_size,
+                                 cache_dir=bench.work / f"cache-seeds-{r}")
+        head = cached_head_seconds(result.path, batch_size=bench.batch_size, epochs=bench.epochs)
+        ours_runs.append(result.compute_seconds + head)
+    report["seeds_frozen_base"] = {
+        "epochs": bench.epochs, "frozen_base_fit_seconds": median(seeds_runs),
+        "extract_once_plus_head_seconds": median(ours_runs), "speedup": median(seeds_runs) / median(ours_runs),
+        "runs": {"frozen_base": seeds_runs, "extract_plus_head": ours_runs},
     }
+    return 1
+
+
+def _hvass(bench: _Bench, report: dict) -> int:
+    chosen = bench.files[: min(bench.hvass_images, len(bench.files))]
+    hvass_runs = [hvass_rate(chosen, bench.infer, config=bench.config) for _ in range(bench.repeats)]
+    batched = median([extract_rate(bench.folder, options=bench.options, batch_size=bench.batch_size,
+                                   cache_dir=bench.work / f"cache-hv-{r}")[0] for r in range(bench.repeats)])
+    report["hvass_one_per_call"] = {
+        "images": len(chosen), "images_per_second": median(hvass_runs), "runs": hvass_runs,
+        "batched_extract_images_per_second": batched, "speedup": batched / median(hvass_runs),
+    }
+    return 1
+
+
+def _cache_io(bench: _Bench, report: dict) -> int:
+    _, result = extract_rate(bench.folder, options=bench.options, batch_size=bench.batch_size,
+                             cache_dir=bench.work / "cache-io")
+    io = {"extracted_cache": median_dicts([cache_read_rate(result.path) for _ in range(bench.repeats)])}
+    if bench.io_mb > 0:
+        dim = int(np.prod(feature_shape(result.path)))
+        synthetic = synthetic_cache(bench.work, config=bench.config, megabytes=bench.io_mb, dim=dim)
+        io["synthetic_cache"] = median_dicts([cache_read_rate(synthetic) for _ in range(bench.repeats)])
+        synthetic.unlink()
+    report["cache_read"] = io
+    return 1
+
+
+def _memory(bench: _Bench, report: dict) -> int:
+    report["memory"] = memory_flatness(options=bench.options, images=bench.images, scale=bench.memory_scale,
+                                       workdir=bench.work / "memory")
+    return 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One step of the benchmark: it runs when any of ``parts`` is chosen, adds its figures to the report and
+    returns how many chosen parts it completed (for the progress bar)."""
+
+    parts: tuple[str, ...]
+    run: Callable[[_Bench, dict], int]
+
+
+# in this order: the pixels before the backbone; the backbone's rates before the pipeline efficiency of extract
+_STEPS = (
+    _Step(("backbone", "seeds", "hvass"), _load_pixels),
+    _Step(("backbone",), _backbone),
+    _Step(("extract", "peer"), _extract_and_peer),
+    _Step(("decode",), _decode),
+    _Step(("seeds", "hvass"), _build_model),
+    _Step(("seeds",), _seeds),
+    _Step(("hvass",), _hvass),
+    _Step(("io",), _cache_io),
+    _Step(("memory",), _memory),
+)
 
 
 # --------------------------------------------------------------------------- the whole benchmark
@@ -436,7 +213,9 @@ def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images
         raise TransferCacheError(f"io megabytes must be a number of at least 0; got {io_mb!r}")
     unknown = [part for part in parts if part not in PARTS]
     if unknown or not parts:
-        raise TransferCacheError(f"parts must name parts among {', '.join(repr(p) for p in PARTS)}; got {(unknown or [''])[0]!r}")
+        raise TransferCacheError(
+            f"parts must name parts among {', '.join(repr(p) for p in PARTS)}; got {(unknown or [''])[0]!r}"
+        )
     if "memory" in parts:
         try:
             import psutil  # noqa: F401  (checked before any work)
@@ -445,6 +224,18 @@ def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images
                 "the memory part needs psutil, which is not installed; pip install 'transfer_cache[bench]' "
                 "(or pip install psutil), or leave memory out of --parts"
             ) from None
+
+
+def _header(config: FeatureConfig, *, images: int, repeats: int, batch_size: int, parts, runtimes) -> dict:
+    """The report's first keys: what was measured, and on what machine."""
+    from ._versions import library_versions
+
+    return {
+        "backbone": config.backbone, "weights": config.weights, "input_size": config.input_size,
+        "images": images, "image_size": [500, 375], "repeats": repeats, "batch_size": batch_size, "parts": list(parts),
+        "runtimes": runtimes,
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": library_versions()},
+    }
 
 
 def run_bench(
@@ -463,15 +254,13 @@ def run_bench(
     progress: bool = True,
 ) -> dict:
     """Run the chosen parts and return every figure as a JSON-ready dict (see the module docstring)."""
-    from ._versions import library_versions
-    from .feature_config import feature_config
+    from .extract_options import feature_config
     from .runtimes import get_runtime, list_runtimes
 
     parts = tuple(parts)
     _validate(images=images, repeats=repeats, batch_size=batch_size, epochs=epochs, memory_scale=memory_scale,
               hvass_images=hvass_images, io_mb=io_mb, parts=parts)
     config = feature_config(backbone=backbone, weights=weights, runtime="tensorflow")
-    options = {"backbone": backbone, "weights": weights, "batch_size": batch_size}
     runtimes = [name for name in list_runtimes() if get_runtime(name).available()]
     runtimes.sort(key=lambda name: name == "tensorflow")  # the reference runtime last: ratios are over it
     from tqdm.auto import tqdm
@@ -479,93 +268,25 @@ def run_bench(
     own_tmp = workdir is None
     work = Path(tempfile.mkdtemp(prefix="tc-bench-")) if own_tmp else Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    report: dict = {
-        "backbone": config["backbone"], "weights": config["weights"], "input_size": config["input_size"],
-        "images": images, "image_size": [500, 375], "repeats": repeats, "batch_size": batch_size, "parts": list(parts),
-        "runtimes": runtimes,
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "versions": library_versions()},
-    }
+    report = _header(config, images=images, repeats=repeats, batch_size=batch_size, parts=parts, runtimes=runtimes)
     bar = tqdm(total=len(parts), desc="bench", unit="part", disable=not progress, file=sys.stderr, leave=False)
     try:
-        folder = write_test_images(work / "images", images)
-        pixels = files = model = infer = None
-        if {"backbone", "seeds", "hvass"} & set(parts):
-            pixels, files = _resized_images(folder, config)
-        if "backbone" in parts:
-            rates = runtime_rates(config, pixels, runtimes=runtimes, batch_size=batch_size, repeats=repeats)
-            report["backbone_images_per_second"] = {name: {"median": _median(v), "runs": v} for name, v in rates.items()}
-            bar.update(1)
-        if "extract" in parts or "peer" in parts:
-            chosen = runtimes if "extract" in parts else []
-            report["extract"] = extraction_runs(folder, runtimes=chosen, options=options, repeats=repeats,
-                                                workdir=work / "extract", peer="peer" in parts)
-            bar.update(("extract" in parts) + ("peer" in parts))
-        if "backbone" in parts and "extract" in parts:
-            report["pipeline_efficiency"] = {
-                name: report["extract"][name]["images_per_second"] / report["backbone_images_per_second"][name]["median"]
-                for name in runtimes
-            }
-        if "decode" in parts:
-            report["decode"] = decode_rates(folder, config, batch_size=batch_size, repeats=repeats)
-            bar.update(1)
-        if {"seeds", "hvass"} & set(parts):
-            model = _feature_model(config)
-            infer = _compiled(model)
-        if "seeds" in parts:
-            seeds_runs, ours_runs = [], []
-            for r in range(repeats):
-                seeds_runs.append(seeds_frozen_base_seconds(folder, model, config=config, batch_size=batch_size, epochs=epochs))
-                _, result = extract_rate(folder, options=options, batch_size=batch_size, cache_dir=work / f"cache-seeds-{r}")
-                ours_runs.append(result.compute_seconds + cached_head_seconds(result.path, batch_size=batch_size, epochs=epochs))
-            report["seeds_frozen_base"] = {
-                "epochs": epochs, "frozen_base_fit_seconds": _median(seeds_runs),
-                "extract_once_plus_head_seconds": _median(ours_runs), "speedup": _median(seeds_runs) / _median(ours_runs),
-                "runs": {"frozen_base": seeds_runs, "extract_plus_head": ours_runs},
-            }
-            bar.update(1)
-        if "hvass" in parts:
-            chosen = files[: min(hvass_images, len(files))]
-            hvass_runs = [hvass_rate(chosen, infer, config=config) for _ in range(repeats)]
-            batched = _median([extract_rate(folder, options=options, batch_size=batch_size,
-                                            cache_dir=work / f"cache-hv-{r}")[0] for r in range(repeats)])
-            report["hvass_one_per_call"] = {
-                "images": len(chosen), "images_per_second": _median(hvass_runs), "runs": hvass_runs,
-                "batched_extract_images_per_second": batched, "speedup": batched / _median(hvass_runs),
-            }
-            bar.update(1)
-        if "io" in parts:
-            _, result = extract_rate(folder, options=options, batch_size=batch_size, cache_dir=work / "cache-io")
-            io = {"extracted_cache": _median_dicts([cache_read_rate(result.path) for _ in range(repeats)])}
-            if io_mb > 0:
-                dim = int(np.prod(_feature_dim(result.path)))
-                synthetic = _synthetic_cache(work, config=config, megabytes=io_mb, dim=dim)
-                io["synthetic_cache"] = _median_dicts([cache_read_rate(synthetic) for _ in range(repeats)])
-                synthetic.unlink()
-            report["cache_read"] = io
-            bar.update(1)
-        if "memory" in parts:
-            report["memory"] = memory_flatness(options=options, images=images, scale=memory_scale, workdir=work / "memory")
-            bar.update(1)
+        bench = _Bench(
+            parts=parts, config=config, options={"backbone": backbone, "weights": weights, "batch_size": batch_size},
+            runtimes=runtimes, work=work, folder=write_test_images(work / "images", images), repeats=repeats,
+            batch_size=batch_size, epochs=epochs, images=images, memory_scale=memory_scale, hvass_images=hvass_images,
+            io_mb=io_mb,
+        )
+        for step in _STEPS:
+            if set(step.parts) & set(parts):
+                done = step.run(bench, report)
+                if done:
+                    bar.update(done)
     finally:
         bar.close()
         if own_tmp:
             shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def _feature_dim(cache_path: Path):
-    from .cache import open_cache
-
-    with open_cache(cache_path) as cache:
-        return cache.features.shape[1:]
-
-
-def _median_dicts(items: list[dict]) -> dict:
-    out = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        out[key] = _median(values) if isinstance(values[0], (int, float)) and not isinstance(values[0], bool) else values[0]
-    return out
 
 
 def format_table(report: dict) -> str:
@@ -643,18 +364,24 @@ def build_parser():
         "Keras loop, the input pipeline, and optionally the seeds' way, cache I/O and memory.",
         EPILOG,
     )
-    parser.add_argument("--backbone", default="efficientnet_lite0", help="backbone to measure (default efficientnet_lite0)")
+    parser.add_argument("--backbone", default="efficientnet_lite0",
+                        help="backbone to measure (default efficientnet_lite0)")
     parser.add_argument("--weights", default="imagenet", help="imagenet, none or a weights file (default imagenet)")
     parser.add_argument("--images", type=int, default=1024, help="number of 500x375 test JPEGs (default 1024)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats per figure; the median is reported (default 3)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
-                        help=f"comma-separated parts to run, among {', '.join(PARTS)} (default {','.join(DEFAULT_PARTS)})")
+                        help=f"comma-separated parts to run, among {', '.join(PARTS)} "
+                             f"(default {','.join(DEFAULT_PARTS)})")
     parser.add_argument("--epochs", type=int, default=5, help="epochs for the seeds comparison (default 5)")
-    parser.add_argument("--memory-scale", type=int, default=10, help="peak RSS at 1x and this many times the images (default 10)")
-    parser.add_argument("--hvass-images", type=int, default=64, help="images for the one-image-per-call run (default 64)")
-    parser.add_argument("--io-mb", type=float, default=256.0, help="size of the synthetic cache for read MB/s; 0 skips it (default 256)")
-    parser.add_argument("--workdir", default=None, help="keep the test images and caches here (default: a temporary folder, removed)")
+    parser.add_argument("--memory-scale", type=int, default=10,
+                        help="peak RSS at 1x and this many times the images (default 10)")
+    parser.add_argument("--hvass-images", type=int, default=64,
+                        help="images for the one-image-per-call run (default 64)")
+    parser.add_argument("--io-mb", type=float, default=256.0,
+                        help="size of the synthetic cache for read MB/s; 0 skips it (default 256)")
+    parser.add_argument("--workdir", default=None,
+                        help="keep the test images and caches here (default: a temporary folder, removed)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -665,12 +392,14 @@ def _main(args) -> int:
     if args.json:
         target = Path(args.json)
         if target.parent and not target.parent.exists():
-            raise TransferCacheError(f"cannot write {target}: folder {target.parent} does not exist; create it or choose another --json path")
+            raise TransferCacheError(
+                f"cannot write {target}: folder {target.parent} does not exist; create it or choose another --json path"
+            )
     started = time.perf_counter()
     report = run_bench(
-        backbone=args.backbone, weights=args.weights, images=args.images, repeats=args.repeats, batch_size=args.batch_size,
-        parts=parts, epochs=args.epochs, memory_scale=args.memory_scale, hvass_images=args.hvass_images, io_mb=args.io_mb,
-        workdir=args.workdir, progress=not args.quiet,
+        backbone=args.backbone, weights=args.weights, images=args.images, repeats=args.repeats,
+        batch_size=args.batch_size, parts=parts, epochs=args.epochs, memory_scale=args.memory_scale,
+        hvass_images=args.hvass_images, io_mb=args.io_mb, workdir=args.workdir, progress=not args.quiet,
     )
     print(format_table(report))
     if args.json:

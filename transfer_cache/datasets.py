@@ -40,8 +40,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import _atomic, _cli
-from ._hashing import file_sha256
 from ._errors import TransferCacheError
+from ._hashing import file_sha256
 
 _WHERE = "give --dest a folder on another disk"
 

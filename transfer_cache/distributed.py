@@ -19,7 +19,6 @@ from typing import Callable
 from ._errors import TransferCacheError
 
 
-
 def _limit_threads(intra_op_threads: int | None) -> None:
     """Keep TensorFlow in a worker to its share of the cores (only possible before TF's runtime starts)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -119,8 +118,9 @@ def _run_dask(task, specs, *, scheduler, workers, retries, progress):
                 for spec in specs
             }
             outcomes = {}
-            from tqdm.auto import tqdm
             import sys
+
+            from tqdm.auto import tqdm
 
             with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False) as bar:
                 for future in distributed.as_completed(list(futures.values())):

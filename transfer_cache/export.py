@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _atomic, _cli
 from ._errors import TransferCacheError
+from ._quiet_tensorflow import quiet_tensorflow
 from .classifiers import CLASSIFIERS, load_classifier
 from .runs import json_text, load_run
 
@@ -122,7 +123,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     elif out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
         raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
     _cli.check_file_target(out_path, "OUT")
-    _cli.quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
+    quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
     import keras
 
     head = load_classifier(run_dir / "model")
@@ -242,7 +243,7 @@ def load_exported(path: str | os.PathLike) -> ExportedModel:
     """Open an export written by ``python -m transfer_cache.export`` (a ``.keras`` file, or an export folder)."""
     path = Path(path)
     description = read_description(path)  # a wrong path or file is reported before TensorFlow starts
-    _cli.quiet_tensorflow()
+    quiet_tensorflow()
     import keras
 
     _register_custom_layers()

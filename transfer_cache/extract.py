@@ -13,11 +13,14 @@ import textwrap
 from . import _cli, _options
 from ._errors import TransferCacheError
 from .backbones import get_spec, list_backbones
-from .extract_options import ExtractOptions, add_extract_arguments
-from .extract_options import feature_config  # noqa: F401  (extract.feature_config(...) is part of the Python API)
+from .extract_options import (
+    ExtractOptions,
+    add_extract_arguments,
+    feature_config,  # noqa: F401  (extract.feature_config(...) is part of the Python API)
+)
 from .extraction import ExtractResult, check_run_options, extract_here
-from .shards import Shard, wants_sharded_run
 from .sharded import ShardedResult, extract_shard, run_sharded, run_sharded_result  # noqa: F401  (Python API)
+from .shards import Shard, wants_sharded_run
 from .sources import source_help
 
 parse_shard = Shard.parse  # "K/N" -> Shard

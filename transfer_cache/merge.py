@@ -23,10 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import _cli
+from . import _cli, cache_tables
 from ._checks import whole_number
 from ._errors import TransferCacheError
-from . import cache_tables
 from .cache import Cache, Table, TableData, cache_lock, open_cache, write_tables
 from .shards import ShardName, check_names, find_shard_groups, parse_shard_name  # noqa: F401  (importable from here)
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic, _cli
+from ._errors import ImageError, TransferCacheError
 from .analysis import ImageFinder, thumbnail_png
 from .cache import open_cache
-from ._errors import ImageError, TransferCacheError
 
 DEFAULT_SAMPLE = 2000
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}

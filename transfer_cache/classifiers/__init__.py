@@ -23,8 +23,9 @@ Modules: ``base`` (the interface), ``registry`` (names, ``--param`` parsing), ``
 ``keras_heads`` (the heads), ``_params`` (hyper-parameter kinds and ranges), ``_pickles`` (the joblib trust list).
 """
 
-from ._pickles import dump_pickle, is_trusted_pickle, load_pickle, register_trusted_pickle  # noqa: F401
+from .._plugins import import_submodules  # noqa: E402
 from ._params import Param  # noqa: F401
+from ._pickles import dump_pickle, is_trusted_pickle, load_pickle, register_trusted_pickle  # noqa: F401
 from .base import Classifier  # noqa: F401
 from .registry import (  # noqa: F401
     CLASSIFIERS,
@@ -36,8 +37,6 @@ from .registry import (  # noqa: F401
     parse_params,
     register,
 )
-
-from .._plugins import import_submodules  # noqa: E402
 
 import_submodules(__name__, __path__)  # every heads module registers its heads: adding one is adding a file
 

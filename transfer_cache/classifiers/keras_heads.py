@@ -18,7 +18,6 @@ from ._params import CLASS_WEIGHT, COUNT, FRACTION, POSITIVE, Param, at_least
 from .base import Classifier, class_weights
 from .registry import register
 
-
 _OPTIMIZER = Param("rmsprop", "str", ("rmsprop", "adam", "sgd"))
 
 

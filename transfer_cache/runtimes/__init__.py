@@ -6,6 +6,7 @@ feature layer, rows in batch order. Adding a runtime is one module that calls ``
 on a runtime's name.
 """
 
+from .._plugins import import_submodules  # noqa: E402
 from .registry import (  # noqa: F401
     AUTO,
     Forward,
@@ -21,8 +22,6 @@ from .registry import (  # noqa: F401
     resolve_runtime,
     runtime_choices,
 )
-
-from .._plugins import import_submodules  # noqa: E402
 
 # each runtime module registers itself (openvino whether or not the package is installed: its available() says)
 import_submodules(__name__, __path__)

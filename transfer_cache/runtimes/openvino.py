@@ -40,7 +40,15 @@ import numpy as np
 from .._atomic import fsync_tree, process_alive, replace_folder
 from .._errors import TransferCacheError
 from ._openvino_convert import (
-    COMPILE_CONFIG, CONVERSION, MODEL_FIELDS, MODEL_FILES, RECORD, REFERENCE, USER_ERROR, difference, output_order,
+    COMPILE_CONFIG,
+    CONVERSION,
+    MODEL_FIELDS,
+    MODEL_FILES,
+    RECORD,
+    REFERENCE,
+    USER_ERROR,
+    difference,
+    output_order,
     sha256_of,
 )
 from .registry import Runtime, padded, register

@@ -91,7 +91,7 @@ def compiled_forward(build_model, *, devices: Sequence[str] | None = None, polic
 def forward_for_config(config: dict, *, batch_size: int, lock_timeout: float = 0.0):
     """Build the Keras feature model of ``config`` and return its warm forward pass (traced on a blank batch).
     ``lock_timeout`` is unused: the model is built in this process, with nothing to wait for."""
-    from .._cli import quiet_tensorflow
+    from .._quiet_tensorflow import quiet_tensorflow
     from ..backbones import build_feature_model_from_config
 
     quiet_tensorflow()

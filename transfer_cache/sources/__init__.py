@@ -6,7 +6,7 @@ happens once, up front, so that every layout mistake is a :class:`TransferCacheE
 work starts; single unreadable entries found while listing go to ``Source.failed`` and images that
 cannot be decoded raise :class:`ImageError` from ``Source.load``, which the extraction records and
 skips. ``load``, ``read_bytes`` and ``digest`` open their own file handles (or read immutable
-arrays), so tf.data workers can call them from several threads.
+arrays), so the decode threads of ``pipeline`` can call them side by side.
 
 ``open_source(spec)`` asks the registry of source kinds (``registry``), one module per kind: ``folder``,
 ``manifest`` (CSV), ``arrays`` (.npz/.npy), ``cifar`` (batch folders) and ``named`` (``keras:``, ``sklearn:``).
