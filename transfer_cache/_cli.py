@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
+from ._checks import check_file_target, check_folder  # noqa: F401  (the commands' checks of paths they write)
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow_when_imported
 
@@ -54,37 +53,3 @@ def run(
             raise
         print(f"{parser.prog}: interrupted; finished work is kept and the next run resumes from it", file=sys.stderr)
         return 130
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The file that stops ``folder`` from being a folder: itself, or a folder above it that is a file; else None."""
-    for step in (folder, *folder.parents):
-        if step.is_dir():
-            return None
-        if step.exists():
-            return step
-    return None
-
-
-def check_folder(path: str | os.PathLike, what: str, option: str) -> Path:
-    """``path`` as a folder to write into: a one-line error (not a FileExistsError traceback) when it, or a folder
-    above it, is a file. Nothing is created here, so a mistake found later leaves nothing behind."""
-    path = Path(path)
-    blocker = _file_in_the_way(path)
-    if blocker is not None:
-        where = "is a file" if blocker == path else f"cannot be created: {blocker} is a file"
-        raise TransferCacheError(
-            f"{what} {path} {where}, not a folder; give {option} a folder path (it is created when missing)"
-        )
-    return path
-
-
-def check_file_target(path: str | os.PathLike, option: str) -> Path:
-    """``path`` as a file to write: a one-line error when a file stands where its folder would be."""
-    path = Path(path)
-    blocker = _file_in_the_way(path.parent)
-    if blocker is not None:
-        raise TransferCacheError(
-            f"cannot write {path}: {blocker} is a file, not a folder; choose another {option} path"
-        )
-    return path

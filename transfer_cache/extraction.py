@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import _atomic, _cli
-from ._checks import whole_number
+from . import _atomic
+from ._checks import check_folder, whole_number
 from ._errors import ImageError
 from .assemble import cache_attrs, row_shapes, write_new_cache
 from .cache import cache_filename, cache_lock, default_cache_dir, sweep_temporaries
@@ -57,7 +57,7 @@ class ExtractResult:
 def check_run_options(options: ExtractOptions) -> None:
     """The run options every extraction checks before any work (sharded or not)."""
     whole_number(options.batch_size, "batch size")
-    _cli.check_folder(options.cache_dir if options.cache_dir is not None else default_cache_dir(), "cache folder",
+    check_folder(options.cache_dir if options.cache_dir is not None else default_cache_dir(), "cache folder",
                       "--cache-dir")
 
 
