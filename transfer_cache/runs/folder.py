@@ -99,7 +99,7 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return self.config.get("run_id", self.run_dir.name)
+        return self.config["run_id"] if "run_id" in self.config else Path(self.run_dir).name
 
     @property
     def classifier(self) -> str | None:
