@@ -249,3 +249,64 @@ def test_shard_file_names_are_built_and_parsed_only_in_shards():
     )
     assert not offenders, "\n".join(offenders)
     assert any(_BUILDS_A_SHARD_NAME.search(t) for t in _string_parts(PACKAGE / "shards.py"))  # the test can see one
+
+
+# --------------------------------------------------------------------------- run folders only through runs
+
+# a run folder's files and the runs index (and the copies of a damaged index kept aside): only runs names them
+RUN_FILES = ("config.json", "metrics.json", "predictions.csv", "history.json", "index.csv")
+KEPT_INDEX = "index.csv.old-"
+MODEL_FOLDER = "model"  # spelled as a path part: folder / "model"
+# predictions.csv's columns; a list or tuple of several of them is its header, spelled again
+PREDICTION_COLUMNS = {"row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence"}
+# spellings that are not of a run folder, or not yet through runs, each with its reason
+ALLOWED = {
+    ("runtimes._openvino_convert", "config.json"): "the converted model's own description, not a run's",
+    # fit's warning about a repaired index (fit.py outside this change): to call runs.index_path, runs.kept_indexes
+    ("fit", "index.csv"): "fit's warning that a damaged index was written anew",
+    ("fit", "index.csv.old-*"): "fit's warning that a damaged index was written anew",
+}
+
+
+def _run_folder_spellings(name: str, source: str) -> list[str]:
+    """Where the module ``name`` spells a run folder's file (a string that is the whole name, or a path part
+    ``/ "model"``) or predictions.csv's header (a list or tuple holding three or more of its columns)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in RUN_FILES or node.value.startswith(KEPT_INDEX):
+                found.append((node.lineno, node.value))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
+            if node.right.value == MODEL_FOLDER:
+                found.append((node.lineno, f"/ {MODEL_FOLDER!r}"))
+        elif isinstance(node, (ast.List, ast.Tuple)):
+            columns = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+            if len(columns & PREDICTION_COLUMNS) >= 3 and columns & (PREDICTION_COLUMNS - {"row", "cache", "path"}):
+                found.append((node.lineno, "the predictions.csv header"))
+    return [f"{name}:{line} spells {what}" for line, what in sorted(found) if (name, what) not in ALLOWED]
+
+
+def test_run_folders_are_read_and_written_only_through_runs():
+    """ARCHITECTURE.md: "run folders only through runs". No module but runs names a run folder's files or spells
+    predictions.csv's columns: every other reads and writes them by calling runs."""
+    offences = []
+    for name, path in _modules().items():
+        if _unit(name) != "runs":
+            offences += _run_folder_spellings(name, path.read_text(encoding="utf-8"))
+    assert not offences, "read and write run folders through runs:\n" + "\n".join(offences)
+
+
+def test_the_run_folder_check_sees_a_planted_spelling():
+    planted = (
+        "def f(run_dir, names):\n"
+        "    config = run_dir / 'config.json'\n"
+        "    model = run_dir / 'model'\n"
+        "    kept = run_dir.glob('index.csv.old-*')\n"
+        "    header = ['row', 'cache', 'path', 'true_label', 'pred_label']\n"
+        "    return f'{run_dir}/config.json names a head', names['confidence']\n"  # a message, a column looked up
+    )
+    assert _run_folder_spellings("export", planted) == [
+        "export:2 spells config.json", "export:3 spells / 'model'", "export:4 spells index.csv.old-*",
+        "export:5 spells the predictions.csv header",
+    ]
+    assert _run_folder_spellings("fit", "kept = run_dir.glob('index.csv.old-*')\n") == []  # allowed, with its reason

@@ -17,9 +17,13 @@ from transfer_cache.runs import (
     append_index,
     index_row,
     load_run,
+    misclassified,
     new_run_id,
+    prediction_header,
     read_index,
+    read_run,
     rebuild_index,
+    run_of,
     write_json,
     write_run,
 )
@@ -46,6 +50,36 @@ def test_a_run_folder_round_trips(tmp_path):
     assert row["run_id"] == "r1" and row["accuracy"] == 0.75 and row["n_train"] == 8
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "metrics.json", "model", "predictions.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+def test_a_run_reads_as_a_typed_run(tmp_path):
+    folder = _write(tmp_path, "r1")
+    run = read_run(folder)
+    assert (run.run_id, run.classifier, run.backbone, run.params) == ("r1", "knn", "tiny", {"k": 3})
+    assert run.caches == [{"path": "/c.h5", "role": "train"}] and run.created == "2026-01-01T00:00:00+00:00"
+    assert (run.split, run.layer, run.versions) == ({}, None, {})  # what this config does not record
+    assert run.model_dir == folder / "model" and run.model_dir.is_dir() and run.history == {"loss": [1.0]}
+    assert run.n_predicted == 1 and run.mistakes().tolist() == []
+    loaded = load_run(folder)
+    assert set(loaded) == {"run_dir", "config", "metrics", "predictions", "history"} and loaded["config"] == run.config
+    assert run_of(loaded).config == run.config and run_of(run) is run and run_of(folder).metrics == run.metrics
+    assert prediction_header(["a"]) == ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name",
+                                        "confidence", "prob_a"]
+
+
+def test_misclassified_are_the_wrong_labelled_rows_most_confident_first(tmp_path):
+    header = prediction_header(["a", "b"])
+    rows = [[0, 0, "x.png", 0, "a", 1, "b", "0.6", "0.4", "0.6"],
+            [1, 0, "y.png", 1, "b", 0, "a", "0.9", "0.9", "0.1"],
+            [2, 0, "z.png", 1, "b", 1, "b", "0.8", "0.2", "0.8"],
+            [3, 0, "u.png", -1, "", 0, "a", "0.99", "0.99", "0.01"]]  # unlabelled
+    folder = write_run(tmp_path, "r1", config={"run_id": "r1", "created": "2026", "classifier": "knn"},
+                       metrics={"accuracy": 0.5, "balanced_accuracy": 0.5, "macro_f1": 0.5, "n_train": 4, "n_test": 4,
+                                "fit_seconds": 0.1},
+                       predictions=(header, rows), history=None, save_model=lambda f: f.mkdir())
+    assert read_run(folder).mistakes().tolist() == [0, 1]  # the unlabelled row is no mistake
+    assert [(m["path"], m["confidence"]) for m in misclassified(folder)] == [("y.png", 0.9), ("x.png", 0.6)]
+    assert [m["path"] for m in misclassified(folder, limit=1)] == ["y.png"]
 
 
 def test_run_ids_sort_by_time_and_never_collide():

@@ -4,18 +4,17 @@ Every function returns a ``plotly.graph_objects.Figure`` and reads only files (a
 ``runs/index.csv``), so a notebook, ``python -m transfer_cache.report`` and a test see the same figure.
 Large caches are sampled with a seeded, stated sample size ("sampled N of M" in the title); feature rows
 are read block by block, so memory stays flat however big the cache is. No pandas: run folders are read
-with the csv and json modules.
+through ``runs``.
+
+The figures of a cache's vectors are drawn here; those of run folders are in ``run_figures`` and ``gallery``, and
+re-exported here, so ``analysis`` stays the one place to find every figure.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
-import io
-import math
 import os
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -24,13 +23,31 @@ from plotly import colors as _colors
 from plotly.subplots import make_subplots
 
 from ._checks import whole_number
-from ._errors import ImageError, TransferCacheError
-from ._imaging import decode_image
+from ._errors import TransferCacheError
 from .cache import Cache, block_rows, open_cache
 
-# run folders are read through runs, their one owner (re-exported: notebooks and users call them from here)
-from .runs import as_run, is_run_dir, load_run, open_run_cache, read_index, read_json, read_predictions, run_cache_path  # noqa: F401
-from .sources import reopen
+# run figures, the gallery and the run folder's readers live in their own modules; re-exported here, where notebooks
+# and users have always found them
+from .gallery import misclassified_figure, thumbnail_png  # noqa: F401
+from .reread import ImageFinder  # noqa: F401
+from .run_figures import (  # noqa: F401
+    confusion_matrix_figure,
+    leaderboard_figure,
+    matrix_height,
+    per_class_accuracy_figure,
+    training_curves_figure,
+)
+from .runs import (  # noqa: F401
+    as_run,
+    is_run_dir,
+    load_run,
+    misclassified,
+    open_run_cache,
+    read_index,
+    read_json,
+    read_predictions,
+    run_cache_path,
+)
 
 UNLABELLED = "unlabelled"
 
@@ -370,286 +387,8 @@ def class_similarity_figure(cache, *, layer: str | None = None) -> go.Figure:
         texttemplate="%{z:.2f}" if k <= 30 else "",
         hovertemplate="%{y} vs %{x}: cosine %{z:.3f}<extra></extra>", colorbar=dict(title="cosine"),
     ))
-    size = _matrix_height(k)
+    size = matrix_height(k)
     fig.update_layout(title=f"Similarity of class mean vectors (centred, cosine; {total} labelled rows)", height=size,
                       width=size + 120, xaxis=dict(type="category", constrain="domain"),
                       yaxis=dict(type="category", autorange="reversed", scaleanchor="x"))
-    return fig
-
-
-# --------------------------------------------------------------------------- run figures
-
-
-def _as_metrics(metrics) -> dict:
-    if isinstance(metrics, dict) and "metrics" in metrics and "config" in metrics:  # a loaded run
-        data = metrics["metrics"]
-    elif isinstance(metrics, dict):
-        data = metrics
-    else:
-        path = Path(metrics)
-        data = read_json(path / "metrics.json" if path.is_dir() else path) if path.exists() else None
-        if data is None:
-            raise TransferCacheError(f"{path} does not exist; pass metrics.json, its run folder, or the loaded dict")
-    for key in ("confusion_matrix", "class_names"):
-        if key not in data:
-            raise TransferCacheError(f"metrics lack '{key}'; expected the metrics.json written by transfer_cache.fit")
-    cm = np.asarray(data["confusion_matrix"], dtype=np.int64)
-    k = len(data["class_names"])
-    if cm.shape != (k, k):
-        raise TransferCacheError(f"confusion_matrix has shape {cm.shape} but there are {k} class names; metrics.json is damaged, fit again")
-    return data
-
-
-def _matrix_height(k: int) -> int:
-    return int(min(1600, max(450, 160 + 40 * k)))
-
-
-def confusion_matrix_figure(metrics, *, normalize: bool = False) -> go.Figure:
-    """Heatmap of metrics.json's confusion matrix (rows = true class, columns = predicted), counts in the cells.
-
-    ``normalize=True`` divides each row by its support, so the diagonal is per-class recall; the counts stay in the hover.
-    """
-    metrics = _as_metrics(metrics)
-    names = [html.escape(str(name)) for name in metrics["class_names"]]
-    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-    k = len(names)
-    if normalize:
-        support = counts.sum(axis=1, keepdims=True)
-        z = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
-        text_template = "%{z:.2f}" if k <= 30 else ""
-        hover = "true %{y}<br>predicted %{x}<br>%{z:.1%} of the row (%{customdata} images)<extra></extra>"
-        title = "Confusion matrix, normalised by true class (diagonal = recall)"
-        colorbar = dict(title="fraction", tickformat=".0%")
-    else:
-        z = counts
-        text_template = "%{z}" if k <= 30 else ""
-        hover = "true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"
-        title = f"Confusion matrix ({int(counts.sum())} test images, accuracy {float(np.trace(counts)) / max(1, counts.sum()):.1%})"
-        colorbar = dict(title="images")
-    fig = go.Figure(
-        go.Heatmap(z=z, x=names, y=names, customdata=counts, colorscale="Blues", texttemplate=text_template,
-                   hovertemplate=hover, colorbar=colorbar, zmin=0)
-    )
-    size = _matrix_height(k)
-    fig.update_layout(title=title, height=size, width=size + 120,
-                      xaxis=dict(title="predicted class", type="category", side="bottom", constrain="domain"),
-                      yaxis=dict(title="true class", type="category", autorange="reversed", scaleanchor="x"))
-    return fig
-
-
-def per_class_accuracy_figure(metrics) -> go.Figure:
-    """Per-class accuracy (recall: correct / images of that class) as bars, overall accuracy as a dashed line."""
-    metrics = _as_metrics(metrics)
-    names = [html.escape(str(name)) for name in metrics["class_names"]]
-    counts = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-    support = counts.sum(axis=1)
-    recall = np.divide(np.diag(counts), support, out=np.zeros(len(names)), where=support > 0)
-    per_class = metrics.get("per_class") or {}
-    detail = []
-    for name in metrics["class_names"]:
-        entry = per_class.get(name, {})
-        detail.append([float(entry.get("precision", math.nan)), float(entry.get("f1", math.nan))])
-    accuracy = float(np.trace(counts)) / max(1, int(counts.sum()))
-    fig = go.Figure(
-        go.Bar(x=names, y=recall, customdata=np.column_stack([support, np.asarray(detail).reshape(-1, 2)]),
-               text=[f"{v:.0%}" for v in recall], textposition="outside",
-               hovertemplate="%{x}<br>accuracy (recall) %{y:.1%} of %{customdata[0]:d} images"
-                             "<br>precision %{customdata[1]:.2f}, F1 %{customdata[2]:.2f}<extra></extra>",
-               marker_color=np.where(recall >= accuracy, "#4c78a8", "#e45756").tolist())
-    )
-    fig.add_hline(y=accuracy, line_dash="dash", line_color="#333", annotation_text=f"overall {accuracy:.1%}",
-                  annotation_position="top left")
-    fig.update_layout(title="Per-class accuracy (recall) on the test images; red = below the overall accuracy",
-                      xaxis=dict(title="class", type="category"), yaxis=dict(title="accuracy", tickformat=".0%", range=[0, 1.1]),
-                      height=450)
-    return fig
-
-
-def _as_history(history) -> dict:
-    if isinstance(history, dict) and "history" in history and "config" in history:  # a loaded run
-        data = history["history"]
-    elif isinstance(history, dict):
-        data = history
-    else:
-        path = Path(history)
-        path = path / "history.json" if path.is_dir() else path
-        if not path.is_file():
-            raise TransferCacheError(f"{path} does not exist: only the dense head writes history.json; pass a dense run")
-        data = read_json(path)
-    if not isinstance(data, dict) or not data or not all(isinstance(v, list) for v in data.values()):
-        raise TransferCacheError("history must be Keras History.history: a non-empty dict of metric name -> list of per-epoch values")
-    return data
-
-
-def training_curves_figure(history) -> go.Figure:
-    """Accuracy and loss per epoch, training and validation (from history.json): spot over- and under-fitting."""
-    history = _as_history(history)
-    loss_keys = [key for key in history if "loss" in key]
-    other_keys = [key for key in history if "loss" not in key and key not in ("lr", "learning_rate")]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
-    for col, keys in ((1, other_keys), (2, loss_keys)):
-        for key in sorted(keys, key=lambda name: (name.startswith("val_"), name)):
-            values = np.asarray(history[key], dtype=np.float64)
-            validation = key.startswith("val_")
-            fig.add_trace(
-                go.Scatter(x=np.arange(1, len(values) + 1), y=values, mode="lines+markers", name=key,
-                           line=dict(dash="dash" if validation else "solid", color="#e45756" if validation else "#4c78a8"),
-                           hovertemplate=f"{key}<br>epoch %{{x}}: %{{y:.4f}}<extra></extra>"),
-                row=1, col=col,
-            )
-    epochs = max(len(v) for v in history.values())
-    fig.update_xaxes(title_text="epoch", dtick=1 if epochs <= 20 else None)
-    fig.update_yaxes(title_text="accuracy", row=1, col=1)
-    fig.update_yaxes(title_text="loss", row=1, col=2)
-    fig.update_layout(title=f"Training curves ({epochs} epochs; dashed = validation)", height=420)
-    return fig
-
-
-def leaderboard_figure(runs_dir: str | os.PathLike = "runs", *, sort_by: str = "accuracy", limit: int = 30) -> go.Figure:
-    """Runs from runs/index.csv side by side (accuracy, balanced accuracy, macro-F1), best first."""
-    metrics = ("accuracy", "balanced_accuracy", "macro_f1")
-    if sort_by not in metrics:
-        raise TransferCacheError(f"sort_by must be one of {', '.join(repr(m) for m in metrics)}; got {sort_by!r}")
-    limit = whole_number(limit, "limit")
-    rows = read_index(runs_dir)
-    if not rows:
-        raise TransferCacheError(f"the runs index {Path(runs_dir) / 'index.csv'} lists no runs yet; run python -m transfer_cache.fit first")
-    ranked = sorted(rows, key=lambda r: (-np.nan_to_num(r[sort_by], nan=-1.0), r["run_id"]))[:limit]
-    shown = ranked[::-1]  # horizontal bars draw bottom-up: the best run ends on top
-    labels = [f"{r['classifier']} · {r['backbone']} · {r['run_id'][-6:]}" for r in shown]
-    hover_data = [[r["run_id"], r["cache"], r["n_train"], r["n_test"], r["fit_seconds"]] for r in shown]
-    fig = go.Figure()
-    for metric in metrics:
-        values = [r[metric] for r in shown]
-        fig.add_trace(go.Bar(
-            y=labels, x=values, orientation="h", name=metric.replace("_", " "), customdata=hover_data,
-            text=[f"{v:.3f}" for v in values], textposition="auto",
-            hovertemplate=("%{customdata[0]}<br>" + metric + " %{x:.4f}<br>cache %{customdata[1]}"
-                           "<br>train %{customdata[2]}, test %{customdata[3]}, fit %{customdata[4]:.1f} s<extra></extra>"),
-        ))
-    note = f"top {len(ranked)} of {len(rows)} runs" if len(ranked) < len(rows) else f"{len(rows)} runs"
-    fig.update_layout(title=f"Leaderboard ({note}, sorted by {sort_by.replace('_', ' ')})", barmode="group",
-                      xaxis=dict(title="score", range=[0, 1.05]), yaxis=dict(type="category"),
-                      height=int(min(2400, 200 + 70 * len(shown))), legend_traceorder="normal")
-    return fig
-
-
-# --------------------------------------------------------------------------- misclassified gallery
-
-
-def thumbnail_png(image: np.ndarray, *, size: int = 96) -> str:
-    """A uint8 (H, W, 3) image as a ``data:image/png;base64`` URI, scaled so its long side is ``size`` (pixelated when upscaled)."""
-    from PIL import Image
-
-    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    scale = size / max(pil.size)
-    new_size = (max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale)))
-    pil = pil.resize(new_size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
-    buffer = io.BytesIO()
-    pil.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-class ImageFinder:
-    """Re-reads a cache's images by path: through its source (``sources.open_source``) or from ``source_root``/path."""
-
-    def __init__(self, cache: Cache):
-        self.config = cache.config
-        self._source = None
-        self._index: dict[str, int] | None = None
-        self._source_error = ""
-
-    def _open_source(self) -> None:
-        if self._index is not None:
-            return
-        self._index = {}
-        try:
-            self._source, self._index = reopen(str(self.config.get("source") or ""))
-        except TransferCacheError as exc:
-            self._source_error = str(exc)
-
-    def load(self, path: str) -> np.ndarray:
-        self._open_source()
-        if self._source is not None and path in self._index:
-            return self._source.load(self._index[path])
-        root = self.config.get("source_root")
-        if root:
-            file = Path(root) / path
-            if file.is_file():
-                return decode_image(file.read_bytes())
-        reason = self._source_error or f"not found in source {self.config.get('source')!r}"
-        raise ImageError(f"cannot re-read {path}: {reason}")
-
-
-def misclassified(run, *, limit: int = 24) -> list[dict]:
-    """The test predictions that were wrong, most confident first: dicts with row, cache, path, true_name, pred_name, confidence."""
-    run = as_run(run)
-    limit = whole_number(limit, "limit")
-    predictions = run["predictions"]
-    if predictions is None:
-        raise TransferCacheError(f"run {run['run_dir']} has no predictions.csv; fit again to get the misclassified images")
-    wrong = np.flatnonzero((predictions["true_label"] >= 0) & (predictions["true_label"] != predictions["pred_label"]))
-    order = wrong[np.argsort(-predictions["confidence"][wrong], kind="stable")][:limit]
-    keys = ("row", "cache", "path", "true_name", "pred_name", "confidence")
-    return [{key: predictions[key][i].item() if hasattr(predictions[key][i], "item") else predictions[key][i] for key in keys}
-            for i in order]
-
-
-def misclassified_figure(run_dir, *, limit: int = 24, columns: int = 6, thumb_size: int = 96) -> go.Figure:
-    """Thumbnails of misclassified test images (most confident mistakes first) with true and predicted class."""
-    columns = whole_number(columns, "columns")
-    thumb_size = whole_number(thumb_size, "thumb_size")
-    run = as_run(run_dir)
-    wrong_total = 0
-    if run["predictions"] is not None:
-        p = run["predictions"]
-        wrong_total = int(((p["true_label"] >= 0) & (p["true_label"] != p["pred_label"])).sum())
-    items = misclassified(run, limit=limit)
-    tiles, unreadable = [], []
-    finders: dict[int, ImageFinder] = {}
-    opened: list[Cache] = []
-    try:
-        for item in items:
-            index = int(item["cache"])
-            if index not in finders:
-                cache = open_run_cache(run, index)
-                opened.append(cache)
-                finders[index] = ImageFinder(cache)
-            try:
-                image = finders[index].load(item["path"])
-            except ImageError as exc:
-                unreadable.append((item["path"], str(exc)))
-                continue
-            tiles.append((item, thumbnail_png(image, size=thumb_size)))
-    finally:
-        for cache in opened:
-            cache.close()
-    n_test = len(run["predictions"]["row"]) if run["predictions"] is not None else 0
-    title = f"Misclassified test images: {len(tiles)} shown of {wrong_total} wrong (of {n_test}), most confident first"
-    if unreadable:
-        title += f"; {len(unreadable)} could not be re-read"
-    if not tiles:
-        fig = go.Figure()
-        message = "No misclassified test images." if wrong_total == 0 else "None of the misclassified images could be re-read."
-        fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=16))
-        fig.update_layout(title=title, height=200, xaxis_visible=False, yaxis_visible=False)
-        return fig
-    cols = min(columns, len(tiles))
-    nrows = math.ceil(len(tiles) / cols)
-    subtitles = []
-    for item, _ in tiles:
-        name = "/".join(Path(item["path"]).parts[-2:])
-        name = name if len(name) <= 24 else "…" + name[-23:]
-        subtitles.append(f"{html.escape(name)}<br>true <b>{html.escape(str(item['true_name']))}</b>"
-                         f"<br>pred <b>{html.escape(str(item['pred_name']))}</b> ({item['confidence']:.2f})")
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=subtitles, horizontal_spacing=0.02,
-                        vertical_spacing=min(0.3 / nrows, 0.12) if nrows > 1 else 0.0)
-    for k, (item, uri) in enumerate(tiles):
-        fig.add_trace(go.Image(source=uri, name=html.escape(item["path"]),
-                               hovertemplate=html.escape(item["path"]) + "<extra></extra>"),
-                      row=k // cols + 1, col=k % cols + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_annotations(font_size=11)
-    fig.update_layout(title=title, height=int(140 + nrows * (thumb_size + 130)), margin=dict(t=150), showlegend=False)
     return fig

@@ -30,7 +30,7 @@ from . import _atomic, _cli
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow
 from .classifiers import CLASSIFIERS, load_classifier
-from .runs import json_text, load_run
+from .runs import has_model, json_text, read_run
 
 __all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
 
@@ -104,8 +104,8 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     """
     run_dir = Path(run_dir)
     out_path = Path(out_path)
-    run = load_run(run_dir)["config"]
-    classifier = run.get("classifier")
+    loaded = read_run(run_dir)
+    run, classifier = loaded.config, loaded.classifier
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
     if CLASSIFIERS[classifier].exports_as_keras:
@@ -126,7 +126,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
     import keras
 
-    head = load_classifier(run_dir / "model")
+    head = load_classifier(loaded.model_dir)
     config = _feature_config(run)
 
     if head.exports_as_keras:
@@ -146,10 +146,10 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     features = _feature_model(config, run["layer"])
     # an earlier export at out_path is swapped out only once the new folder is complete
     with _atomic.replacing(out_path, folder=True, where=_WHERE) as temporary:
-        shutil.copytree(run_dir / "model", temporary)
+        shutil.copytree(loaded.model_dir, temporary)
         with _atomic.writing(temporary / "feature_model.keras"):
             features.save(temporary / "feature_model.keras")
-        files = ["feature_model.keras"] + sorted(p.name for p in (run_dir / "model").iterdir())
+        files = ["feature_model.keras"] + sorted(p.name for p in loaded.model_dir.iterdir())
         description = _description(run, config, kind="folder", classifier=classifier, files=files)
         with _atomic.writing(temporary / FOLDER_DESCRIPTION):
             (temporary / FOLDER_DESCRIPTION).write_text(json_text(description), encoding="utf-8")
@@ -201,7 +201,7 @@ def read_description(path: str | os.PathLike) -> dict:
         raise TransferCacheError(f"model {path} does not exist; {again}")
     if path.is_dir():
         where = path / FOLDER_DESCRIPTION
-        if not where.is_file() and (path / "config.json").is_file() and (path / "model").is_dir():
+        if not where.is_file() and has_model(path):
             raise TransferCacheError(f"{path} is a run folder, not an exported model; export it first: "
                                      f"python -m transfer_cache.export {path} model.keras")
         if not where.is_file():

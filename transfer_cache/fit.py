@@ -91,11 +91,12 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[st
 
 
 def _prediction_rows(data: TrainingData, rows: np.ndarray, proba: np.ndarray):
-    """predictions.csv: (header, rows) for every predicted row."""
+    """predictions.csv: (header, rows) for every predicted row, in the columns ``runs`` declares."""
+    from .runs import prediction_header
+
     names = data.class_names
     pred = np.argmax(proba, axis=1)
-    header = ["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence"]
-    header += [f"prob_{name}" for name in names]
+    header = prediction_header(names)
     table = []
     for j, position in enumerate(rows):
         true = int(data.labels[position])

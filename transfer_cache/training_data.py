@@ -193,25 +193,25 @@ def reread_images(data: TrainingData, rows: np.ndarray, size: int, progress: boo
     from tqdm import tqdm
 
     from .pipeline import prepare_image
-    from .sources import reopen
+    from .reread import ImageFinder
 
     out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-    sources = {}
+    finders = {}
     for k, cache in enumerate(data.caches):
         if not np.any(data.cache_of[rows] == k):
             continue
-        description = str(cache.config.get("source", ""))
+        finders[k] = ImageFinder(cache)
         try:
-            sources[k] = reopen(description)
+            finders[k].source()
         except TransferCacheError as exc:
             raise TransferCacheError(
-                f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({description}) cannot be "
-                f"opened: {exc}"
+                f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({finders[k].description}) "
+                f"cannot be opened: {exc}"
             ) from None
     config = dict(data.config)
     config["input_size"] = size
     for j, row in enumerate(tqdm(rows, desc="reading images", unit="img", disable=not progress, leave=False)):
-        source, index = sources[int(data.cache_of[row])]
+        source, index = finders[int(data.cache_of[row])].source()
         path = data.paths[row]
         if path not in index:
             raise TransferCacheError(
