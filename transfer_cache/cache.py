@@ -358,7 +358,13 @@ class Cache:
 
     @property
     def feature_dim(self) -> int:
-        return int(np.prod(self.features_for(self.layers[0]).shape[1:]))
+        """The length of a vector of the first (usually only) layer."""
+        return self.feature_dims[0]
+
+    @property
+    def feature_dims(self) -> list[int]:
+        """The length of a vector of each layer."""
+        return [int(np.prod(self.features_for(layer).shape[1:])) for layer in self.layers]
 
     @property
     def failed(self) -> list[tuple[str, str]]:

@@ -13,24 +13,25 @@ from .maps_section import Maps, maps_section
 
 
 def _cache_pairs(cache) -> list:
-    config = cache.config
-    versions = config.get("versions") or {}
+    config, info = cache.feature_config, cache.info
+    dims = cache.feature_dims
     return [
         ("file", cache.path),
         ("rows", len(cache)),
         ("classes", f"{len(cache.class_names)}: {', '.join(map(str, cache.class_names[:30]))}"
                     + (" ..." if len(cache.class_names) > 30 else "")),
         ("failed images", len(cache.failed)),
-        ("source", config.get("source", "")),
-        ("backbone", f"{config.get('backbone')} (weights {config.get('weights')})"),
+        ("source", info.source),
+        ("backbone", f"{config.backbone} (weights {config.weights})"),
         ("layers", ", ".join(cache.layers)),
-        ("pooling / feature size", f"{config.get('pooling')} / {config.get('feature_dim')}"),
-        ("input", f"{config.get('input_size')} px, resize {config.get('resize')} "
-                  f"(crop {config.get('crop_fraction')}, {config.get('interpolation')}), preprocessing {config.get('preprocessing')}"),
-        ("dtype", config.get("dtype")),
+        ("pooling / feature size", f"{config.pooling} / {dims[0] if len(dims) == 1 else dims}"),
+        ("input", f"{config.input_size} px, resize {config.resize} (crop {config.crop_fraction}, "
+                  f"{config.interpolation}), preprocessing {config.preprocessing}"),
+        ("dtype", config.dtype),
         ("fingerprint", cache.fingerprint),
-        ("created", config.get("created", "")),
-        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else versions),
+        ("created", info.created),
+        ("versions", ", ".join(f"{k} {v}" for k, v in info.versions.items()) if isinstance(info.versions, dict)
+         else info.versions),
     ]
 
 

@@ -17,7 +17,7 @@ class ImageFinder:
     ``source_root``/path."""
 
     def __init__(self, cache):
-        self.config = cache.config
+        self.info = cache.info
         self._source: Source | None = None
         self._index: dict[str, int] | None = None
         self._source_error = ""
@@ -25,7 +25,7 @@ class ImageFinder:
     @property
     def description(self) -> str:
         """The cache's ``source`` attribute: what is opened again."""
-        return str(self.config.get("source") or "")
+        return str(self.info.source)
 
     def source(self) -> tuple[Source, dict[str, int]]:
         """The source opened again, with its records indexed by path; TransferCacheError when it cannot be opened."""
@@ -43,10 +43,10 @@ class ImageFinder:
                 self._index, self._source_error = {}, str(exc)
         if self._source is not None and path in self._index:
             return self._source.load(self._index[path])
-        root = self.config.get("source_root")
+        root = self.info.source_root
         if root:
             file = Path(root) / path
             if file.is_file():
                 return decode_image(file.read_bytes())
-        reason = self._source_error or f"not found in source {self.config.get('source')!r}"
+        reason = self._source_error or f"not found in source {self.info.source!r}"
         raise ImageError(f"cannot re-read {path}: {reason}")

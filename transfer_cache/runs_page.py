@@ -21,7 +21,7 @@ def _extraction_cost(cache) -> dict:
     """What a cache records of its last extraction, as the table shows it: images/s (the rate extract's summary
     printed), forward-pass seconds (and how many images they covered when not all rows), ms per image for the plot.
     Empty for caches that record none (before transfer_cache 0.2) or whose last extraction computed nothing."""
-    seconds, computed = cache.config.get("extraction_seconds"), cache.config.get("extraction_computed")
+    seconds, computed = cache.info.extraction_seconds, cache.info.extraction_computed
     if seconds is None or not computed or float(seconds) <= 0:
         return {}
     seconds, computed = float(seconds), int(computed)
@@ -66,7 +66,7 @@ def _leaderboard(runs_dir: Path, rows: list[dict]) -> tuple[list, list]:
         if cache_path and cache_path not in caches:
             with contextlib.suppress(TransferCacheError, OSError):
                 with open_cache(cache_path) as cache:
-                    caches[cache_path] = (_extraction_cost(cache), cache.config.get("runtime", ""))
+                    caches[cache_path] = (_extraction_cost(cache), cache.feature_config.runtime)
         cost, runtime = caches.get(cache_path, ({}, ""))
         page_file = run_dir / "report.html"
         target = page_file if page_file.is_file() else run_dir

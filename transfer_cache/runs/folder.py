@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,31 @@ def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return columns
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """What a run's config.json records, typed; a field an older run lacks (or records as null) reads as its
+    default."""
+
+    run_id: str | None = None
+    classifier: str | None = None
+    backbone: str | None = None
+    fingerprint: str | None = None
+    params: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    layer: str | None = None
+    caches: list = field(default_factory=list)  # one entry per cache read: path, rows, fingerprint, role
+    created: str | None = None
+    versions: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, config: dict) -> "RunConfig":
+        return cls(**{f.name: config[f.name] for f in fields(cls) if config.get(f.name) is not None})
+
+
 @dataclass(frozen=True, eq=False)
 class Run:
-    """A run folder, read: its files as plain Python, and what its config records as typed attributes."""
+    """A run folder, read: its files as plain Python, and what its config records as typed attributes
+    (``recorded``, a ``RunConfig``; its fields are also attributes of the run)."""
 
     run_dir: Path
     config: dict
@@ -97,42 +120,18 @@ class Run:
     predictions: dict[str, np.ndarray] | None = None  # predictions.csv's columns
     history: dict | None = None  # Keras heads only
 
+    @functools.cached_property
+    def recorded(self) -> RunConfig:
+        return RunConfig.of(self.config)
+
+    def __getattr__(self, name: str):
+        if name in _RECORDED:
+            return getattr(self.recorded, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @property
     def run_id(self) -> str:
-        return self.config["run_id"] if "run_id" in self.config else Path(self.run_dir).name
-
-    @property
-    def classifier(self) -> str | None:
-        return self.config.get("classifier")
-
-    @property
-    def backbone(self) -> str | None:
-        return self.config.get("backbone")
-
-    @property
-    def params(self) -> dict:
-        return self.config.get("params", {})
-
-    @property
-    def split(self) -> dict:
-        return self.config.get("split") or {}
-
-    @property
-    def layer(self) -> str | None:
-        return self.config.get("layer")
-
-    @property
-    def caches(self) -> list[dict]:
-        """One entry per cache the run read: path, rows, fingerprint, role ("train" or "test")."""
-        return self.config.get("caches") or []
-
-    @property
-    def created(self) -> str | None:
-        return self.config.get("created")
-
-    @property
-    def versions(self) -> dict:
-        return self.config.get("versions") or {}
+        return self.recorded.run_id or Path(self.run_dir).name
 
     @property
     def model_dir(self) -> Path:
@@ -155,6 +154,7 @@ class Run:
                 "predictions": self.predictions, "history": self.history}
 
 
+_RECORDED = {f.name for f in fields(RunConfig)}
 _NOT_A_RUN = "pass a folder under runs/ written by python -m transfer_cache.fit"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import _atomic
 from .._errors import TransferCacheError
-from .folder import CONFIG, INDEX, KEPT_INDEX, METRICS, WHERE, is_run_dir
+from .folder import CONFIG, INDEX, KEPT_INDEX, METRICS, WHERE, RunConfig, is_run_dir
 
 INDEX_COLUMNS = (
     "run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy", "balanced_accuracy",
@@ -93,12 +93,12 @@ def append_index(runs_dir: Path, row: dict) -> Path:
 
 def index_row(run_dir: Path) -> dict:
     """A run's index row, from the files of its finished folder."""
-    config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8"))
+    recorded = RunConfig.of(json.loads((run_dir / CONFIG).read_text(encoding="utf-8")))
     metrics = json.loads((run_dir / METRICS).read_text(encoding="utf-8"))
     return {
-        "run_id": config["run_id"], "created": config["created"], "classifier": config["classifier"],
-        "backbone": config.get("backbone"), "fingerprint": config.get("fingerprint"),
-        "cache": ";".join(c["path"] for c in config.get("caches", []) if c.get("role", "train") == "train"),
+        "run_id": recorded.run_id, "created": recorded.created, "classifier": recorded.classifier,
+        "backbone": recorded.backbone, "fingerprint": recorded.fingerprint,
+        "cache": ";".join(c["path"] for c in recorded.caches if c.get("role", "train") == "train"),
         "accuracy": f"{metrics['accuracy']:.6f}", "balanced_accuracy": f"{metrics['balanced_accuracy']:.6f}",
         "macro_f1": f"{metrics['macro_f1']:.6f}", "n_train": metrics["n_train"], "n_test": metrics["n_test"],
         "fit_seconds": f"{metrics['fit_seconds']:.3f}", "run_dir": str(run_dir.resolve()),
