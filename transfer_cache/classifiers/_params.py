@@ -12,52 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import Interval, at_least, greater_than  # worded as the commands word theirs; old imports still work
 from .._errors import TransferCacheError
-
-_CLOSED = ("both", "left", "right", "neither")
-
-
-def _number(value) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The numbers from ``low`` to ``high`` (None: unbounded); ``closed`` says which ends are included."""
-
-    low: float | None = None
-    high: float | None = None
-    closed: str = "both"  # "both", "left" (low only), "right" (high only), "neither"
-
-    def __post_init__(self):
-        if self.closed not in _CLOSED:
-            raise ValueError(f"closed must be one of {_CLOSED}; got {self.closed!r}")
-
-    def holds(self, value) -> bool:
-        """Whether ``value`` is inside; written positively so NaN is outside every interval."""
-        low_ok = self.low is None or value > self.low or (value == self.low and self.closed in ("both", "left"))
-        high_ok = self.high is None or value < self.high or (value == self.high and self.closed in ("both", "right"))
-        return bool(low_ok and high_ok)
-
-    def words(self) -> str:
-        """The range in words, to follow "an integer" or "a number": "of at least 1", "in [0, 1)", ..."""
-        low_in, high_in = self.closed in ("both", "left"), self.closed in ("both", "right")
-        if self.low is None and self.high is None:
-            return ""
-        if self.high is None:
-            return f"of at least {_number(self.low)}" if low_in else f"greater than {_number(self.low)}"
-        if self.low is None:
-            return f"of at most {_number(self.high)}" if high_in else f"less than {_number(self.high)}"
-        return f"in {'[' if low_in else '('}{_number(self.low)}, {_number(self.high)}{']' if high_in else ')'}"
-
-
-def at_least(low: float) -> Interval:
-    return Interval(low, None, closed="left")
-
-
-def greater_than(low: float) -> Interval:
-    return Interval(low, None, closed="neither")
-
 
 POSITIVE = greater_than(0)  # learning rates, regularisation strengths
 COUNT = at_least(1)  # iterations, epochs, trees, neighbours, layer sizes, rows
