@@ -62,7 +62,9 @@ CLASS_WEIGHT = Param("none", "str", ("none", "balanced"))  # shared by the heads
 
 
 def bad_value(classifier: str, name: str, spec: Param, value) -> TransferCacheError:
-    return TransferCacheError(f"parameter '{name}' of classifier '{classifier}' must be {spec.expected()}; got {value!r}")
+    return TransferCacheError(
+        f"parameter '{name}' of classifier '{classifier}' must be {spec.expected()}; got {value!r}"
+    )
 
 
 def coerce(classifier: str, name: str, spec: Param, value):
@@ -86,30 +88,9 @@ def _convert(classifier: str, name: str, spec: Param, value):
     kind = spec.kind
     bad = bad_value(classifier, name, spec, value)
     if kind == "int":
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise bad from None
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
+        return _to_int(value, bad)
     if kind == "float":
-        if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise bad
-            return value
-        if isinstance(value, str):
-            try:
-                result = float(value.strip())
-            except ValueError:
-                raise bad from None
-            if not math.isfinite(result):
-                raise bad
-            return result
-        raise bad
+        return _to_float(value, bad)
     if kind == "bool":
         if isinstance(value, (bool, np.bool_)):
             return value
@@ -133,17 +114,55 @@ def _convert(classifier: str, name: str, spec: Param, value):
         except TransferCacheError:
             raise bad from None
     if kind == "ints":
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-            return value
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return (int(value),) if value != 0 else ()
-        if isinstance(value, str):
-            text = value.strip().lower()
-            if text in ("none", "", "0"):
-                return ()
-            try:
-                return tuple(int(part) for part in text.split(","))
-            except ValueError:
-                raise bad from None
-        raise bad
+        return _to_ints(value, bad)
     raise AssertionError(f"unknown parameter kind {kind}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _to_int(value, bad: TransferCacheError):
+    if _is_int(value):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise bad from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise bad
+
+
+def _to_float(value, bad: TransferCacheError):
+    if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise bad
+        return value
+    if isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise bad from None
+        if not math.isfinite(result):
+            raise bad
+        return result
+    raise bad
+
+
+def _to_ints(value, bad: TransferCacheError):
+    """A list of ints as given; one int or "1024,256" as a tuple; 0, "none", "0" or "" as no items."""
+    if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+        return value
+    if _is_int(value):
+        return (int(value),) if value != 0 else ()
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "", "0"):
+            return ()
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise bad from None
+    raise bad
