@@ -77,11 +77,14 @@ def integer(value, name: str) -> int:
     return int(value)
 
 
-def one_of(value, choices, name: str, *, hint: str = ""):
-    """``value`` when it is one of ``choices``: "<name> must be one of 'a', 'b'; got 'c'" (then ``hint``) otherwise."""
+def one_of(value, choices, name: str, *, hint: str = "", also: str = ""):
+    """``value`` when it is one of ``choices``: "<name> must be one of 'a', 'b'; got 'c'" (then ``hint``) otherwise.
+
+    ``also`` follows the choices, for spellings accepted beside them: "one of 'a', 'b' (or 'B'); got 'c'".
+    """
     choices = tuple(choices)
     if value not in choices:
         raise TransferCacheError(
-            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}{hint}"
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}{also}; got {value!r}{hint}"
         )
     return value

@@ -6,6 +6,7 @@ import csv
 import os
 import pathlib
 
+from .._checks import one_of
 from .._errors import TransferCacheError
 from .base import FileSource, Record, class_sort_key, normalise_split
 from .registry import SourceKind, register
@@ -34,19 +35,37 @@ class CsvSource(FileSource):
         self._read(allow_outside_root)
 
     def _read(self, allow_outside_root: bool) -> None:
+        """The class names and records of the manifest; rows whose file is missing or repeated go to ``failed``."""
         manifest = self.manifest
-        try:
-            with open(manifest, newline="", encoding="utf-8-sig") as fh:
-                rows = list(csv.reader(fh))
-        except UnicodeDecodeError as exc:
+        entries = self._entries(_csv_rows(manifest), allow_outside_root)
+        root = os.path.normpath(str(self.root))
+        names = sorted({label for _, _, label, _ in entries if label})
+        names.sort(key=class_sort_key(names))
+        index = {name: i for i, name in enumerate(names)}
+        first_line: dict[str, int] = {}
+        records = []
+        for line, rel, label, split in entries:
+            if rel in first_line:
+                self.failed.append((rel, f"duplicate row (line {line} repeats line {first_line[rel]})"))
+                continue
+            first_line[rel] = line
+            if not os.path.isfile(os.path.join(root, rel)):
+                self.failed.append((rel, "file not found"))
+                continue
+            records.append(Record(path=rel, label=index[label] if label else -1, split=split))
+        if not records:
             raise TransferCacheError(
-                f"manifest '{manifest}' is not valid UTF-8 text ({exc.reason} at byte {exc.start}): "
-                "save it as UTF-8 CSV"
-            ) from None
-        except csv.Error as exc:
-            raise TransferCacheError(f"manifest '{manifest}' is not a valid CSV file: {exc}") from None
-        except OSError as exc:
-            raise TransferCacheError(f"cannot read manifest '{manifest}': {exc.strerror or exc}") from None
+                f"manifest '{manifest}': none of its {len(entries)} images can be used "
+                f"(e.g. {self.failed[0][0]}: {self.failed[0][1]}): paths are relative to the "
+                "manifest's folder"
+            )
+        records.sort(key=lambda r: r.path)
+        self.class_names = names
+        self.records = records
+
+    def _entries(self, rows: list[list[str]], allow_outside_root: bool) -> list[tuple[int, str, str, str]]:
+        """(line, relative path, label, split) of each row that is not blank; a bad row is named by its line."""
+        manifest = self.manifest
         expected = "path,label[,split]"
         if not rows:
             raise TransferCacheError(
@@ -75,60 +94,57 @@ class CsvSource(FileSource):
             raw_path = row[col_path].strip()
             if not raw_path:
                 raise TransferCacheError(f"manifest '{manifest}' line {line}: the path is empty")
-            full = os.path.normpath(os.path.join(root, raw_path))
-            # the text of the path, then where its symbolic links lead: a link inside the folder may point outside
-            inside = os.path.commonpath([root, full]) == root
-            linked_out = False
-            if inside and not allow_outside_root:  # one lstat per component: only where the answer is used
-                try:
-                    real = os.path.realpath(full)
-                except ValueError:  # a NUL byte: no such file anywhere, recorded as not found below
-                    real = full
-                linked_out = os.path.commonpath([real_root, real]) != real_root
-            if (linked_out or not inside) and not allow_outside_root:
-                how = f"through a symbolic link to '{real}'" if linked_out else ""
-                raise TransferCacheError(
-                    f"manifest '{manifest}' line {line}: path {raw_path!r} leads outside the "
-                    f"manifest's folder '{root}'{' ' + how if how else ''}: move the images below that folder, or "
-                    "pass allow_outside_root=True (--allow-outside-root) if you trust the manifest"
-                )
-            rel = pathlib.PurePath(os.path.relpath(full, root)).as_posix()
+            where = f"manifest '{manifest}' line {line}"
+            rel = _relative_path(raw_path, root=root, real_root=real_root, where=where,
+                                 allow_outside_root=allow_outside_root)
             split = ""
             if col_split is not None:
                 split = normalise_split(row[col_split])
-                if split is None:
-                    raise TransferCacheError(
-                        f"manifest '{manifest}' line {line}: split must be one of 'train', 'val', "
-                        f"'test' (or 'valid', 'validation', or empty); got {row[col_split]!r}"
-                    )
+                if split is None:  # not a spelling of a split: named as given, with the spellings accepted
+                    one_of(row[col_split], ("train", "val", "test"), f"{where}: split",
+                           also=" (or 'valid', 'validation', or empty)")
             entries.append((line, rel, row[col_label].strip(), split))
         if not entries:
             raise TransferCacheError(f"manifest '{manifest}' lists no images: add rows under the header")
+        return entries
 
-        names = sorted({label for _, _, label, _ in entries if label})
-        names.sort(key=class_sort_key(names))
-        index = {name: i for i, name in enumerate(names)}
-        first_line: dict[str, int] = {}
-        records = []
-        for line, rel, label, split in entries:
-            if rel in first_line:
-                self.failed.append((rel, f"duplicate row (line {line} repeats line {first_line[rel]})"))
-                continue
-            first_line[rel] = line
-            if not os.path.isfile(os.path.join(root, rel)):
-                self.failed.append((rel, "file not found"))
-                continue
-            records.append(Record(path=rel, label=index[label] if label else -1, split=split))
-        if not records:
-            raise TransferCacheError(
-                f"manifest '{manifest}': none of its {len(entries)} images can be used "
-                f"(e.g. {self.failed[0][0]}: {self.failed[0][1]}): paths are relative to the "
-                "manifest's folder"
-            )
-        records.sort(key=lambda r: r.path)
-        self.class_names = names
-        self.records = records
 
+def _csv_rows(manifest: pathlib.Path) -> list[list[str]]:
+    """The manifest's rows as text, or one line saying why it cannot be read."""
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as fh:
+            return list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise TransferCacheError(
+            f"manifest '{manifest}' is not valid UTF-8 text ({exc.reason} at byte {exc.start}): "
+            "save it as UTF-8 CSV"
+        ) from None
+    except csv.Error as exc:
+        raise TransferCacheError(f"manifest '{manifest}' is not a valid CSV file: {exc}") from None
+    except OSError as exc:
+        raise TransferCacheError(f"cannot read manifest '{manifest}': {exc.strerror or exc}") from None
+
+
+def _relative_path(raw_path: str, *, root: str, real_root: str, where: str, allow_outside_root: bool) -> str:
+    """The path of a row relative to the manifest's folder, refused when it (or a symbolic link in it) leads out."""
+    full = os.path.normpath(os.path.join(root, raw_path))
+    # the text of the path, then where its symbolic links lead: a link inside the folder may point outside
+    inside = os.path.commonpath([root, full]) == root
+    linked_out = False
+    if inside and not allow_outside_root:  # one lstat per component: only where the answer is used
+        try:
+            real = os.path.realpath(full)
+        except ValueError:  # a NUL byte: no such file anywhere, recorded as not found below
+            real = full
+        linked_out = os.path.commonpath([real_root, real]) != real_root
+    if (linked_out or not inside) and not allow_outside_root:
+        how = f"through a symbolic link to '{real}'" if linked_out else ""
+        raise TransferCacheError(
+            f"{where}: path {raw_path!r} leads outside the "
+            f"manifest's folder '{root}'{' ' + how if how else ''}: move the images below that folder, or "
+            "pass allow_outside_root=True (--allow-outside-root) if you trust the manifest"
+        )
+    return pathlib.PurePath(os.path.relpath(full, root)).as_posix()
 
 register(SourceKind(
     name="csv", help="a CSV manifest (.csv with columns path,label[,split])",
