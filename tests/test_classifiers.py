@@ -378,6 +378,20 @@ def test_interval_ends_words_and_nan():
         Interval(0, 1, closed="open")
 
 
+def test_heads_and_commands_word_their_ranges_through_one_interval():
+    """The heads' ranges and the commands' whole numbers are worded by the same Interval (old imports still work)."""
+    from transfer_cache import _checks
+    from transfer_cache.classifiers import _params
+
+    assert (_params.Interval, _params.at_least, _params.greater_than) == (
+        _checks.Interval, _checks.at_least, _checks.greater_than)
+    for least in (0, 1, 2):
+        message = f"k must be a whole number {_checks.at_least(least).words()}; got {least - 1}"
+        assert message == f"k must be a whole number of at least {least}; got {least - 1}"
+        with pytest.raises(TransferCacheError, match=re.escape(message) + "$"):
+            _checks.whole_number(least - 1, "k", at_least=least)
+
+
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 def test_get_params_reports_the_declared_defaults_and_clone_keeps_them(name):
     from sklearn.base import clone

@@ -311,6 +311,50 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "runs" / "index.csv").exists()
 
 
+
+def test_the_options_declaration_is_the_one_source_of_keywords_flags_and_defaults():
+    """fit()'s keywords, the parser's destinations and the typed object all come from FitOptions: an option added to a
+    subclass of the declaration reaches the flags, the typed object and a signature with no other edit."""
+    import dataclasses
+    import inspect
+    import types
+
+    from transfer_cache import _options
+    from transfer_cache.fit import build_parser
+    from transfer_cache.fit_options import FitCommand, FitOptions
+
+    def dests(parser):
+        return [name for name in vars(parser.parse_args(["c.h5"])) if name not in ("caches", "debug")]
+
+    signature = inspect.signature(fit).parameters
+    keywords = [name for name, p in signature.items() if p.kind is p.KEYWORD_ONLY]
+    assert keywords == _options.names(FitOptions) == [f.name for f in dataclasses.fields(FitOptions)]
+    assert {name: signature[name].default for name in keywords} == dataclasses.asdict(FitOptions())
+    assert dests(build_parser()) == _options.names(FitCommand) == keywords + ["print_confusion"]
+    assert _options.from_args(FitCommand, build_parser().parse_args(["c.h5"])) == FitCommand()  # the same defaults
+    typed = _options.from_args(FitCommand, build_parser().parse_args(
+        ["c.h5", "--validation-split", "0.3", "--quiet", "--param", "C=1", "--param", "knn.n_neighbors=3", "--seed", "4"]
+    ))
+    assert (typed.test_size, typed.progress, typed.params, typed.seed) == (0.3, False, ["C=1", "knn.n_neighbors=3"], 4)
+
+    @dataclasses.dataclass(frozen=True)
+    class Extra(FitCommand):
+        throwaway: int = _options.option(7, "a throwaway option", group="rows", type=int)
+
+    parser = build_parser(Extra)
+    assert dests(parser) == dests(build_parser()) + ["throwaway"]
+    assert re.search(r"--throwaway THROWAWAY\s+a throwaway option", parser.format_help())
+    assert _options.from_args(Extra, parser.parse_args(["c.h5", "--throwaway", "3"])).throwaway == 3
+    copy = types.FunctionType(fit.__code__, fit.__globals__, "fit", fit.__defaults__, fit.__closure__)
+    assert list(inspect.signature(_options.takes(Extra)(copy)).parameters)[-2:] == ["print_confusion", "throwaway"]
+
+
+def test_an_unknown_keyword_is_named_with_the_options(tmp_path):
+    message = ("bogus is not an option of fit(); the options are: classifier, params, grid, n_jobs, layer, test_size, "
+               "seed, cv, split, test_cache, views, runs_dir, report, progress")
+    with pytest.raises(TransferCacheError, match=re.escape(message) + "$"):
+        fit([tmp_path / "c.h5"], bogus=1)
+
 def test_cli_missing_cache_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "nope.h5"), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err

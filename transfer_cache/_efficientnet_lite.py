@@ -23,8 +23,9 @@ import pathlib
 
 import numpy as np
 
+from ._checks import one_of
 from ._errors import TransferCacheError
-from ._hashing import file_sha256  # one hashing routine for every file
+from ._hashing import file_sha256  # one hashing routine for every file  # one hashing routine for every file
 from ._torch_legacy import load_state_dict
 
 __all__ = [
@@ -105,10 +106,7 @@ def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 
 def _check_variant(variant) -> dict:
-    if variant not in LITE_VARIANTS:
-        raise TransferCacheError(f"variant must be one of {', '.join(repr(v) for v in LITE_VARIANTS)}; "
-                                 f"got {variant!r}")
-    return LITE_VARIANTS[variant]
+    return LITE_VARIANTS[one_of(variant, LITE_VARIANTS, "variant")]
 
 
 def weights_path(variant: str) -> pathlib.Path:

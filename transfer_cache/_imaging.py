@@ -32,7 +32,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps
 
-from ._checks import whole_number
+from ._checks import one_of, whole_number
 from ._errors import ImageError, TransferCacheError
 
 #: The largest image (width x height) that is decoded; PIL's default limit, but always an error.
@@ -49,10 +49,6 @@ _RESAMPLE = {
 }
 
 FLOAT_RANGES = ("auto", "0-1", "0-255")
-
-
-def _quote_list(values) -> str:
-    return ", ".join(repr(v) for v in values)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -260,10 +256,7 @@ def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
       raise :class:`ImageError`. A whole dataset should use one range: sources decide it once per
       array (an all-dark [0, 255] image would otherwise be read as [0, 1]).
     """
-    if float_range not in FLOAT_RANGES:
-        raise TransferCacheError(
-            f"float_range must be one of {_quote_list(FLOAT_RANGES)}; got {float_range!r}"
-        )
+    one_of(float_range, FLOAT_RANGES, "float_range")
     array = np.asarray(array)
     shape = array.shape
     if not (
@@ -311,14 +304,8 @@ def to_rgb_array(array: np.ndarray, *, float_range: str = "auto") -> np.ndarray:
 def validate_resize(*, size: int, policy: str, crop_fraction: float, interpolation: str) -> None:
     """Check resize options up front; a mistake is a TransferCacheError (not an ImageError, which
     means "skip this image"), so callers can validate once before any image is read."""
-    if policy not in RESIZE_POLICIES:
-        raise TransferCacheError(
-            f"resize policy must be one of {_quote_list(RESIZE_POLICIES)}; got {policy!r}"
-        )
-    if interpolation not in INTERPOLATIONS:
-        raise TransferCacheError(
-            f"interpolation must be one of {_quote_list(INTERPOLATIONS)}; got {interpolation!r}"
-        )
+    one_of(policy, RESIZE_POLICIES, "resize policy")
+    one_of(interpolation, INTERPOLATIONS, "interpolation")
     whole_number(size, "size")
     if (
         isinstance(crop_fraction, bool)

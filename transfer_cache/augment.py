@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from ._errors import TransferCacheError
+from ._checks import one_of
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,7 @@ RECIPES = {
 
 
 def get_recipe(name: str) -> Recipe:
-    recipe = RECIPES.get(name)
-    if recipe is None:
-        raise TransferCacheError(
-            f"augmentation recipe must be one of {', '.join(repr(r) for r in RECIPES)}; got {name!r}"
-        )
-    return recipe
+    return RECIPES[one_of(name, RECIPES, "augmentation recipe")]
 
 
 def view_rng(digest: str, view: int, seed: int) -> np.random.Generator:

@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import _atomic, _cli
+from ._checks import one_of
 from ._errors import TransferCacheError
 from ._hashing import file_sha256
 
@@ -373,9 +374,7 @@ def fetch(
     name: str, *, dest: str | os.PathLike = "data", source: str | os.PathLike | None = None, progress: bool = True
 ) -> FetchResult:
     """Build dataset ``name`` under ``dest`` from the network (or from ``source``, an archive fetched elsewhere)."""
-    if name not in DATASETS:
-        raise TransferCacheError(f"dataset must be one of {', '.join(repr(n) for n in DATASETS)}; got {name!r}")
-    dataset = DATASETS[name]
+    dataset = DATASETS[one_of(name, DATASETS, "dataset")]
     dest = Path(dest).expanduser()
     final = dest / dataset.folder
     start = time.perf_counter()

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ._checks import one_of
 from ._errors import TransferCacheError
 from .sources import kind_of
 
@@ -66,8 +67,7 @@ def _has_source_split(data) -> bool:
 
 def choose_split(data, *, split: str, test_size: float, seed: int, cv: int, grid: bool) -> Split:
     """The one split of a fit command (every classifier of it is scored on the same rows)."""
-    if split not in split_names():
-        raise TransferCacheError(f"split must be one of {', '.join(repr(s) for s in split_names())}; got {split!r}")
+    one_of(split, split_names(), "split")
     has_test_cache = "test" in data.roles
     if has_test_cache and split not in ("auto", "caches"):
         raise TransferCacheError(f"--test-cache sets the split itself; drop --split {split}")

@@ -12,52 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import Interval, at_least, greater_than  # worded as the commands word theirs; old imports still work
 from .._errors import TransferCacheError
-
-_CLOSED = ("both", "left", "right", "neither")
-
-
-def _number(value) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The numbers from ``low`` to ``high`` (None: unbounded); ``closed`` says which ends are included."""
-
-    low: float | None = None
-    high: float | None = None
-    closed: str = "both"  # "both", "left" (low only), "right" (high only), "neither"
-
-    def __post_init__(self):
-        if self.closed not in _CLOSED:
-            raise ValueError(f"closed must be one of {_CLOSED}; got {self.closed!r}")
-
-    def holds(self, value) -> bool:
-        """Whether ``value`` is inside; written positively so NaN is outside every interval."""
-        low_ok = self.low is None or value > self.low or (value == self.low and self.closed in ("both", "left"))
-        high_ok = self.high is None or value < self.high or (value == self.high and self.closed in ("both", "right"))
-        return bool(low_ok and high_ok)
-
-    def words(self) -> str:
-        """The range in words, to follow "an integer" or "a number": "of at least 1", "in [0, 1)", ..."""
-        low_in, high_in = self.closed in ("both", "left"), self.closed in ("both", "right")
-        if self.low is None and self.high is None:
-            return ""
-        if self.high is None:
-            return f"of at least {_number(self.low)}" if low_in else f"greater than {_number(self.low)}"
-        if self.low is None:
-            return f"of at most {_number(self.high)}" if high_in else f"less than {_number(self.high)}"
-        return f"in {'[' if low_in else '('}{_number(self.low)}, {_number(self.high)}{']' if high_in else ')'}"
-
-
-def at_least(low: float) -> Interval:
-    return Interval(low, None, closed="left")
-
-
-def greater_than(low: float) -> Interval:
-    return Interval(low, None, closed="neither")
-
 
 POSITIVE = greater_than(0)  # learning rates, regularisation strengths
 COUNT = at_least(1)  # iterations, epochs, trees, neighbours, layer sizes, rows
@@ -106,7 +62,9 @@ CLASS_WEIGHT = Param("none", "str", ("none", "balanced"))  # shared by the heads
 
 
 def bad_value(classifier: str, name: str, spec: Param, value) -> TransferCacheError:
-    return TransferCacheError(f"parameter '{name}' of classifier '{classifier}' must be {spec.expected()}; got {value!r}")
+    return TransferCacheError(
+        f"parameter '{name}' of classifier '{classifier}' must be {spec.expected()}; got {value!r}"
+    )
 
 
 def coerce(classifier: str, name: str, spec: Param, value):
@@ -130,30 +88,9 @@ def _convert(classifier: str, name: str, spec: Param, value):
     kind = spec.kind
     bad = bad_value(classifier, name, spec, value)
     if kind == "int":
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise bad from None
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
+        return _to_int(value, bad)
     if kind == "float":
-        if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise bad
-            return value
-        if isinstance(value, str):
-            try:
-                result = float(value.strip())
-            except ValueError:
-                raise bad from None
-            if not math.isfinite(result):
-                raise bad
-            return result
-        raise bad
+        return _to_float(value, bad)
     if kind == "bool":
         if isinstance(value, (bool, np.bool_)):
             return value
@@ -177,17 +114,55 @@ def _convert(classifier: str, name: str, spec: Param, value):
         except TransferCacheError:
             raise bad from None
     if kind == "ints":
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-            return value
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return (int(value),) if value != 0 else ()
-        if isinstance(value, str):
-            text = value.strip().lower()
-            if text in ("none", "", "0"):
-                return ()
-            try:
-                return tuple(int(part) for part in text.split(","))
-            except ValueError:
-                raise bad from None
-        raise bad
+        return _to_ints(value, bad)
     raise AssertionError(f"unknown parameter kind {kind}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _to_int(value, bad: TransferCacheError):
+    if _is_int(value):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise bad from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise bad
+
+
+def _to_float(value, bad: TransferCacheError):
+    if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise bad
+        return value
+    if isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise bad from None
+        if not math.isfinite(result):
+            raise bad
+        return result
+    raise bad
+
+
+def _to_ints(value, bad: TransferCacheError):
+    """A list of ints as given; one int or "1024,256" as a tuple; 0, "none", "0" or "" as no items."""
+    if isinstance(value, (list, tuple)) and all(_is_int(v) for v in value):
+        return value
+    if _is_int(value):
+        return (int(value),) if value != 0 else ()
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "", "0"):
+            return ()
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise bad from None
+    raise bad

@@ -18,7 +18,19 @@ from ._params import CLASS_WEIGHT, COUNT, FRACTION, POSITIVE, Param, at_least
 from .base import Classifier, class_weights
 from .registry import register
 
-_OPTIMIZER = Param("rmsprop", "str", ("rmsprop", "adam", "sgd"))
+# The hyper-parameters the dense head and the pixel CNN share, declared once: their dense layers, then training.
+_DENSE_LAYERS = {
+    "hidden": Param((256,), "ints", interval=COUNT),
+    "dropout": Param(0.2, "float", interval=FRACTION),
+}
+_TRAINING = {
+    "optimizer": Param("rmsprop", "str", ("rmsprop", "adam", "sgd")),
+    "learning_rate": Param(1e-3, "float", interval=POSITIVE),
+    "epochs": Param(10, "int", interval=COUNT),
+    "batch_size": Param(64, "int", interval=COUNT),
+    "early_stopping": Param(0, "int", interval=at_least(0)),  # patience in epochs; 0: off
+    "class_weight": CLASS_WEIGHT,
+}
 
 
 def _stream_dataset(chunks, input_shape: tuple[int, ...], *, batch_size: int, sigmoid: bool):
@@ -197,15 +209,9 @@ class Dense(_KerasClassifier):
 
     name = "dense"
     spec = {
-        "hidden": Param((256,), "ints", interval=COUNT),
-        "dropout": Param(0.2, "float", interval=FRACTION),
+        **_DENSE_LAYERS,
         "batch_norm": Param(False, "bool"),
-        "optimizer": _OPTIMIZER,
-        "learning_rate": Param(1e-3, "float", interval=POSITIVE),
-        "epochs": Param(10, "int", interval=COUNT),
-        "batch_size": Param(64, "int", interval=COUNT),
-        "early_stopping": Param(0, "int", interval=at_least(0)),  # patience in epochs; 0: off
-        "class_weight": CLASS_WEIGHT,
+        **_TRAINING,
         "binary": Param("softmax", "str", ("softmax", "sigmoid")),
         "stream": Param(False, "bool"),  # fit streams the training rows from HDF5 (memory stays flat)
     }
@@ -285,14 +291,8 @@ class Pixels(_KerasClassifier):
     spec = {
         "size": Param(32, "int", interval=at_least(2)),  # and 2 ** (conv blocks + 1): checked when built
         "filters": Param((32, 32, 64), "ints", interval=COUNT),
-        "hidden": Param((256,), "ints", interval=COUNT),
-        "dropout": Param(0.2, "float", interval=FRACTION),
-        "optimizer": _OPTIMIZER,
-        "learning_rate": Param(1e-3, "float", interval=POSITIVE),
-        "epochs": Param(10, "int", interval=COUNT),
-        "batch_size": Param(64, "int", interval=COUNT),
-        "early_stopping": Param(0, "int", interval=at_least(0)),  # patience in epochs; 0: off
-        "class_weight": CLASS_WEIGHT,
+        **_DENSE_LAYERS,
+        **_TRAINING,
     }
 
     @property

@@ -6,6 +6,7 @@ import csv
 import os
 import pathlib
 
+from .._checks import one_of
 from .._errors import TransferCacheError
 from .base import FileSource, Record, class_sort_key, normalise_split
 from .registry import SourceKind, register
@@ -100,11 +101,9 @@ class CsvSource(FileSource):
             split = ""
             if col_split is not None:
                 split = normalise_split(row[col_split])
-                if split is None:
-                    raise TransferCacheError(
-                        f"manifest '{manifest}' line {line}: split must be one of 'train', 'val', "
-                        f"'test' (or 'valid', 'validation', or empty); got {row[col_split]!r}"
-                    )
+                if split is None:  # not a spelling of a split: named as given, with the spellings accepted
+                    one_of(row[col_split], ("train", "val", "test"), f"manifest '{manifest}' line {line}: split",
+                           also=" (or 'valid', 'validation', or empty)")
             entries.append((line, rel, row[col_label].strip(), split))
         if not entries:
             raise TransferCacheError(f"manifest '{manifest}' lists no images: add rows under the header")

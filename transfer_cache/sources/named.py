@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import one_of
 from .._errors import TransferCacheError
 from .base import ArraySourceBase, Record, labels_array
 from .cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
@@ -34,11 +35,7 @@ class KerasSource(ArraySourceBase):
     kind = "keras"
 
     def __init__(self, dataset: str):
-        if dataset not in KERAS_DATASETS:
-            raise TransferCacheError(
-                f"keras dataset must be one of {', '.join(repr(d) for d in KERAS_DATASETS)}; "
-                f"got {dataset!r}"
-            )
+        one_of(dataset, KERAS_DATASETS, "keras dataset")
         self.description = f"keras:{dataset}"
         self.name = dataset
         self.failed = []
@@ -75,11 +72,7 @@ class SklearnSource(ArraySourceBase):
     kind = "sklearn"
 
     def __init__(self, dataset: str):
-        if dataset not in SKLEARN_DATASETS:
-            raise TransferCacheError(
-                f"scikit-learn dataset must be one of {', '.join(repr(d) for d in SKLEARN_DATASETS)}; "
-                f"got {dataset!r}"
-            )
+        one_of(dataset, SKLEARN_DATASETS, "scikit-learn dataset")
         from sklearn.datasets import load_digits
 
         digits = load_digits()
