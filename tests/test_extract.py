@@ -20,6 +20,7 @@ import transfer_cache as tc
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import cache_lock, open_cache
 from transfer_cache.extract import extract, main
+from transfer_cache.feature_config import FeatureConfig
 
 from conftest import make_class_folder, write_image
 
@@ -31,7 +32,7 @@ def _direct_features(config, images):
     from transfer_cache._imaging import resize_image
     from transfer_cache.backbones import build_feature_model_from_config
 
-    model = build_feature_model_from_config(config)
+    model = build_feature_model_from_config(FeatureConfig.from_attrs(config))
     batch = np.stack(
         [
             resize_image(

@@ -14,7 +14,7 @@ from PIL import Image
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
-from transfer_cache.feature_config import feature_config, fingerprint
+from transfer_cache.feature_config import FeatureConfig, feature_config, fingerprint
 from transfer_cache.runtimes import registry
 
 from conftest import make_class_folder
@@ -79,7 +79,7 @@ def test_a_damaged_converted_model_is_converted_again(tmp_path, capfd):
     from transfer_cache.runtimes.openvino import converted_model_path
 
     root = make_class_folder(tmp_path / "images", per_class=2)
-    config = feature_config(backbone="tiny", weights="none", runtime="openvino")
+    config = FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino")
     first = extract(str(root), cache_dir=tmp_path / "a", runtime="openvino", **TINY)
     path = converted_model_path(config)
     good = path.read_bytes()

@@ -676,7 +676,8 @@ def _compute(src, items, digests, config, parts: WorkParts, batch_size: int, pro
     )
     with _ReadAhead(batches) as stream:  # images decode while the model is built
         # lock_timeout: how long to wait for another process converting the same model (OpenVINO)
-        forward = get_runtime(config["runtime"]).forward(config, batch_size=batch_size, lock_timeout=lock_timeout)
+        forward = get_runtime(config["runtime"]).forward(FeatureConfig(**config), batch_size=batch_size,
+                                                         lock_timeout=lock_timeout)
         return _run_batches(stream, forward, key, items, config, parts, progress)
 
 
