@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -20,18 +22,22 @@ from ._errors import ImageError
 from ._imaging import INTERPOLATIONS, RESIZE_POLICIES, validate_resize  # noqa: F401  (re-exported for callers)
 
 
-def prepare_image(image, *, config: dict) -> np.ndarray:
-    """Decode (bytes) or convert (array) one image and resize it exactly as extraction did for ``config``."""
+def prepare_image(image, *, config) -> np.ndarray:
+    """Decode (bytes) or convert (array) one image and resize it exactly as extraction did for ``config``, a
+    ``FeatureConfig`` (read by attribute: that module sits above this one). A mapping of the same fields is read too,
+    for the callers that still hold one (an export's description, a cache's attributes)."""
+    if isinstance(config, Mapping):
+        config = SimpleNamespace(**config)
     if isinstance(image, (bytes, bytearray, memoryview)):
         array = _imaging.decode_image(bytes(image))
     else:
         array = _imaging.to_rgb_array(np.asarray(image))
     return _imaging.resize_image(
         array,
-        size=int(config["input_size"]),
-        policy=config["resize"],
-        crop_fraction=float(config["crop_fraction"]),
-        interpolation=config["interpolation"],
+        size=int(config.input_size),
+        policy=config.resize,
+        crop_fraction=float(config.crop_fraction),
+        interpolation=config.interpolation,
     )
 
 
