@@ -29,6 +29,7 @@ import numpy as np
 from . import _atomic, _cli
 from ._errors import TransferCacheError
 from .classifiers import CLASSIFIERS, load_classifier
+from .feature_config import FeatureConfig
 from .runs import json_text, load_run
 
 __all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
@@ -58,8 +59,9 @@ def _feature_model(config: dict, layer: str):
 
     from .backbones import build_feature_model_from_config
 
-    model = build_feature_model_from_config(config)
-    layers = list(config["layers"])
+    features = FeatureConfig.from_attrs(config)
+    model = build_feature_model_from_config(features)
+    layers = list(features.layers)
     if len(layers) > 1:
         output = model.outputs[layers.index(layer)]
         model = keras.Model(model.inputs, output, name=f"{model.name}_{layer}")
@@ -67,6 +69,9 @@ def _feature_model(config: dict, layer: str):
 
 
 def _description(run: dict, config: dict, *, kind: str, classifier: str, files: list[str]) -> dict:
+    """What ``predict`` needs beside the model; ``config`` (the cache's attributes as fit recorded them) is kept whole,
+    and the fields that say how to prepare an image are read through its ``FeatureConfig``."""
+    features = FeatureConfig.from_attrs(config)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
@@ -75,12 +80,12 @@ def _description(run: dict, config: dict, *, kind: str, classifier: str, files: 
         "class_names": list(run["class_names"]),
         "run_id": run.get("run_id"),
         "layer": run.get("layer"),
-        "fingerprint": run.get("fingerprint") or config.get("fingerprint"),
-        "backbone": config.get("backbone"),
-        "input_size": int(config["input_size"]),
-        "resize": config.get("resize"),
-        "crop_fraction": config.get("crop_fraction"),
-        "interpolation": config.get("interpolation"),
+        "fingerprint": run.get("fingerprint") or features.fingerprint,
+        "backbone": features.backbone,
+        "input_size": int(features.input_size),
+        "resize": features.resize,
+        "crop_fraction": features.crop_fraction,
+        "interpolation": features.interpolation,
         "feature_config": config,
         "files": files,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
