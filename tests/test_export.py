@@ -265,7 +265,8 @@ def test_the_description_reads_the_image_fields_through_the_feature_config():
     run = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
     described = export_module._description(run, config, kind="keras", classifier="logreg", files=["m.keras"])
     assert {key: described[key] for key in ("backbone", "input_size", "resize", "crop_fraction", "interpolation")} == {
-        "backbone": "tiny", "input_size": 24, "resize": "center-crop", "crop_fraction": 0.875, "interpolation": "bicubic"
+        "backbone": "tiny", "input_size": 24, "resize": "center-crop", "crop_fraction": 0.875,
+        "interpolation": "bicubic",
     }
     assert described["feature_config"] == config and described["feature_config"]["source"] == "sklearn:digits"
     assert described["fingerprint"] == FeatureConfig.from_attrs(config).fingerprint

@@ -373,7 +373,8 @@ def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
     array = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    want = resize_image(array, size=20, policy="center-crop", crop_fraction=config.crop_fraction, interpolation="bicubic")
+    want = resize_image(array, size=20, policy="center-crop", crop_fraction=config.crop_fraction,
+                        interpolation="bicubic")
     assert want.shape == (20, 20, 3)
     np.testing.assert_array_equal(prepare_image(buffer.getvalue(), config=config), want)
     np.testing.assert_array_equal(prepare_image(array, config=config.as_dict()), want)

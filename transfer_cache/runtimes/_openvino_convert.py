@@ -65,9 +65,10 @@ def sha256_of(data: bytes) -> str:
 
 
 def convert_into(folder: Path, config) -> None:
-    """Build the Keras model of ``config`` (a ``FeatureConfig``), convert it in memory and save the OpenVINO model in ``folder``, its outputs
-    named ``output_0`` ... in the Keras model's order (matched on a seeded batch, which also checks the conversion);
-    then read the saved model back as a reader will, record its outputs on that batch and the digests of the files.
+    """Build the Keras model of ``config`` (a ``FeatureConfig``), convert it in memory and save the OpenVINO model in
+    ``folder``, its outputs named ``output_0`` ... in the Keras model's order (matched on a seeded batch, which also
+    checks the conversion); then read the saved model back as a reader will, record its outputs on that batch and the
+    digests of the files.
 
     Converting the Keras model itself, rather than an exported SavedModel, skips the export (about 5 s for Lite0). The
     weights are saved in float32: ``save_model`` would store them as float16 by default, which moved Lite0's vectors by
@@ -99,7 +100,8 @@ def convert_into(folder: Path, config) -> None:
     need = sum(int(np.prod(w.shape)) * 4 for w in model.weights) + (1 << 20)  # float32 weights and the rest
     try:
         ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
-        (folder / "config.json").write_text(json.dumps({k: getattr(config, k) for k in MODEL_FIELDS}, indent=1) + "\n")
+        network = {name: getattr(config, name) for name in MODEL_FIELDS}
+        (folder / "config.json").write_text(json.dumps(network, indent=1) + "\n")
         saved = core.read_model(str(folder / "model.xml"))  # what a reader will get, not what was meant to be written
         compiled = core.compile_model(saved, "CPU", COMPILE_CONFIG)
         results = compiled({0: probe.astype(np.float32)})
@@ -159,4 +161,3 @@ def die_with_parent(parent: int | None) -> None:
             threading.Thread(target=watch, daemon=True).start()
     if parent is not None and os.getppid() != parent:  # it died before the request above took effect
         os._exit(1)
-
