@@ -257,9 +257,10 @@ def test_export_into_a_folder_that_is_a_file_is_one_line_exit_2(fitted, tmp_path
 def test_the_description_reads_the_image_fields_through_the_feature_config():
     """The backbone and the fields predict prepares each image with come from the cache's FeatureConfig; the recorded
     configuration is kept whole (source and all); a run without a fingerprint gets the configuration's."""
-    from conftest import synthetic_attrs
     from transfer_cache import export as export_module
     from transfer_cache.feature_config import FeatureConfig
+
+    from conftest import synthetic_attrs
 
     config = synthetic_attrs(input_size=24, resize="center-crop", crop_fraction=0.875, interpolation="bicubic")
     run = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}

@@ -103,11 +103,12 @@ def test_the_command_itself_prints_one_line_and_exits_2(cache):
 def test_an_image_file_is_computed_through_the_caches_feature_config(tmp_path):
     """image_vector takes the cache's FeatureConfig (its runtime, resize, layers and dtype): an extracted image comes
     back as its own cached vector, and as its own nearest neighbour."""
-    from conftest import make_class_folder
     from transfer_cache.cache import open_cache
     from transfer_cache.extract import extract
     from transfer_cache.feature_config import FeatureConfig
     from transfer_cache.neighbors import image_vector
+
+    from conftest import make_class_folder
 
     root = make_class_folder(tmp_path / "images", per_class=2)
     made = extract(str(root), cache_dir=tmp_path / "c", backbone="tiny", weights="none", layer="conv3,conv1",
