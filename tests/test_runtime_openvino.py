@@ -251,3 +251,23 @@ def test_each_runtime_forward_takes_the_feature_config(runtime):
     assert [g.shape for g in got] == [(3, 32), (3, 8)]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-3, atol=1e-4)
+
+
+def test_the_conversion_child_rebuilds_the_feature_config_and_passes_a_users_mistake_on(tmp_path, monkeypatch):
+    """The configuration crosses to the conversion child as JSON and is rebuilt there as a FeatureConfig: the child
+    checks its weights like the parent would, and its one-line message (exit 3) is the parent's error, word for word.
+    Nothing is left in the models folder."""
+    from transfer_cache.runtimes import openvino as ov_runtime
+
+    monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(tmp_path / "models"))
+    config = dataclasses.replace(
+        FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino"), weights_sha256="f" * 64
+    )
+    with pytest.raises(TransferCacheError) as caught:
+        ov_runtime.convert(config)
+    assert str(caught.value) == (
+        "the weights 'none' are not the ones this cache was made with (sha256 random... vs ffffffffffff...); "
+        "use the original weights file"
+    )
+    assert not (tmp_path / "models" / "openvino" / ov_runtime.model_key(config)).exists()
+    assert [p.name for p in (tmp_path / "models" / "openvino").iterdir()] == [f"{ov_runtime.model_key(config)}.lock"]
