@@ -31,7 +31,7 @@ def datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def pixels_of(images: np.ndarray, config: dict) -> np.ndarray:
+def pixels_of(images: np.ndarray, config) -> np.ndarray:
     from transfer_cache.pipeline import prepare_image
 
     return np.stack([prepare_image(image, config=config) for image in images]).astype(np.float32)
@@ -83,14 +83,14 @@ def main() -> None:
     import nncf
     import openvino as ov
 
-    from transfer_cache.feature_config import feature_config
+    from transfer_cache.feature_config import FeatureConfig
     from transfer_cache.runtimes.openvino import convert, converted_model_path
 
-    config = feature_config(backbone="efficientnet_lite0", runtime="openvino")
+    config = FeatureConfig.resolve(backbone="efficientnet_lite0", runtime="openvino")
     path = converted_model_path(config)
     if not path.is_file():
         path = convert(config)
-    core, batch, size = ov.Core(), 32, int(config["input_size"])
+    core, batch, size = ov.Core(), 32, int(config.input_size)
     fp32_model = core.read_model(str(path))
     variants = {
         "default": {},

@@ -231,8 +231,9 @@ def _flipped_model_byte(scene: Scene) -> None:
 _HOLD_THE_LOCK = textwrap.dedent(
     """
     import json, sys, time
+    from transfer_cache.feature_config import FeatureConfig
     from transfer_cache.runtimes.openvino import _conversion_lock, converted_model_path
-    with _conversion_lock(converted_model_path(json.loads(sys.argv[1])).parent, 0):
+    with _conversion_lock(converted_model_path(FeatureConfig(**json.loads(sys.argv[1]))).parent, 0):
         print("held", flush=True)
         time.sleep(120)
     """
@@ -243,7 +244,7 @@ def _stopped_converter(scene: Scene) -> None:
     """Make: a process holding the conversion lock of the tiny model, stopped with SIGSTOP; {pid} is its pid."""
     helpers = _model_tests()
     scene.monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(scene.tmp / "models"))
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_LOCK, json.dumps(helpers.CONFIG)],
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_LOCK, json.dumps(helpers.CONFIG.as_dict())],
                               stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     scene.started.append(holder)
     assert holder.stdout.readline().strip() == "held"

@@ -252,3 +252,25 @@ def test_export_into_a_folder_that_is_a_file_is_one_line_exit_2(fitted, tmp_path
             "folder; choose another OUT path\n"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_the_description_reads_the_image_fields_through_the_feature_config():
+    """The backbone and the fields predict prepares each image with come from the cache's FeatureConfig; the recorded
+    configuration is kept whole (source and all); a run without a fingerprint gets the configuration's."""
+    from transfer_cache import export as export_module
+    from transfer_cache.feature_config import FeatureConfig
+
+    from conftest import synthetic_attrs
+
+    config = synthetic_attrs(input_size=24, resize="center-crop", crop_fraction=0.875, interpolation="bicubic")
+    run = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
+    described = export_module._description(run, config, kind="keras", classifier="logreg", files=["m.keras"])
+    assert {key: described[key] for key in ("backbone", "input_size", "resize", "crop_fraction", "interpolation")} == {
+        "backbone": "tiny", "input_size": 24, "resize": "center-crop", "crop_fraction": 0.875,
+        "interpolation": "bicubic",
+    }
+    assert described["feature_config"] == config and described["feature_config"]["source"] == "sklearn:digits"
+    assert described["fingerprint"] == FeatureConfig.from_attrs(config).fingerprint
+    with_fingerprint = {**run, "fingerprint": "0123456789abcdef"}
+    assert export_module._description(with_fingerprint, config, kind="keras", classifier="logreg", files=[])[
+        "fingerprint"] == "0123456789abcdef"

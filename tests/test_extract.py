@@ -20,6 +20,7 @@ import transfer_cache as tc
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import cache_lock, open_cache
 from transfer_cache.extract import extract, main
+from transfer_cache.feature_config import FeatureConfig
 
 from conftest import make_class_folder, write_image
 
@@ -31,7 +32,7 @@ def _direct_features(config, images):
     from transfer_cache._imaging import resize_image
     from transfer_cache.backbones import build_feature_model_from_config
 
-    model = build_feature_model_from_config(config)
+    model = build_feature_model_from_config(FeatureConfig.from_attrs(config))
     batch = np.stack(
         [
             resize_image(
@@ -357,3 +358,23 @@ def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp
         assert cache.paths == ["chelsea/chelsea.png", "coffee/coffee.png", "rocket/rocket.png"]
         np.testing.assert_allclose(cache.features[:], features, rtol=1e-4, atol=1e-4)
     assert probabilities.argmax(axis=1).tolist()[1] == 967  # espresso
+
+
+def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
+    """pipeline.prepare_image reads the FeatureConfig's input size, resize policy, crop and filter (and the same fields
+    of a mapping, which an export's description still is)."""
+    import io
+
+    from transfer_cache._imaging import resize_image
+    from transfer_cache.pipeline import prepare_image
+
+    config = FeatureConfig.resolve(backbone="tiny", weights="none", input_size=20, resize="center-crop",
+                                   interpolation="bicubic", runtime="tensorflow")
+    array = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    want = resize_image(array, size=20, policy="center-crop", crop_fraction=config.crop_fraction,
+                        interpolation="bicubic")
+    assert want.shape == (20, 20, 3)
+    np.testing.assert_array_equal(prepare_image(buffer.getvalue(), config=config), want)
+    np.testing.assert_array_equal(prepare_image(array, config=config.as_dict()), want)

@@ -99,3 +99,28 @@ def test_the_command_itself_prints_one_line_and_exits_2(cache):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [f"{PROG}'²' is not a row number: the rows of {cache} are 0..5, written in the "
                                         "digits 0-9"]
+
+
+def test_an_image_file_is_computed_through_the_caches_feature_config(tmp_path):
+    """image_vector takes the cache's FeatureConfig (its runtime, resize, layers and dtype): an extracted image comes
+    back as its own cached vector, and as its own nearest neighbour."""
+    from transfer_cache.cache import open_cache
+    from transfer_cache.extract import extract
+    from transfer_cache.feature_config import FeatureConfig
+    from transfer_cache.neighbors import image_vector
+
+    from conftest import make_class_folder
+
+    root = make_class_folder(tmp_path / "images", per_class=2)
+    made = extract(str(root), cache_dir=tmp_path / "c", backbone="tiny", weights="none", layer="conv3,conv1",
+                   dtype="float16", runtime="tensorflow", progress=False)
+    image = sorted(root.rglob("*.png"))[3]
+    with open_cache(made.path) as cache:
+        config = FeatureConfig.from_attrs(cache.config)
+        row = next(i for i, path in enumerate(cache.paths) if path.endswith(image.name))
+        cached = cache.read_rows(np.array([row]), layer="conv1").reshape(-1)
+    vector = image_vector(config, image, layer="conv1")
+    assert vector.shape == cached.shape == (8,)
+    np.testing.assert_allclose(vector, cached, rtol=1e-3, atol=1e-3)
+    nearest = neighbors(made.path, str(image), k=1, layer="conv1")
+    assert nearest[0]["row"] == row and nearest[0]["similarity"] == pytest.approx(1.0, abs=1e-4)

@@ -25,14 +25,14 @@ pytest.importorskip("openvino", reason="the OpenVINO runtime needs the openvino 
 from transfer_cache import TransferCacheError  # noqa: E402
 from transfer_cache.cache import open_cache  # noqa: E402
 from transfer_cache.extract import extract  # noqa: E402
-from transfer_cache.feature_config import feature_config  # noqa: E402
+from transfer_cache.feature_config import FeatureConfig  # noqa: E402
 from transfer_cache.runtimes import openvino as ov_runtime  # noqa: E402
 from transfer_cache.runtimes._openvino_convert import RECORD, sha256_of  # noqa: E402
 
 from conftest import make_class_folder  # noqa: E402
 
 TINY = dict(backbone="tiny", weights="none", progress=False, runtime="openvino")
-CONFIG = feature_config(backbone="tiny", weights="none", runtime="openvino")
+CONFIG = FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino")
 ADVICE = "set TRANSFER_CACHE_MODELS to a writable folder (extract also runs without it: --runtime tensorflow)"
 
 
@@ -68,7 +68,7 @@ def _refuse_conversion(monkeypatch) -> list:
     attempts = []
 
     def refuse(config, **kwargs):
-        attempts.append(config["backbone"])
+        attempts.append(config.backbone)
         raise TransferCacheError("conversion refused by the test")
 
     monkeypatch.setattr(ov_runtime, "convert", refuse)
@@ -246,8 +246,9 @@ def test_a_stuck_conversion_is_waited_for_no_longer_than_the_lock_timeout(images
 _CONVERTING_PARENT = textwrap.dedent(
     """
     import json, sys
+    from transfer_cache.feature_config import FeatureConfig
     from transfer_cache.runtimes.openvino import convert
-    convert(json.loads(sys.argv[1]))
+    convert(FeatureConfig(**json.loads(sys.argv[1])))
     """
 )
 
@@ -275,7 +276,7 @@ def _running(pid: int) -> bool:
 def test_the_converter_child_dies_with_its_parent(tmp_path):
     """A SIGKILLed first run left its converter child running: the rerun converted a second time beside it."""
     env = {**os.environ, "TRANSFER_CACHE_MODELS": str(tmp_path / "models")}
-    parent = subprocess.Popen([sys.executable, "-c", _CONVERTING_PARENT, json.dumps(CONFIG)], env=env,
+    parent = subprocess.Popen([sys.executable, "-c", _CONVERTING_PARENT, json.dumps(CONFIG.as_dict())], env=env,
                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

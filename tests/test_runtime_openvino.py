@@ -3,6 +3,7 @@ cache, fingerprints that keep the runtimes' caches apart, and the behaviour with
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from PIL import Image
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
-from transfer_cache.feature_config import feature_config, fingerprint
+from transfer_cache.feature_config import FeatureConfig, feature_config, fingerprint
 from transfer_cache.runtimes import registry
 
 from conftest import make_class_folder
@@ -33,6 +34,32 @@ def test_without_openvino_auto_uses_tensorflow_and_asking_for_it_is_a_clear_erro
     assert feature_config(backbone="tiny", weights="none")["runtime"] == "tensorflow"
     with pytest.raises(TransferCacheError, match=re.escape("runtime 'openvino' is not installed here: OpenVINO on the CPU (pip install openvino)")):
         extract(str(tmp_path), runtime="openvino", cache_dir=tmp_path / "c", **TINY)
+
+
+LITE0 = FeatureConfig(
+    backbone="efficientnet_lite0", weights="imagenet", weights_sha256="0123abcd" * 8, layers=["top_activation"],
+    pooling="avg", input_size=224, resize="squash", crop_fraction=1.0, interpolation="bilinear", preprocessing="lite",
+    dtype="float32", augment=0, compute_precision="float32", runtime="openvino",
+)
+TWO_LAYERS = FeatureConfig(
+    backbone="tiny", weights="none", weights_sha256="random", layers=["conv2", "conv3"], pooling="max", input_size=32,
+    resize="center-crop", crop_fraction=0.875, interpolation="bicubic", preprocessing="rescale", dtype="float16",
+    augment={"views": 2, "recipe": {"flip": True}, "seed": 3}, compute_precision="mixed_float16", runtime="openvino",
+)
+
+
+@pytest.mark.parametrize(
+    "config, key", [(LITE0, "efficientnet_lite0-63b6ac89f8567e00"), (TWO_LAYERS, "tiny-b91476d649539a0c")]
+)
+def test_the_converted_models_folder_name_stays_the_same(config, key):
+    """The keys as computed from the configuration's dict before the runtimes took the FeatureConfig object: a new key
+    would make every user convert every model again. Fields the network does not depend on leave it alone."""
+    from transfer_cache.runtimes.openvino import model_key
+
+    assert model_key(config) == key
+    outside = dataclasses.replace(config, resize="pad", interpolation="nearest", dtype="float32", augment=0)
+    assert model_key(outside) == key
+    assert model_key(dataclasses.replace(config, input_size=config.input_size + 8)) != key
 
 
 openvino = pytest.importorskip("openvino", reason="the OpenVINO runtime needs the openvino package (pip install openvino)")
@@ -79,7 +106,7 @@ def test_a_damaged_converted_model_is_converted_again(tmp_path, capfd):
     from transfer_cache.runtimes.openvino import converted_model_path
 
     root = make_class_folder(tmp_path / "images", per_class=2)
-    config = feature_config(backbone="tiny", weights="none", runtime="openvino")
+    config = FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino")
     first = extract(str(root), cache_dir=tmp_path / "a", runtime="openvino", **TINY)
     path = converted_model_path(config)
     good = path.read_bytes()
@@ -209,3 +236,38 @@ def test_a_failed_conversion_ends_its_line_and_a_drawn_bar_gets_whole_lines(caps
     lines = [line.split("\r")[-1] for line in capsys.readouterr().err.split("\n")]
     assert "converting tiny for OpenVINO (once per machine)..." in lines
     assert any(re.fullmatch(r"\.\.\. converted in \d+\.\d s", line) for line in lines), lines
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "openvino"])
+def test_each_runtime_forward_takes_the_feature_config(runtime):
+    """Runtime.forward(FeatureConfig, ...): the warm forward pass computes what the Keras model of that configuration
+    computes, one array per layer in the configuration's order, for a batch shorter than the batch size."""
+    from transfer_cache.backbones import build_feature_model_from_config
+
+    config = FeatureConfig.resolve(backbone="tiny", weights="none", layer="conv3,conv1", runtime=runtime)
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    got = registry.get_runtime(runtime).forward(config, batch_size=4)(pixels)
+    want = build_feature_model_from_config(config)(pixels.astype(np.float32), training=False)
+    assert [g.shape for g in got] == [(3, 32), (3, 8)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-3, atol=1e-4)
+
+
+def test_the_conversion_child_rebuilds_the_feature_config_and_passes_a_users_mistake_on(tmp_path, monkeypatch):
+    """The configuration crosses to the conversion child as JSON and is rebuilt there as a FeatureConfig: the child
+    checks its weights like the parent would, and its one-line message (exit 3) is the parent's error, word for word.
+    Nothing is left in the models folder."""
+    from transfer_cache.runtimes import openvino as ov_runtime
+
+    monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(tmp_path / "models"))
+    config = dataclasses.replace(
+        FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino"), weights_sha256="f" * 64
+    )
+    with pytest.raises(TransferCacheError) as caught:
+        ov_runtime.convert(config)
+    assert str(caught.value) == (
+        "the weights 'none' are not the ones this cache was made with (sha256 random... vs ffffffffffff...); "
+        "use the original weights file"
+    )
+    assert not (tmp_path / "models" / "openvino" / ov_runtime.model_key(config)).exists()
+    assert [p.name for p in (tmp_path / "models" / "openvino").iterdir()] == [f"{ov_runtime.model_key(config)}.lock"]

@@ -80,5 +80,4 @@ def resized_images(folder: Path, config: FeatureConfig) -> tuple[np.ndarray, lis
     from .pipeline import prepare_image
 
     files = sorted(folder.rglob("*.jpg"))
-    plain = config.as_dict()  # prepare_image reads the configuration as a dict
-    return np.stack([prepare_image(path.read_bytes(), config=plain) for path in files]), files
+    return np.stack([prepare_image(path.read_bytes(), config=config) for path in files]), files

@@ -21,7 +21,7 @@ def feature_model(config: FeatureConfig):
     """The Keras feature model of ``config``, built in this process."""
     from .backbones import build_feature_model_from_config
 
-    return build_feature_model_from_config(config.as_dict())
+    return build_feature_model_from_config(config)
 
 
 def compiled(model):
@@ -49,7 +49,7 @@ def runtime_rates(
     from .runtimes import get_runtime
 
     forwards = {  # a runtime's forward pass reads the configuration as a dict
-        name: get_runtime(name).forward(dataclasses.replace(config, runtime=name).as_dict(), batch_size=batch_size)
+        name: get_runtime(name).forward(dataclasses.replace(config, runtime=name), batch_size=batch_size)
         for name in runtimes
     }
     batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
@@ -139,10 +139,9 @@ def hvass_rate(files: list[Path], infer, *, config: FeatureConfig) -> float:
     from .pipeline import prepare_image
 
     infer(np.zeros((1, config.input_size, config.input_size, 3), np.uint8))  # traced before the clock
-    plain = config.as_dict()  # prepare_image reads the configuration as a dict
     begin = time.perf_counter()
     for path in files:
-        pixels = prepare_image(path.read_bytes(), config=plain)
+        pixels = prepare_image(path.read_bytes(), config=config)
         [np.asarray(o) for o in infer(pixels[None])]
     return len(files) / (time.perf_counter() - begin)
 

@@ -59,7 +59,7 @@ _PEER_CHILD = textwrap.dedent(
     from transfer_cache.extract_options import feature_config
     options = json.loads(sys.argv[1])
     config = feature_config(backbone=options["backbone"], weights=options["weights"], runtime="tensorflow")
-    model = build_feature_model_from_config(config.as_dict())
+    model = build_feature_model_from_config(config)
     size = config.input_size
     dataset = keras.utils.image_dataset_from_directory(
         sys.argv[2], labels=None, image_size=(size, size), batch_size=options["batch_size"], shuffle=False,

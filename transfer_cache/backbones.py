@@ -449,22 +449,23 @@ def _has_layer(model, name: str) -> bool:
         return False
 
 
-def build_feature_model_from_config(config: dict):
-    """Rebuild exactly the feature extractor a cache was made with (its attributes as ``config``)."""
-    spec = get_spec(config["backbone"])
-    _, _, identity = resolve_weights(spec, config["weights"])
-    if identity != config["weights_sha256"]:
+def build_feature_model_from_config(config):
+    """Rebuild exactly the feature extractor a cache was made with, from its ``feature_config.FeatureConfig`` (read
+    by attribute: that module sits above this one)."""
+    spec = get_spec(config.backbone)
+    _, _, identity = resolve_weights(spec, config.weights)
+    if identity != config.weights_sha256:
         raise TransferCacheError(
-            f"the weights '{config['weights']}' are not the ones this cache was made with "
-            f"(sha256 {identity[:12]}... vs {str(config['weights_sha256'])[:12]}...); use the original weights file"
+            f"the weights '{config.weights}' are not the ones this cache was made with "
+            f"(sha256 {identity[:12]}... vs {str(config.weights_sha256)[:12]}...); use the original weights file"
         )
     model, _ = build_feature_model(
-        backbone=config["backbone"],
-        layers=list(config["layers"]),
-        pooling=config["pooling"],
-        input_size=int(config["input_size"]),
-        weights=config["weights"],
-        preprocessing=config["preprocessing"],
+        backbone=config.backbone,
+        layers=list(config.layers),
+        pooling=config.pooling,
+        input_size=int(config.input_size),
+        weights=config.weights,
+        preprocessing=config.preprocessing,
     )
     return model
 

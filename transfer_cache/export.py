@@ -16,6 +16,7 @@ image exactly as extraction did:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -30,6 +31,7 @@ from . import _atomic, _cli
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow
 from .classifiers import CLASSIFIERS, load_classifier
+from .feature_config import FeatureConfig
 from .runs import has_model, json_text, read_run
 
 __all__ = ["export_model", "load_exported", "read_description", "ExportedModel"]
@@ -41,15 +43,13 @@ DESCRIPTION_NAME = FOLDER_DESCRIPTION  # the same entry inside a .keras file
 _WHERE = "choose an OUT path on another disk"
 
 
-def _feature_config(run: dict) -> dict:
-    """The cache's feature configuration, as fit recorded it (or from the cache itself for older runs)."""
-    config = run.get("feature_config")
-    if config:
-        return dict(config)
+def _feature_config(run) -> dict:
+    """The cache's attributes, as fit recorded them (or from the cache itself for older runs)."""
+    if run.feature_config:
+        return dict(run.feature_config)
     from .cache import open_cache
 
-    path = run["caches"][0]["path"]
-    with open_cache(path) as cache:
+    with open_cache(run.caches[0]["path"]) as cache:
         return dict(cache.config)
 
 
@@ -59,29 +59,33 @@ def _feature_model(config: dict, layer: str):
 
     from .backbones import build_feature_model_from_config
 
-    model = build_feature_model_from_config(config)
-    layers = list(config["layers"])
+    features = FeatureConfig.from_attrs(config)
+    model = build_feature_model_from_config(features)
+    layers = list(features.layers)
     if len(layers) > 1:
         output = model.outputs[layers.index(layer)]
         model = keras.Model(model.inputs, output, name=f"{model.name}_{layer}")
     return model
 
 
-def _description(run: dict, config: dict, *, kind: str, classifier: str, files: list[str]) -> dict:
+def _description(run, config: dict, *, kind: str, classifier: str, files: list[str]) -> dict:
+    """What ``predict`` needs beside the model; ``config`` (the cache's attributes as fit recorded them) is kept whole,
+    and the fields that say how to prepare an image are read through its ``FeatureConfig``."""
+    features = FeatureConfig.from_attrs(config)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_VERSION,
         "kind": kind,
         "classifier": classifier,
-        "class_names": list(run["class_names"]),
-        "run_id": run.get("run_id"),
-        "layer": run.get("layer"),
-        "fingerprint": run.get("fingerprint") or config.get("fingerprint"),
-        "backbone": config.get("backbone"),
-        "input_size": int(config["input_size"]),
-        "resize": config.get("resize"),
-        "crop_fraction": config.get("crop_fraction"),
-        "interpolation": config.get("interpolation"),
+        "class_names": list(run.class_names),
+        "run_id": run.recorded.run_id,
+        "layer": run.layer,
+        "fingerprint": run.fingerprint or features.fingerprint,
+        "backbone": features.backbone,
+        "input_size": int(features.input_size),
+        "resize": features.resize,
+        "crop_fraction": features.crop_fraction,
+        "interpolation": features.interpolation,
         "feature_config": config,
         "files": files,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -105,7 +109,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     run_dir = Path(run_dir)
     out_path = Path(out_path)
     loaded = read_run(run_dir)
-    run, classifier = loaded.config, loaded.classifier
+    run, classifier = loaded, loaded.classifier
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
     if CLASSIFIERS[classifier].exports_as_keras:
@@ -134,7 +138,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
             config = {**config, "input_size": head.input_size}
             model = head.keras_head()
         else:
-            features = _feature_model(config, run["layer"])
+            features = _feature_model(config, run.layer)
             head_model = head.keras_head(tuple(features.outputs[0].shape[1:]))
             inputs = keras.Input(tuple(features.inputs[0].shape[1:]), dtype="float32", name="pixels")
             model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
@@ -143,7 +147,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
             _embed_description(temporary, _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]))
         return out_path
 
-    features = _feature_model(config, run["layer"])
+    features = _feature_model(config, run.layer)
     # an earlier export at out_path is swapped out only once the new folder is complete
     with _atomic.replacing(out_path, folder=True, where=_WHERE) as temporary:
         shutil.copytree(loaded.model_dir, temporary)
@@ -180,9 +184,10 @@ class ExportedModel:
         return list(self.description["class_names"])
 
     @property
-    def config(self) -> dict:
-        """The configuration prepare_image needs (input size, resize policy, crop fraction, interpolation)."""
-        return {**self.description["feature_config"], "input_size": self.description["input_size"]}
+    def config(self) -> FeatureConfig:
+        """The feature configuration the model was exported with: how prepare_image decodes and resizes an image."""
+        recorded = FeatureConfig.from_attrs(self.description["feature_config"])
+        return dataclasses.replace(recorded, input_size=int(self.description["input_size"]))
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         batch = np.asarray(pixels, dtype=np.float32)

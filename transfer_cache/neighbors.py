@@ -17,15 +17,16 @@ from . import _cli
 from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 from .cache import open_cache
+from .feature_config import FeatureConfig
 from .findings import nearest
 
 
-def image_vector(config: dict, image_path: str | Path, *, layer: str) -> np.ndarray:
+def image_vector(config: FeatureConfig, image_path: str | Path, *, layer: str) -> np.ndarray:
     """An image file's transfer values, computed exactly as extraction computed the cache's (same runtime)."""
     from .pipeline import prepare_image
     from .runtimes import get_runtime
 
-    runtime = get_runtime(str(config.get("runtime", "tensorflow")))
+    runtime = get_runtime(config.runtime)
     if not runtime.available():
         raise TransferCacheError(
             f"this cache was made with the {runtime.name} runtime, which is not installed here: {runtime.description}"
@@ -39,8 +40,8 @@ def image_vector(config: dict, image_path: str | Path, *, layer: str) -> np.ndar
     except ImageError as exc:  # the decoder's reason alone would not say which file
         raise TransferCacheError(f"cannot read the image {image_path}: {exc}") from None
     outputs = runtime.forward(config, batch_size=1)(pixels[None])
-    vector = outputs[list(config["layers"]).index(layer)][0]
-    return np.asarray(vector.astype(config["dtype"]), dtype=np.float32).reshape(-1)  # stored precision, as cached
+    vector = outputs[list(config.layers).index(layer)][0]
+    return np.asarray(vector.astype(config.dtype), dtype=np.float32).reshape(-1)  # stored precision, as cached
 
 
 def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[dict]:
@@ -58,7 +59,7 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[di
         elif text in paths:
             vector = X[paths.index(text)]
         elif Path(text).is_file():
-            vector = image_vector(opened.config, text, layer=chosen)
+            vector = image_vector(opened.feature_config, text, layer=chosen)
         else:
             raise TransferCacheError(_not_a_query(text, opened.path, len(opened), row))
     indices, sims = nearest(X, min(k, len(X)), queries=vector[None])

@@ -18,9 +18,10 @@ import numpy as np
 from . import _imaging
 from ._errors import ImageError
 from ._imaging import INTERPOLATIONS, RESIZE_POLICIES, validate_resize  # noqa: F401  (re-exported for callers)
+from .feature_config import FeatureConfig
 
 
-def prepare_image(image, *, config: dict) -> np.ndarray:
+def prepare_image(image, *, config: FeatureConfig) -> np.ndarray:
     """Decode (bytes) or convert (array) one image and resize it exactly as extraction did for ``config``."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         array = _imaging.decode_image(bytes(image))
@@ -28,10 +29,10 @@ def prepare_image(image, *, config: dict) -> np.ndarray:
         array = _imaging.to_rgb_array(np.asarray(image))
     return _imaging.resize_image(
         array,
-        size=int(config["input_size"]),
-        policy=config["resize"],
-        crop_fraction=float(config["crop_fraction"]),
-        interpolation=config["interpolation"],
+        size=int(config.input_size),
+        policy=config.resize,
+        crop_fraction=float(config.crop_fraction),
+        interpolation=config.interpolation,
     )
 
 

@@ -4,6 +4,7 @@ through each cache's source for the raw-pixel baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -208,8 +209,7 @@ def reread_images(data: TrainingData, rows: np.ndarray, size: int, progress: boo
                 f"classifier 'pixels' re-reads the images, but the source of {cache.path} ({finders[k].description}) "
                 f"cannot be opened: {exc}"
             ) from None
-    config = dict(data.config)
-    config["input_size"] = size
+    config = dataclasses.replace(data.feature_config, input_size=size)
     for j, row in enumerate(tqdm(rows, desc="reading images", unit="img", disable=not progress, leave=False)):
         source, index = finders[int(data.cache_of[row])].source()
         path = data.paths[row]

@@ -103,6 +103,9 @@ class RunConfig:
     caches: list = field(default_factory=list)  # one entry per cache read: path, rows, fingerprint, role
     created: str | None = None
     versions: dict = field(default_factory=dict)
+    class_names: list = field(default_factory=list)
+    source: str | None = None
+    feature_config: dict = field(default_factory=dict)  # the cache's attributes, as fit recorded them
 
     @classmethod
     def of(cls, config: dict) -> "RunConfig":

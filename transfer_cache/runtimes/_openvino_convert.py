@@ -1,5 +1,6 @@
-"""The child process that converts a feature model for OpenVINO (see ``openvino.convert`` for why it is a child):
-``python -m transfer_cache.runtimes._openvino_convert FOLDER CONFIG_JSON [PARENT_PID]``.
+"""What the child process that converts a feature model for OpenVINO runs (see ``openvino.convert`` for why it is a
+child; its entry point, ``python -m transfer_cache._openvino_child FOLDER CONFIG_JSON [PARENT_PID]``, rebuilds the
+``FeatureConfig`` and calls ``convert_into``).
 
 Besides the model it writes what the model must compute (``reference.npz``: a seeded probe batch and the saved model's
 outputs on it, checked against the Keras model's) and, last, ``record.json``: the sha256 of every file. A reader
@@ -13,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 # what defines the network the converted model computes (resize, dtype and augmentation happen outside it)
@@ -64,10 +64,11 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _convert_into(folder: Path, config: dict) -> None:
-    """Build the Keras model of ``config``, convert it in memory and save the OpenVINO model in ``folder``, its outputs
-    named ``output_0`` ... in the Keras model's order (matched on a seeded batch, which also checks the conversion);
-    then read the saved model back as a reader will, record its outputs on that batch and the digests of the files.
+def convert_into(folder: Path, config) -> None:
+    """Build the Keras model of ``config`` (a ``FeatureConfig``), convert it in memory and save the OpenVINO model in
+    ``folder``, its outputs named ``output_0`` ... in the Keras model's order (matched on a seeded batch, which also
+    checks the conversion); then read the saved model back as a reader will, record its outputs on that batch and the
+    digests of the files.
 
     Converting the Keras model itself, rather than an exported SavedModel, skips the export (about 5 s for Lite0). The
     weights are saved in float32: ``save_model`` would store them as float16 by default, which moved Lite0's vectors by
@@ -78,10 +79,11 @@ def _convert_into(folder: Path, config: dict) -> None:
 
     from .._errors import TransferCacheError
     from ..backbones import build_feature_model_from_config
+    from .registry import reference_runtime
 
     model = build_feature_model_from_config(config)
     converted = ov.convert_model(model)
-    size = int(config["input_size"])
+    size = int(config.input_size)
     probe = probe_batch(size)
     expected = model(probe.astype(np.float32), training=False)
     expected = [np.asarray(t) for t in (expected if isinstance(expected, (list, tuple)) else [expected])]
@@ -98,7 +100,8 @@ def _convert_into(folder: Path, config: dict) -> None:
     need = sum(int(np.prod(w.shape)) * 4 for w in model.weights) + (1 << 20)  # float32 weights and the rest
     try:
         ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
-        (folder / "config.json").write_text(json.dumps({k: config[k] for k in MODEL_FIELDS}, indent=1) + "\n")
+        network = {name: getattr(config, name) for name in MODEL_FIELDS}
+        (folder / "config.json").write_text(json.dumps(network, indent=1) + "\n")
         saved = core.read_model(str(folder / "model.xml"))  # what a reader will get, not what was meant to be written
         compiled = core.compile_model(saved, "CPU", COMPILE_CONFIG)
         results = compiled({0: probe.astype(np.float32)})
@@ -114,7 +117,7 @@ def _convert_into(folder: Path, config: dict) -> None:
             raise TransferCacheError(
                 f"no space left on the disk of {folder.parent} (the converted model needs about {need / 1e6:.0f} MB); "
                 "free some space, or set TRANSFER_CACHE_MODELS to a folder on another disk (extract also runs "
-                "without it: --runtime tensorflow)"
+                f"without it: --runtime {reference_runtime()})"
             ) from None
         raise
     if mismatch:
@@ -133,7 +136,7 @@ def _out_of_space(exc: BaseException, folder: Path, need: int) -> bool:
         return False
 
 
-def _die_with_parent(parent: int | None) -> None:
+def die_with_parent(parent: int | None) -> None:
     """End this process when the one that started it dies (SIGKILLed, say): a conversion nobody waits for would only
     compete with the next run's. Linux delivers SIGKILL through ``prctl(PR_SET_PDEATHSIG)``; elsewhere a thread
     polls the parent's pid."""
@@ -158,14 +161,3 @@ def _die_with_parent(parent: int | None) -> None:
             threading.Thread(target=watch, daemon=True).start()
     if parent is not None and os.getppid() != parent:  # it died before the request above took effect
         os._exit(1)
-
-
-if __name__ == "__main__":
-    _die_with_parent(int(sys.argv[3]) if len(sys.argv) > 3 else None)
-    from .._errors import TransferCacheError
-
-    try:
-        _convert_into(Path(sys.argv[1]), json.loads(sys.argv[2]))
-    except TransferCacheError as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(USER_ERROR)

@@ -51,10 +51,18 @@ from ._openvino_convert import (
     output_order,
     sha256_of,
 )
-from .registry import Runtime, padded, register
+from .registry import Runtime, padded, reference_runtime, register
 
 MODELS_ENV = "TRANSFER_CACHE_MODELS"
-_ADVICE = f"set {MODELS_ENV} to a writable folder (extract also runs without it: --runtime tensorflow)"
+
+
+def _instead() -> str:
+    """The flag that extracts without OpenVINO: the reference runtime's (asked when said, once all are registered)."""
+    return f"--runtime {reference_runtime()}"
+
+
+def _advice() -> str:
+    return f"set {MODELS_ENV} to a writable folder (extract also runs without it: {_instead()})"
 
 
 def available() -> bool:
@@ -69,12 +77,15 @@ def models_dir() -> Path:
     return Path(base) / "transfer_cache" / "models"
 
 
-def model_key(config: dict) -> str:
-    identity = json.dumps({"conversion": CONVERSION, **{name: config[name] for name in MODEL_FIELDS}}, sort_keys=True)
-    return f"{config['backbone']}-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:16]}"
+def model_key(config) -> str:
+    """The folder name of a ``FeatureConfig``'s converted model: what defines its network, and the conversion method.
+    Kept byte for byte across releases (a new key would convert every user's models again)."""
+    fields = {name: getattr(config, name) for name in MODEL_FIELDS}
+    identity = json.dumps({"conversion": CONVERSION, **fields}, sort_keys=True)
+    return f"{config.backbone}-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:16]}"
 
 
-def converted_model_path(config: dict) -> Path:
+def converted_model_path(config) -> Path:
     return models_dir() / "openvino" / model_key(config) / "model.xml"
 
 
@@ -137,7 +148,7 @@ def _load(folder: Path) -> _Converted:
     return _Converted(folder, record_text, files["model.xml"], files["model.bin"], probe, expected, tolerance)
 
 
-def _verified(config: dict, *, lock_timeout: float, rejected: str | None) -> _Converted:
+def _verified(config, *, lock_timeout: float, rejected: str | None) -> _Converted:
     """The converted model of ``config``, converted first when there is none, when it does not match its record (one
     line says so), or when it is the one this process ``rejected`` for computing other outputs than recorded."""
     folder = converted_model_path(config).parent
@@ -155,7 +166,7 @@ def _verified(config: dict, *, lock_timeout: float, rejected: str | None) -> _Co
     except (_Absent, _Unverified):
         raise TransferCacheError(
             f"the model just converted in {folder} does not match its own record (is another program writing there?); "
-            "extract with --runtime tensorflow"
+            f"extract with {_instead()}"
         ) from None
 
 
@@ -189,12 +200,14 @@ def _compiled(core, converted: _Converted, *, size: int, batch_size: int):
 # --------------------------------------------------------------------------- converting (once per machine)
 
 
-def convert(config: dict, *, lock_timeout: float = 0.0, rejected: str | None = None) -> Path:
-    """Save the feature model of ``config`` as an OpenVINO model (once; atomically) and return its path.
+def convert(config, *, lock_timeout: float = 0.0, rejected: str | None = None) -> Path:
+    """Save the feature model of ``config`` (a ``FeatureConfig``) as an OpenVINO model (once; atomically) and return
+    its path.
 
     The conversion runs in a child process: it needs TensorFlow (this process may never start it), and OpenVINO's
     converter forks helper processes for its telemetry from background threads, which must not inherit this process's
-    open files (an HDF5 file's lock would outlive its close) or its locks. The child dies with this process.
+    open files (an HDF5 file's lock would outlive its close) or its locks. The child dies with this process; the
+    configuration crosses to it as JSON (``as_dict``), rebuilt there by ``transfer_cache._openvino_child``.
     ``rejected``: the record of a model this process found computing other outputs than recorded (replaced even
     though its files match).
     """
@@ -209,10 +222,10 @@ def convert(config: dict, *, lock_timeout: float = 0.0, rejected: str | None = N
             temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             shutil.rmtree(temporary, ignore_errors=True)
             try:
-                with _announced(config["backbone"]):
+                with _announced(config.backbone):
                     done = subprocess.run(
-                        [sys.executable, "-m", "transfer_cache.runtimes._openvino_convert", str(temporary),
-                         json.dumps(config), str(os.getpid())],
+                        [sys.executable, "-m", "transfer_cache._openvino_child", str(temporary),
+                         json.dumps(config.as_dict()), str(os.getpid())],
                         capture_output=True, text=True, env=_child_environment(),
                     )
                     reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
@@ -220,8 +233,8 @@ def convert(config: dict, *, lock_timeout: float = 0.0, rejected: str | None = N
                         raise TransferCacheError(reason)
                     if done.returncode != 0 or not (temporary / RECORD).is_file():
                         raise TransferCacheError(
-                            f"converting the {config['backbone']} feature model for OpenVINO failed ({reason}); extract "
-                            "with --runtime tensorflow instead"
+                            f"converting the {config.backbone} feature model for OpenVINO failed ({reason}); extract "
+                            f"with {_instead()} instead"
                         )
                     fsync_tree(temporary)
                     replace_folder(temporary, final)  # a damaged earlier conversion goes only once this one is in place
@@ -237,20 +250,26 @@ def _unusable(path: Path, exc: OSError) -> TransferCacheError:
     base = models_dir()
     blocker = next((step for step in (path, *path.parents) if step.exists() and not step.is_dir()), None)
     if blocker is not None and blocker not in (base, *base.parents):
-        return TransferCacheError(f"{blocker} is a file where a folder of converted models belongs; move it away, or {_ADVICE}")
+        return TransferCacheError(
+            f"{blocker} is a file where a folder of converted models belongs; move it away, or {_advice()}"
+        )
     if blocker is not None:
         where = "is a file" if blocker == base else f"cannot be created: {blocker} is a file"
-        return TransferCacheError(f"the OpenVINO models folder {base} {where}, not a folder; {_ADVICE}")
+        return TransferCacheError(f"the OpenVINO models folder {base} {where}, not a folder; {_advice()}")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return TransferCacheError(
             f"no space left on the disk of {base}; free some space, or set {MODELS_ENV} to a folder on another disk "
-            "(extract also runs without it: --runtime tensorflow)"
+            f"(extract also runs without it: {_instead()})"
         )
     if exc.errno == errno.EROFS:
-        return TransferCacheError(f"the OpenVINO models folder {base} is on a read-only disk; {_ADVICE}")
+        return TransferCacheError(f"the OpenVINO models folder {base} is on a read-only disk; {_advice()}")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return TransferCacheError(f"the OpenVINO models folder {base} is not writable ({exc.filename}: permission denied); {_ADVICE}")
-    return TransferCacheError(f"the OpenVINO models folder {base} cannot be used ({exc.filename or path}: {exc.strerror or exc}); {_ADVICE}")
+        return TransferCacheError(
+            f"the OpenVINO models folder {base} is not writable ({exc.filename}: permission denied); {_advice()}"
+        )
+    return TransferCacheError(
+        f"the OpenVINO models folder {base} cannot be used ({exc.filename or path}: {exc.strerror or exc}); {_advice()}"
+    )
 
 
 @contextlib.contextmanager
@@ -298,7 +317,7 @@ def _wait_for_lock(fd: int, lock_path: Path, folder: Path, timeout: float) -> No
             raise TransferCacheError(
                 f"gave up after {timeout:g} s (--lock-timeout) waiting for process {holder or '(unknown)'} to finish "
                 f"converting the model in {folder} (is it stopped?); run again when it has finished, or extract with "
-                "--runtime tensorflow"
+                f"{_instead()}"
             )
         time.sleep(0.2)
         if _try_lock(fd):
@@ -396,10 +415,11 @@ def _child_environment() -> dict:
 # --------------------------------------------------------------------------- the forward pass
 
 
-def forward_for_config(config: dict, *, batch_size: int, lock_timeout: float = 0.0):
-    """Read (or convert once) the model of ``config``, verify it, compile it for this CPU, and return its warm forward
-    pass. Nothing is computed from a model that does not match its record: it is converted again first.
-    ``lock_timeout``: seconds to wait for another process converting the same model (0: as long as it takes)."""
+def forward_for_config(config, *, batch_size: int, lock_timeout: float = 0.0):
+    """Read (or convert once) the model of ``config`` (a ``FeatureConfig``), verify it, compile it for this CPU, and
+    return its warm forward pass. Nothing is computed from a model that does not match its record: it is converted
+    again first. ``lock_timeout``: seconds to wait for another process converting the same model (0: as long as it
+    takes)."""
     import openvino as ov
 
     folder = converted_model_path(config).parent
@@ -408,13 +428,13 @@ def forward_for_config(config: dict, *, batch_size: int, lock_timeout: float = 0
     rejected = None
     for attempt in range(2):
         converted = _verified(config, lock_timeout=lock_timeout, rejected=rejected)
-        forward, off = _compiled(core, converted, size=int(config["input_size"]), batch_size=batch_size)
+        forward, off = _compiled(core, converted, size=int(config.input_size), batch_size=batch_size)
         if forward is not None:
             return forward
         if attempt:
             raise TransferCacheError(
                 f"the model converted in {folder} computes other outputs here than at its conversion ({off:.2g} off), "
-                "even converted again; extract with --runtime tensorflow"
+                f"even converted again; extract with {_instead()}"
             )
         _say(
             f"the converted model in {folder} computes other outputs than recorded at conversion ({off:.2g} off; "

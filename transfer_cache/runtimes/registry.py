@@ -16,10 +16,11 @@ Forward = Callable[[np.ndarray], "list[np.ndarray]"]
 class Runtime:
     """One way to run the feature model.
 
-    ``forward(config, batch_size=..., lock_timeout=0.0)`` builds (or loads) the model of a resolved feature
-    configuration and returns a ``Forward``, already traced and warm, so the first real batch is timed like the rest;
-    ``lock_timeout`` is how long to wait for another process preparing the same model (extract's --lock-timeout; 0:
-    as long as it takes). ``available()`` says whether this machine can use it (an optional package may be missing).
+    ``forward(config, batch_size=..., lock_timeout=0.0)`` builds (or loads) the model of a resolved
+    ``feature_config.FeatureConfig`` (read by attribute) and returns a ``Forward``, already traced and warm, so the
+    first real batch is timed like the rest; ``lock_timeout`` is how long to wait for another process preparing the
+    same model (extract's --lock-timeout; 0: as long as it takes). ``available()`` says whether this machine can use
+    it (an optional package may be missing).
     """
 
     name: str

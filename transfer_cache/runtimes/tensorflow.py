@@ -88,17 +88,17 @@ def compiled_forward(build_model, *, devices: Sequence[str] | None = None, polic
     return infer
 
 
-def forward_for_config(config: dict, *, batch_size: int, lock_timeout: float = 0.0):
-    """Build the Keras feature model of ``config`` and return its warm forward pass (traced on a blank batch).
-    ``lock_timeout`` is unused: the model is built in this process, with nothing to wait for."""
+def forward_for_config(config, *, batch_size: int, lock_timeout: float = 0.0):
+    """Build the Keras feature model of ``config`` (a ``FeatureConfig``) and return its warm forward pass (traced on a
+    blank batch). ``lock_timeout`` is unused: the model is built in this process, with nothing to wait for."""
     from .._quiet_tensorflow import quiet_tensorflow
     from ..backbones import build_feature_model_from_config
 
     quiet_tensorflow()
     infer = compiled_forward(
-        lambda: build_feature_model_from_config(config), devices=gpu_devices(), policy=config["compute_precision"]
+        lambda: build_feature_model_from_config(config), devices=gpu_devices(), policy=config.compute_precision
     )
-    size = int(config["input_size"])
+    size = int(config.input_size)
     forward = padded(infer, batch_size)
     forward(np.zeros((batch_size, size, size, 3), np.uint8))  # trace and build now, not inside the timed loop
     return forward
