@@ -83,10 +83,10 @@ def main() -> None:
     import nncf
     import openvino as ov
 
-    from transfer_cache.feature_config import FeatureConfig
+    from transfer_cache.extract_options import feature_config
     from transfer_cache.runtimes.openvino import convert, converted_model_path
 
-    config = FeatureConfig.resolve(backbone="efficientnet_lite0", runtime="openvino")
+    config = feature_config(backbone="efficientnet_lite0", runtime="openvino")
     path = converted_model_path(config)
     if not path.is_file():
         path = convert(config)

@@ -37,9 +37,9 @@ def test_the_feature_model_is_built_from_the_feature_config_object():
 
     from transfer_cache._errors import TransferCacheError
     from transfer_cache.backbones import build_feature_model_from_config
-    from transfer_cache.feature_config import FeatureConfig
+    from transfer_cache.extract_options import feature_config
 
-    config = FeatureConfig.resolve(backbone="tiny", weights="none", layer="conv3,conv1", pooling="max", input_size=24,
+    config = feature_config(backbone="tiny", weights="none", layer="conv3,conv1", pooling="max", input_size=24,
                                    runtime="tensorflow")
     model = build_feature_model_from_config(config)
     assert tuple(model.inputs[0].shape[1:]) == (24, 24, 3) and len(model.outputs) == 2

@@ -20,6 +20,7 @@ import transfer_cache as tc
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import cache_lock, open_cache
 from transfer_cache.extract import extract, main
+from transfer_cache.extract_options import feature_config
 from transfer_cache.feature_config import FeatureConfig
 
 from conftest import make_class_folder, write_image
@@ -368,7 +369,7 @@ def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
     from transfer_cache._imaging import resize_image
     from transfer_cache.pipeline import prepare_image
 
-    config = FeatureConfig.resolve(backbone="tiny", weights="none", input_size=20, resize="center-crop",
+    config = feature_config(backbone="tiny", weights="none", input_size=20, resize="center-crop",
                                    interpolation="bicubic", runtime="tensorflow")
     array = np.random.default_rng(2).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     buffer = io.BytesIO()

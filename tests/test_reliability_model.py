@@ -25,14 +25,14 @@ pytest.importorskip("openvino", reason="the OpenVINO runtime needs the openvino 
 from transfer_cache import TransferCacheError  # noqa: E402
 from transfer_cache.cache import open_cache  # noqa: E402
 from transfer_cache.extract import extract  # noqa: E402
-from transfer_cache.feature_config import FeatureConfig  # noqa: E402
+from transfer_cache.extract_options import feature_config  # noqa: E402
 from transfer_cache.runtimes import openvino as ov_runtime  # noqa: E402
 from transfer_cache.runtimes._openvino_convert import RECORD, sha256_of  # noqa: E402
 
 from conftest import make_class_folder  # noqa: E402
 
 TINY = dict(backbone="tiny", weights="none", progress=False, runtime="openvino")
-CONFIG = FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino")
+CONFIG = feature_config(backbone="tiny", weights="none", runtime="openvino")
 ADVICE = "set TRANSFER_CACHE_MODELS to a writable folder (extract also runs without it: --runtime tensorflow)"
 
 

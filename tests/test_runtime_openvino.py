@@ -15,7 +15,8 @@ from PIL import Image
 from transfer_cache import TransferCacheError
 from transfer_cache.cache import open_cache
 from transfer_cache.extract import extract
-from transfer_cache.feature_config import FeatureConfig, feature_config, fingerprint
+from transfer_cache.extract_options import feature_config
+from transfer_cache.feature_config import FeatureConfig, fingerprint
 from transfer_cache.runtimes import registry
 
 from conftest import make_class_folder
@@ -31,7 +32,7 @@ def test_without_openvino_auto_uses_tensorflow_and_asking_for_it_is_a_clear_erro
     monkeypatch.setitem(registry._RUNTIMES, "openvino", absent)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert registry.auto_candidates() == ["tensorflow"]
-    assert feature_config(backbone="tiny", weights="none")["runtime"] == "tensorflow"
+    assert feature_config(backbone="tiny", weights="none").runtime == "tensorflow"
     with pytest.raises(TransferCacheError, match=re.escape("runtime 'openvino' is not installed here: OpenVINO on the CPU (pip install openvino)")):
         extract(str(tmp_path), runtime="openvino", cache_dir=tmp_path / "c", **TINY)
 
@@ -80,7 +81,7 @@ def test_runtimes_never_share_a_cache_and_tensorflow_keeps_its_fingerprint(tmp_p
     tf_result = extract(str(root), cache_dir=tmp_path / "c", runtime="tensorflow", **TINY)
     ov_result = extract(str(root), cache_dir=tmp_path / "c", runtime="openvino", **TINY)
     assert tf_result.path != ov_result.path and not ov_result.hit
-    base = feature_config(backbone="tiny", weights="none", runtime="tensorflow")
+    base = feature_config(backbone="tiny", weights="none", runtime="tensorflow").as_dict()
     assert tf_result.path.name.endswith(f".{fingerprint({k: v for k, v in base.items() if k != 'runtime'})}.h5")
     with open_cache(tf_result.path) as a, open_cache(ov_result.path) as b:
         assert a.config["runtime"] == "tensorflow" and b.config["runtime"] == "openvino"
@@ -106,7 +107,7 @@ def test_a_damaged_converted_model_is_converted_again(tmp_path, capfd):
     from transfer_cache.runtimes.openvino import converted_model_path
 
     root = make_class_folder(tmp_path / "images", per_class=2)
-    config = FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino")
+    config = feature_config(backbone="tiny", weights="none", runtime="openvino")
     first = extract(str(root), cache_dir=tmp_path / "a", runtime="openvino", **TINY)
     path = converted_model_path(config)
     good = path.read_bytes()
@@ -244,7 +245,7 @@ def test_each_runtime_forward_takes_the_feature_config(runtime):
     computes, one array per layer in the configuration's order, for a batch shorter than the batch size."""
     from transfer_cache.backbones import build_feature_model_from_config
 
-    config = FeatureConfig.resolve(backbone="tiny", weights="none", layer="conv3,conv1", runtime=runtime)
+    config = feature_config(backbone="tiny", weights="none", layer="conv3,conv1", runtime=runtime)
     pixels = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     got = registry.get_runtime(runtime).forward(config, batch_size=4)(pixels)
     want = build_feature_model_from_config(config)(pixels.astype(np.float32), training=False)
@@ -261,7 +262,7 @@ def test_the_conversion_child_rebuilds_the_feature_config_and_passes_a_users_mis
 
     monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(tmp_path / "models"))
     config = dataclasses.replace(
-        FeatureConfig.resolve(backbone="tiny", weights="none", runtime="openvino"), weights_sha256="f" * 64
+        feature_config(backbone="tiny", weights="none", runtime="openvino"), weights_sha256="f" * 64
     )
     with pytest.raises(TransferCacheError) as caught:
         ov_runtime.convert(config)

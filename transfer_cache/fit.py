@@ -26,7 +26,7 @@ from ._errors import TransferCacheError
 from ._versions import library_versions
 from .classifiers import CLASSIFIERS, classifier_help, make_classifier
 from .fit_options import TITLES, FitCommand, FitOptions, Heads, check
-from .runs import INDEX_COLUMNS, append_index, new_run_id, write_run  # noqa: F401  (public)
+from .runs import INDEX_COLUMNS, append_index, index_path, kept_indexes, new_run_id, write_run  # noqa: F401
 from .splits import Split, choose_split, keras_file_order, keras_validation_split
 from .training import Inputs, Outcome, takes_views, train_one
 from .training_data import TrainingData, load_training_data
@@ -171,7 +171,7 @@ def fit_with(caches, options: FitOptions) -> list[RunResult]:
     progress = options.progress
     cache_paths = [str(Path(c).resolve()) for c in ([caches] if isinstance(caches, (str, os.PathLike)) else caches)]
     runs_dir = Path(options.runs_dir)
-    kept_before = set(runs_dir.glob("index.csv.old-*"))
+    kept_before = kept_indexes(runs_dir)
     data = load_training_data(cache_paths, options.test_cache, options.layer)
     try:
         chosen = choose_split(data, split=options.split, test_size=float(options.test_size), seed=options.seed,
@@ -224,11 +224,11 @@ def _fit_each(heads: Heads, *, data: TrainingData, split: Split, options: FitOpt
 
 
 def _say_index_repaired(runs_dir: Path, kept_before: set) -> None:
-    """Listing a run repairs a damaged runs index (kept aside as index.csv.old-<time>, written anew from the run
-    folders): one line says so, even with --quiet, rather than a file appearing unexplained."""
-    kept = sorted(set(runs_dir.glob("index.csv.old-*")) - kept_before)
+    """Listing a run repairs a damaged runs index (kept aside, written anew from the run folders): one line says so,
+    even with --quiet, rather than a file appearing unexplained."""
+    kept = sorted(kept_indexes(runs_dir) - kept_before)
     if kept:
-        print(f"warning: the runs index {runs_dir / 'index.csv'} was damaged; it is kept as {kept[-1].name} and was "
+        print(f"warning: the runs index {index_path(runs_dir)} was damaged; it is kept as {kept[-1].name} and was "
               "written anew from the run folders", file=sys.stderr)
 
 

@@ -60,23 +60,8 @@ def image_batches(
     """
     indices = np.asarray(indices, dtype=np.int64)
     views = np.zeros_like(indices) if views is None else np.asarray(views, dtype=np.int64)
-    blank = np.zeros((input_size, input_size, 3), np.uint8)
-
-    def load(position: int):
-        index, view = int(indices[position]), int(views[position])
-        try:
-            if view:
-                pixels = _imaging.resize_image(augment(source.load(index), index, view), size=input_size, policy=resize,
-                                               crop_fraction=crop_fraction, interpolation=interpolation)
-            else:
-                pixels = source.load_resized(index, size=input_size, policy=resize, crop_fraction=crop_fraction,
-                                             interpolation=interpolation)
-            return pixels, True, ""
-        except ImageError as exc:
-            return blank, False, str(exc)
-        except Exception as exc:  # an unexpected decoder failure is still one bad image, never a crash
-            return blank, False, f"cannot read image: {type(exc).__name__}: {exc}"
-
+    load = _item_loader(source, indices, views, augment=augment, size=input_size, resize=resize,
+                        crop_fraction=crop_fraction, interpolation=interpolation)
     starts = iter(range(0, len(indices), batch_size))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="transfer_cache-decode") as pool:
         pending: deque = deque()
@@ -104,3 +89,26 @@ def image_batches(
             for _, futures in pending:
                 for future in futures:
                     future.cancel()
+
+
+def _item_loader(source, indices, views, *, augment, size: int, resize: str, crop_fraction: float,
+                 interpolation: str):
+    """``load(position) -> (pixels, ok, reason)`` for one item: a bad image is a blank with its reason, never a
+    crash of the batch."""
+    blank = np.zeros((size, size, 3), np.uint8)
+    fit = dict(size=size, policy=resize, crop_fraction=crop_fraction, interpolation=interpolation)
+
+    def load(position: int):
+        index, view = int(indices[position]), int(views[position])
+        try:
+            if view:
+                pixels = _imaging.resize_image(augment(source.load(index), index, view), **fit)
+            else:
+                pixels = source.load_resized(index, **fit)
+            return pixels, True, ""
+        except ImageError as exc:
+            return blank, False, str(exc)
+        except Exception as exc:  # an unexpected decoder failure is still one bad image, never a crash
+            return blank, False, f"cannot read image: {type(exc).__name__}: {exc}"
+
+    return load
