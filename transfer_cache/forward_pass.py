@@ -115,7 +115,9 @@ def compute(src, items, config: FeatureConfig, parts: WorkParts, *, batch_size: 
     )
     with ReadAhead(batches) as stream:  # images decode while the model is built
         # lock_timeout: how long to wait for another process converting the same model (OpenVINO)
-        forward = get_runtime(config.runtime).forward(config.as_dict(), batch_size=batch_size, lock_timeout=lock_timeout)  # SHIM
+        forward = get_runtime(config.runtime).forward(  # SHIM
+            config.as_dict(), batch_size=batch_size, lock_timeout=lock_timeout
+        )
         return _run_batches(stream, forward, items, config, parts, progress)
 
 
