@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,11 +260,13 @@ def test_the_description_reads_the_image_fields_through_the_feature_config():
     configuration is kept whole (source and all); a run without a fingerprint gets the configuration's."""
     from transfer_cache import export as export_module
     from transfer_cache.feature_config import FeatureConfig
+    from transfer_cache.runs import Run
 
     from conftest import synthetic_attrs
 
     config = synthetic_attrs(input_size=24, resize="center-crop", crop_fraction=0.875, interpolation="bicubic")
-    run = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
+    recorded = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
+    run = Run(run_dir=Path("runs/r1"), config=recorded, metrics={})
     described = export_module._description(run, config, kind="keras", classifier="logreg", files=["m.keras"])
     assert {key: described[key] for key in ("backbone", "input_size", "resize", "crop_fraction", "interpolation")} == {
         "backbone": "tiny", "input_size": 24, "resize": "center-crop", "crop_fraction": 0.875,
@@ -271,6 +274,6 @@ def test_the_description_reads_the_image_fields_through_the_feature_config():
     }
     assert described["feature_config"] == config and described["feature_config"]["source"] == "sklearn:digits"
     assert described["fingerprint"] == FeatureConfig.from_attrs(config).fingerprint
-    with_fingerprint = {**run, "fingerprint": "0123456789abcdef"}
+    with_fingerprint = Run(run_dir=Path("runs/r1"), config={**recorded, "fingerprint": "0123456789abcdef"}, metrics={})
     assert export_module._description(with_fingerprint, config, kind="keras", classifier="logreg", files=[])[
         "fingerprint"] == "0123456789abcdef"

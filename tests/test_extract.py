@@ -374,8 +374,7 @@ def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp
 
 
 def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
-    """pipeline.prepare_image reads the FeatureConfig's input size, resize policy, crop and filter (and the same fields
-    of a mapping, which an export's description still is)."""
+    """pipeline.prepare_image reads the FeatureConfig's input size, resize policy, crop and filter."""
     import io
 
     from transfer_cache._imaging import resize_image
@@ -390,4 +389,4 @@ def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
                         interpolation="bicubic")
     assert want.shape == (20, 20, 3)
     np.testing.assert_array_equal(prepare_image(buffer.getvalue(), config=config), want)
-    np.testing.assert_array_equal(prepare_image(array, config=config.as_dict()), want)
+    np.testing.assert_array_equal(prepare_image(array, config=config), want)
