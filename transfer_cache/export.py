@@ -99,19 +99,8 @@ def _embed_description(model_file: Path, description: dict) -> None:
         archive.writestr(DESCRIPTION_NAME, json_text(description))
 
 
-def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
-
-    For heads that export as Keras (dense, logreg, linear_svm, pixels) ``out_path`` is one ``.keras`` file (the
-    suffix is added when missing) holding its description; for the other heads it is a folder (see the module
-    docstring). Every mistake (run, output path) is reported before TensorFlow starts.
-    """
-    run_dir = Path(run_dir)
-    out_path = Path(out_path)
-    loaded = read_run(run_dir)
-    run, classifier = loaded, loaded.classifier
-    if classifier not in CLASSIFIERS:
-        raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
+def _checked_out_path(out_path: Path, *, classifier: str) -> Path:
+    """Where the export goes (a .keras file or a folder, by head), checked before TensorFlow starts."""
     if CLASSIFIERS[classifier].exports_as_keras:
         if out_path.suffix != ".keras":
             out_path = out_path.with_name(out_path.name + ".keras")
@@ -127,6 +116,23 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     elif out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
         raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
     _cli.check_file_target(out_path, "OUT")
+    return out_path
+
+
+def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
+
+    For heads that export as Keras (dense, logreg, linear_svm, pixels) ``out_path`` is one ``.keras`` file (the
+    suffix is added when missing) holding its description; for the other heads it is a folder (see the module
+    docstring). Every mistake (run, output path) is reported before TensorFlow starts.
+    """
+    run_dir = Path(run_dir)
+    out_path = Path(out_path)
+    loaded = read_run(run_dir)
+    run, classifier = loaded, loaded.classifier
+    if classifier not in CLASSIFIERS:
+        raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
+    out_path = _checked_out_path(out_path, classifier=classifier)
     quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
     import keras
 
