@@ -30,7 +30,8 @@ def _typed(value):
     """Undo plotly's base64 typed-array encoding ({"dtype": "f4", "bdata": ...})."""
     if isinstance(value, dict) and set(value) >= {"dtype", "bdata"}:
         array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        return array.reshape(value["shape"].split(", ") and [int(s) for s in str(value["shape"]).split(",")]) if "shape" in value else array
+        return (array.reshape(value["shape"].split(", ") and [int(s) for s in str(value["shape"]).split(",")])
+                if "shape" in value else array)
     return value
 
 
@@ -63,7 +64,8 @@ def title_of(figure: dict) -> str:
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
     cache_path, _ = make_folder_cache(tmp_path, per_class=16, spread=8.0)
-    history = {"loss": [1.2, 0.8, 0.5], "accuracy": [0.4, 0.6, 0.8], "val_loss": [1.3, 1.0, 0.9], "val_accuracy": [0.35, 0.5, 0.6]}
+    history = {"loss": [1.2, 0.8, 0.5], "accuracy": [0.4, 0.6, 0.8], "val_loss": [1.3, 1.0, 0.9],
+               "val_accuracy": [0.35, 0.5, 0.6]}
     return make_run(tmp_path / "runs", cache_path, history=history)
 
 
@@ -177,7 +179,8 @@ def test_cli_writes_the_report_and_prints_a_summary(run_dir, tmp_path, capsys):
     assert report.main([str(run_dir), "--out", str(out), "--sample", "20", "--no-tsne"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1
-    assert re.fullmatch(rf"report: wrote {re.escape(str(out))} \(\d+\.\d MB, 6 figures\) for run {re.escape(str(run_dir))} in \d+\.\d s",
+    assert re.fullmatch(rf"report: wrote {re.escape(str(out))} \(\d+\.\d MB, 6 figures\) "
+                        rf"for run {re.escape(str(run_dir))} in \d+\.\d s",
                         printed[0])
     assert out.is_file()
 
@@ -206,7 +209,8 @@ def test_save_png_needs_kaleido(run_dir, tmp_path):
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        with pytest.raises(TransferCacheError, match=re.escape("static image export needs the kaleido package: pip install kaleido")):
+        with pytest.raises(TransferCacheError,
+                           match=re.escape("static image export needs the kaleido package: pip install kaleido")):
             report.save_png(fig, tmp_path / "cm.png")
         return
     path = report.save_png(fig, tmp_path / "cm.png")
@@ -225,10 +229,12 @@ def _chromium(url: str, user_dir: Path, *extra: str) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
+@pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                    reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
 def test_report_renders_in_headless_chromium(tmp_path):
     """A real run (tiny backbone extraction, dense head fitted by transfer_cache.fit) opened in a real browser."""
-    _, (run_dir,) = make_real_runs(tmp_path / "real", classifiers=("dense",))  # dense: has training curves and, with 3 epochs on random features, mistakes
+    # dense: has training curves and, with 3 epochs on random features, mistakes
+    _, (run_dir,) = make_real_runs(tmp_path / "real", classifiers=("dense",))
     out = report.write_report(run_dir, sample=30)
     page = out.read_text()
     n_figures = len(embedded_figures(page))
@@ -265,8 +271,9 @@ def test_the_runs_page_leaderboard_names_each_runs_cache_runtime_and_cost(tmp_pa
         computed = cache.config["extraction_computed"]
         assert computed == len(cache)
     page = write_report(run_dirs[0].parent, out=tmp_path / "runs.html").read_text()
-    header = "".join(f"<th>{h}</th>" for h in ("run", "head", "backbone", "layer", "runtime", "accuracy", "balanced acc.",
-                                                 "macro F1", "fit s", "extract images/s", "forward pass s", "cache"))
+    header = "".join(f"<th>{h}</th>" for h in ("run", "head", "backbone", "layer", "runtime", "accuracy",
+                                                 "balanced acc.", "macro F1", "fit s", "extract images/s",
+                                                 "forward pass s", "cache"))
     assert header in page
     for run_dir, head in zip(run_dirs, ("logreg", "knn")):
         row = re.search(rf"<tr><td><a [^>]*>{run_dir.name}</a></td>(.*?)</tr>", page).group(1)
@@ -276,7 +283,8 @@ def test_the_runs_page_leaderboard_names_each_runs_cache_runtime_and_cost(tmp_pa
         assert cells[8:10] == [f"{computed / cost:.1f}", f"{cost:.2f}"], cells
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
+@pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                    reason="needs /usr/bin/chromium (Debian package 'chromium'); CI installs it")
 def test_the_runs_page_renders_in_headless_chromium(tmp_path):
     """python -m transfer_cache.report runs/: every run of the index on one page, opened in a real browser."""
     _, run_dirs = make_real_runs(tmp_path / "real", classifiers=("logreg", "knn"))
@@ -332,13 +340,16 @@ def test_the_real_command_on_the_runs_index_says_one_line_and_exits_2(run_dir):
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("metrics.json", "{file} is a file of the run folder {run}, not a cache; give the folder, {run}{sep}, for the run's page"),
+    ("metrics.json", "{file} is a file of the run folder {run}, not a cache; "
+                     "give the folder, {run}{sep}, for the run's page"),
     ("notes.txt", "{file} is not a cache (not an HDF5 file), a run folder or a runs folder; pass a cache file (.h5) "
-                  "written by python -m transfer_cache.extract, a run folder (runs/<run_id>) or the runs folder (runs/)"),
+                  "written by python -m transfer_cache.extract, a run folder (runs/<run_id>) "
+                  "or the runs folder (runs/)"),
     ("mine.h5", "{file} is not a cache: it is not an HDF5 file; expected a cache file (.h5) written by "
                 "python -m transfer_cache.extract"),
     ("photos-0a1b2c.tiny.0123456789abcdef.h5", "cache {file} is damaged (not an HDF5 file any more); "
-                                               "python -m transfer_cache.extract on its source writes a new one in its place"),
+                                               "python -m transfer_cache.extract on its source "
+                                               "writes a new one in its place"),
 ])
 def test_a_file_that_is_no_cache_is_named_and_never_to_be_deleted(run_dir, tmp_path, capsys, name, expected):
     """Only a file named as extract names its caches is called a damaged cache of ours (and told how to rebuild)."""
@@ -415,7 +426,8 @@ def test_each_page_footer_says_what_hovering_shows_on_it(run_dir, tmp_path):
     run_page = report.write_report(run_dir, out=tmp_path / "run.html", tsne=False, umap=False).read_text()
     assert footer.search(run_page).group(1) == "; hover any point for its image path."
     runs_page = report.write_report(run_dir.parent, out=tmp_path / "runs.html").read_text()
-    assert footer.search(runs_page).group(1) == "; hover any point for its run; each run&#x27;s name links to its own page."
+    assert footer.search(runs_page).group(1) == ("; hover any point for its run; "
+                                                 "each run&#x27;s name links to its own page.")
     (tmp_path / "cache.h5").unlink()  # no cache: no scatter of images, no promise about them
     bare = report.write_report(run_dir, out=tmp_path / "bare.html").read_text()
     assert footer.search(bare).group(1) == "."
@@ -440,7 +452,8 @@ def test_umap_is_left_out_below_its_threshold_and_skipped_on_request(run_dir, tm
     assert "UMAP skipped (--no-umap)." in page and any(title_of(f).startswith("t-SNE") for f in embedded_figures(page))
     page = report.write_report(run_dir, out=tmp_path / "none.html", tsne=False, umap=False).read_text()
     assert "t-SNE skipped (--no-tsne)." in page and "UMAP skipped (--no-umap)." in page
-    with pytest.raises(TransferCacheError, match=re.escape("umap must be None (from 500 points on), True or False; got 'yes'")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("umap must be None (from 500 points on), True or False; got 'yes'")):
         report.write_report(run_dir, out=tmp_path / "bad.html", umap="yes")
 
 
@@ -455,7 +468,8 @@ def test_help_says_what_no_tsne_and_no_umap_do(capsys):
         report.main(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     assert "--no-tsne skip the t-SNE map (UMAP is chosen by --umap / --no-umap)" in text
-    assert "--no-umap skip the UMAP map" in text and f"--umap draw the UMAP map even below {report.UMAP_MIN_POINTS} points" in text
+    assert ("--no-umap skip the UMAP map" in text
+            and f"--umap draw the UMAP map even below {report.UMAP_MIN_POINTS} points" in text)
     with pytest.raises(SystemExit):
         report.main(["x", "--umap", "--no-umap"])
 
@@ -473,7 +487,8 @@ def test_importing_umap_leaves_tensorflow_out_and_says_nothing():
     """umap-learn's __init__ imports TensorFlow when installed (for ParametricUMAP): seconds and absl log lines."""
     pytest.importorskip("umap", reason="UMAP is the optional extra transfer_cache[umap]")
     code = ("import sys; from transfer_cache import analysis; umap = analysis._import_umap(); "
-            "print('tensorflow' in sys.modules, 'keras' in sys.modules, hasattr(umap, 'UMAP'), sys.modules.get('tensorflow', 0) is None)")
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules, hasattr(umap, 'UMAP'), "
+            "sys.modules.get('tensorflow', 0) is None)")
     done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -486,7 +501,8 @@ def test_umap_on_request_draws_and_the_terminal_stays_quiet(run_dir, tmp_path):
     pytest.importorskip("umap", reason="UMAP is the optional extra transfer_cache[umap]")
     out = tmp_path / "u.html"
     done = subprocess.run([sys.executable, "-m", "transfer_cache.report", str(run_dir), "--quiet", "--umap",
-                           "--no-tsne", "--sample", "30", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--no-tsne", "--sample", "30", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
     umap_figure = next(f for f in embedded_figures(out.read_text()) if title_of(f).startswith("UMAP of"))
     assert count_points(umap_figure) == 30 and "umap-learn:" not in title_of(umap_figure)
@@ -496,4 +512,5 @@ def test_a_csv_named_index_that_is_not_the_runs_index_is_not_called_one(tmp_path
     other = tmp_path / "index.csv"
     other.write_text("name,page\nintro,1\n")
     code, err = _one_error_line([other], capsys)
-    assert code == 2 and len(err) == 1 and f"{other} is not a cache (not an HDF5 file), a run folder or a runs folder" in err[0]
+    assert (code == 2 and len(err) == 1
+            and f"{other} is not a cache (not an HDF5 file), a run folder or a runs folder" in err[0])
