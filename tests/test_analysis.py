@@ -91,10 +91,30 @@ def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.
     return path, root
 
 
+def _metrics(y_test: np.ndarray, pred: np.ndarray, names: list, *, n_train: int, fit_seconds: float) -> dict:
+    """metrics.json as fit writes it, for a run's test rows."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    k = len(names)
+    precision, recall, f1, support = precision_recall_fscore_support(y_test, pred, labels=range(k), zero_division=0)
+    return {
+        "accuracy": float((pred == y_test).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
+        "macro_f1": float(f1_score(y_test, pred, average="macro")),
+        "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                                 "support": int(support[c])} for c in range(k)},
+        "confusion_matrix": confusion_matrix(y_test, pred, labels=range(k)).tolist(),
+        "class_names": names,
+        "n_train": int(n_train),
+        "n_test": int(len(y_test)),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": 0.001,
+    }
+
+
 def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", history: dict | None = None) -> Path:
     """A run folder in the interfaces.md format, from a real scikit-learn fit on the cache's train/test split."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     with open_cache(cache_path) as cache:
         X = cache.features[:]
@@ -111,21 +131,7 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(X[test])
     pred = model.classes_[proba.argmax(axis=1)]
-    k = len(names)
-    precision, recall, f1, support = precision_recall_fscore_support(y[test], pred, labels=range(k), zero_division=0)
-    metrics = {
-        "accuracy": float((pred == y[test]).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
-        "macro_f1": float(f1_score(y[test], pred, average="macro")),
-        "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-                                 "support": int(support[c])} for c in range(k)},
-        "confusion_matrix": confusion_matrix(y[test], pred, labels=range(k)).tolist(),
-        "class_names": names,
-        "n_train": int(len(train)),
-        "n_test": int(len(test)),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": 0.001,
-    }
+    metrics = _metrics(y[test], pred, names, n_train=len(train), fit_seconds=fit_seconds)
     created = dt.datetime.now()
     run_id = f"{created:%Y%m%d-%H%M%S}-{classifier}-{hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:6]}"
     run_dir = runs_dir / run_id
