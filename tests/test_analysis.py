@@ -71,7 +71,8 @@ def make_blob_cache(
     labels = np.asarray(labels, dtype=np.int64)
     centres = rng.normal(0.0, 3.0, size=(len(CLASSES), dim))
     features = (centres[np.maximum(labels, 0)] + rng.normal(0.0, spread, size=(len(labels), dim))).astype(np.float32)
-    paths = list(paths) if paths is not None else [f"{CLASSES[max(label, 0)]}/img_{i:05d}.png" for i, label in enumerate(labels)]
+    paths = (list(paths) if paths is not None
+             else [f"{CLASSES[max(label, 0)]}/img_{i:05d}.png" for i, label in enumerate(labels)])
     if source_root is not None:
         digests = [hashlib.sha256((source_root / p).read_bytes()).hexdigest() for p in paths]
         attrs.setdefault("source", f"folder:{source_root}")
@@ -83,7 +84,8 @@ def make_blob_cache(
     return write_cache(path, attrs=base_attrs(**attrs), rows=rows, features=[features])
 
 
-def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.0, name="cache.h5") -> tuple[Path, Path]:
+def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.0,
+                      name="cache.h5") -> tuple[Path, Path]:
     root = tmp_path / "images"
     items = make_image_folder(root, per_class=per_class)
     path = make_blob_cache(tmp_path / name, labels=[label for _, label in items], paths=[p for p, _ in items],
@@ -150,7 +152,8 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
         writer.writerow(["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence",
                          *[f"prob_{n}" for n in names]])
         for i, row in enumerate(test):
-            writer.writerow([row, 0, paths[row], y[row], names[y[row]], pred[i], names[pred[i]], proba[i].max(), *proba[i]])
+            writer.writerow([row, 0, paths[row], y[row], names[y[row]], pred[i], names[pred[i]], proba[i].max(),
+                             *proba[i]])
     if history is not None:
         (run_dir / "history.json").write_text(json.dumps(history))
     index = runs_dir / "index.csv"
@@ -160,9 +163,9 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
         if new:
             writer.writerow(["run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy",
                              "balanced_accuracy", "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir"])
-        writer.writerow([run_id, config["created"], classifier, backbone, fingerprint, str(cache_path), metrics["accuracy"],
-                         metrics["balanced_accuracy"], metrics["macro_f1"], metrics["n_train"], metrics["n_test"],
-                         fit_seconds, str(run_dir)])
+        writer.writerow([run_id, config["created"], classifier, backbone, fingerprint, str(cache_path),
+                         metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["n_train"],
+                         metrics["n_test"], fit_seconds, str(run_dir)])
     return run_dir
 
 
@@ -295,13 +298,15 @@ def test_tsne_is_seeded_sampled_and_validated(blob_cache):
     d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert (classes[d.argmin(1)] == classes).mean() > 0.8
-    with pytest.raises(TransferCacheError, match=re.escape("perplexity must be less than the number of points (60); got 60")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("perplexity must be less than the number of points (60); got 60")):
         analysis.tsne_figure(blob_cache, sample=60, perplexity=60)
 
 
 def test_class_counts_per_split(tmp_path):
     labels = np.array([0] * 8 + [1] * 4 + [2] * 12 + [-1] * 2)
-    path = make_blob_cache(tmp_path / "c.h5", labels=labels, test_every=2, failed=[("cat/bad.png", "empty file (0 bytes)")])
+    path = make_blob_cache(tmp_path / "c.h5", labels=labels, test_every=2,
+                           failed=[("cat/bad.png", "empty file (0 bytes)")])
     fig = analysis.class_counts_figure(path)
     by_split = {trace.name: list(trace.y) for trace in fig.data}
     assert list(fig.data[0].x) == [*CLASSES, "unlabelled"]
@@ -310,7 +315,8 @@ def test_class_counts_per_split(tmp_path):
 
 
 def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
-    monkeypatch.setattr(__import__("transfer_cache.cache").cache, "_READ_BLOCK_BYTES", 16 * 4 * 5)  # streamed in blocks of 5 rows
+    # streamed in blocks of 5 rows
+    monkeypatch.setattr(__import__("transfer_cache.cache").cache, "_READ_BLOCK_BYTES", 16 * 4 * 5)
     labels = np.array([0, 1, 2, -1, 2, 2] * 7)
     path = make_blob_cache(tmp_path / "s.h5", labels=labels)
     fig = analysis.class_similarity_figure(path)
@@ -323,7 +329,8 @@ def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
     assert list(fig.data[0].x) == list(CLASSES)
     assert "35 labelled rows" in fig.layout.title.text
     one_class = make_blob_cache(tmp_path / "one.h5", labels=[0] * 5)
-    with pytest.raises(TransferCacheError, match=re.escape("class similarity needs labelled rows of at least 2 classes; the cache has 1")):
+    with pytest.raises(TransferCacheError, match=re.escape("class similarity needs labelled rows of at least 2 "
+                                                           "classes; the cache has 1")):
         analysis.class_similarity_figure(one_class)
 
 
@@ -356,7 +363,8 @@ def test_confusion_matrix_cells_equal_metrics(folder_run):
     assert list(heatmap.x) == list(CLASSES) and list(heatmap.y) == list(CLASSES)
     assert heatmap.texttemplate == "%{z}"
     assert fig.layout.yaxis.autorange == "reversed"  # first class on top, as printed by seed 003
-    assert np.asarray(analysis.confusion_matrix_figure(analysis.load_run(run_dir)).data[0].z).tolist() == metrics["confusion_matrix"]
+    assert (np.asarray(analysis.confusion_matrix_figure(analysis.load_run(run_dir)).data[0].z).tolist()
+            == metrics["confusion_matrix"])
     normalised = analysis.confusion_matrix_figure(run_dir, normalize=True).data[0]
     counts = np.asarray(metrics["confusion_matrix"])
     np.testing.assert_allclose(normalised.z, counts / counts.sum(1, keepdims=True))
@@ -365,7 +373,8 @@ def test_confusion_matrix_cells_equal_metrics(folder_run):
 
 def test_confusion_matrix_rejects_inconsistent_metrics():
     metrics = {"confusion_matrix": [[1, 2], [3, 4]], "class_names": ["a", "b", "c"]}
-    with pytest.raises(TransferCacheError, match=re.escape("confusion_matrix has shape (2, 2) but there are 3 class names")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("confusion_matrix has shape (2, 2) but there are 3 class names")):
         analysis.confusion_matrix_figure(metrics)
 
 
@@ -446,7 +455,8 @@ def test_leaderboard_sorts_runs_from_the_index(tmp_path):
     assert accuracy.y[-1].startswith(best["classifier"])  # best on top
     assert sorted(accuracy.x) == sorted(r["accuracy"] for r in index)
     assert "2 runs" in fig.layout.title.text
-    with pytest.raises(TransferCacheError, match=re.escape("sort_by must be one of 'accuracy', 'balanced_accuracy', 'macro_f1'; got 'f1'")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("sort_by must be one of 'accuracy', 'balanced_accuracy', 'macro_f1'; got 'f1'")):
         analysis.leaderboard_figure(runs, sort_by="f1")
     with pytest.raises(TransferCacheError, match=re.escape(f"no runs index at {tmp_path / 'index.csv'}")):
         analysis.leaderboard_figure(tmp_path)
@@ -456,7 +466,8 @@ def test_leaderboard_sorts_runs_from_the_index(tmp_path):
 
 
 def make_real_runs(base: Path, classifiers=("logreg", "dense")) -> tuple[Path, list[Path]]:
-    """Extract a PNG folder with the tiny backbone and fit (by default) logreg and a 3-epoch dense head with transfer_cache.fit."""
+    """Extract a PNG folder with the tiny backbone and fit (by default) logreg and a 3-epoch dense head with
+    transfer_cache.fit."""
     from transfer_cache.extract import extract
     from transfer_cache.fit import fit
 
