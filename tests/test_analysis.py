@@ -1,6 +1,7 @@
 """analysis.py: figures carry exactly the data of the cache and the run folder they were drawn from.
 
-The helpers at the top (real PNG folders, real HDF5 caches, real fitted run folders) are shared with test_report.py.
+The helpers at the top (real PNG folders, real HDF5 caches, real fitted run folders) are shared with test_report.py,
+test_report_browser.py and test_analysis_real_runs.py.
 """
 
 from __future__ import annotations
