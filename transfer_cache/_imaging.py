@@ -24,11 +24,11 @@ Colour rules (the same for files and arrays):
 - animated GIF/WebP/APNG: the first frame.
 
 Decoding for the size needed (``decoding="reduced"``): when the region a resize policy uses is at least
-``2 * _REDUCING_GAP`` times the output size, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling, Pillow's
-``draft``) and any other image is box-reduced by an integer factor (``Image.reduce``) before the resize, so that the
-image stays at least ``_REDUCING_GAP`` times the output size. The policy's geometry is computed on the original image
-and scaled by the actual reduction (a float box), so the same region of the photo is used; ``"full"`` decodes every
-pixel (what 0.1.0 and 0.2.0 did).
+``2 * _REDUCING_GAP`` times the output size (twice what the policy needs; more for "area", never for "nearest"),
+a JPEG is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling, Pillow's ``draft``) and any other image is box-reduced by
+an integer factor (``Image.reduce``) before the resize, so that the image stays at least ``_REDUCING_GAP`` times the
+output size. The policy's geometry is computed on the original image and scaled by the actual reduction (a float
+box), so the same region of the photo is used; ``"full"`` decodes every pixel (what 0.1.0 and 0.2.0 did).
 """
 
 from __future__ import annotations
@@ -62,8 +62,11 @@ FLOAT_RANGES = ("auto", "0-1", "0-255")
 
 DECODINGS = ("reduced", "full")
 #: After a reduced decode the policy's region is still at least this many times the output size (Pillow's
-#: ``reducing_gap`` idea: the final resize keeps its antialiasing filter over real pixels).
+#: ``reducing_gap`` idea: the final resize keeps its antialiasing filter over real pixels). The box filter ("area")
+#: counts whole pixels, so it keeps more of them; "nearest" picks single pixels, which a reduced image has averaged
+#: away: it always decodes in full.
 _REDUCING_GAP = 2.0
+_REDUCING_GAPS = {Image.Resampling.BOX: 4.0, Image.Resampling.NEAREST: math.inf}
 _JPEG_SCALES = (8, 4, 2)
 
 
@@ -140,8 +143,8 @@ def decode_resized(
     def run() -> np.ndarray:
         raw = _as_bytes(data, "decode_resized")
         if decoding == "reduced":
-            rgb, factor, original = _decode_reduced(raw, fit)
-            return _resize_policy(rgb, fit, factor, original)
+            rgb, factor, original, start = _decode_reduced(raw, fit)
+            return _resize_policy(rgb, fit, factor, original, start)
         return _resize_policy(_rgb(_open_decoded(raw)), fit)
 
     return _with_name(name, run)
@@ -413,33 +416,65 @@ class _Fit:
         return (0, 0, width, height), (new_w, new_h), ((size - new_w) // 2, (size - new_h) // 2)
 
     def reduction(self, width: int, height: int) -> int:
-        """The largest whole factor that keeps the policy's region at least ``_REDUCING_GAP`` times its output size
-        (1 when the image is not at least twice that)."""
+        """The largest whole factor that keeps the policy's region at least the filter's reducing gap times its output
+        size (1 when the image is not at least twice that)."""
         (left, top, right, bottom), (out_w, out_h), _ = self.geometry(width, height)
-        factor = int(min((right - left) / out_w, (bottom - top) / out_h) / _REDUCING_GAP)
+        gap = _REDUCING_GAPS.get(self.resample, _REDUCING_GAP)
+        factor = int(min((right - left) / out_w, (bottom - top) / out_h) / gap)
         return factor if factor >= 2 else 1
 
 
-def _decode_reduced(data: bytes, fit: _Fit) -> tuple[Image.Image, int, tuple[int, int]]:
-    """(the RGB image decoded at 1/factor of its size, factor, the oriented size of the full image)."""
+def _decode_reduced(data: bytes, fit: _Fit) -> tuple[Image.Image, int, tuple[int, int], tuple[int, int]]:
+    """(the RGB image decoded at 1/factor of its size, factor, the oriented size of the full image, where the full
+    image starts in the reduced one, in full-size pixels: not at 0 along an axis EXIF orientation reversed, since a
+    DCT-scaled image's partial last block is then first)."""
     im = _open_checked(data)
     width, height = im.size
     wanted = fit.reduction(width, height)  # the same for both orientations: the stored one gives it
-    factor = 1
+    scale = 1
     if wanted > 1 and im.format == "JPEG":
         scale = next(s for s in (*_JPEG_SCALES, 1) if s <= wanted)
         drafted = im.draft(None, (width // scale, height // scale))  # DCT scaling: 1/scale of every side
-        if drafted is not None:
-            factor = round(width / drafted[1][2])
+        scale = round(width / drafted[1][2]) if drafted is not None else 1
+    orientation = _orientation(im)
     _load(im)
-    stored = im.size
     _oriented(im)
-    original = (height, width) if im.size != stored else (width, height)
-    rgb = _rgb(im)
-    more = wanted // factor
+    turned = orientation in _TRANSPOSES and _orientation(im) != orientation  # the orientation was applied
+    swapped = turned and orientation >= 5
+    original = (height, width) if swapped else (width, height)
+    start = (0, 0)
+    if turned and scale > 1:
+        reversed_x, reversed_y = _reversed_axes(_TRANSPOSES[orientation])
+        start = ((im.size[0] * scale - original[0]) if reversed_x else 0,
+                 (im.size[1] * scale - original[1]) if reversed_y else 0)
+    rgb, factor = _rgb(im), scale
+    more = wanted // scale
     if more >= 2:  # what DCT scaling did not do (or any other format): average more x more blocks
-        rgb, factor = rgb.reduce(more), factor * more
-    return rgb, factor, original
+        rgb, factor = rgb.reduce(more), scale * more
+    return rgb, factor, original, start
+
+
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose applies it)
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the image is shown as stored
+        return 1
+
+
+def _reversed_axes(method) -> tuple[bool, bool]:
+    """Whether the upright image's x and y axes run against the stored image's: where the stored first pixel goes."""
+    probe = Image.new("L", (2, 2), 0)
+    probe.putpixel((0, 0), 255)
+    x, y = divmod(int(np.argmax(np.asarray(probe.transpose(method)))), 2)[::-1]
+    return x == 1, y == 1
 
 
 def _rgb(im: Image.Image) -> Image.Image:
@@ -447,12 +482,14 @@ def _rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else Image.fromarray(_pil_to_rgb_checked(im))
 
 
-def _resize_policy(pil: Image.Image, fit: _Fit, factor: int = 1, original: tuple[int, int] | None = None) -> np.ndarray:
+def _resize_policy(pil: Image.Image, fit: _Fit, factor: int = 1, original: tuple[int, int] | None = None,
+                   start: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The policy of :func:`resize_image` on an RGB Pillow image that is the ``original``-sized image reduced by
-    ``factor``: the region is computed on the original and scaled by the factor, so the same part of the photo is
-    used; the enclosing whole pixels are cropped first, so filtering never reaches past the region."""
+    ``factor`` (the original starting at ``start``): the region is computed on the original and scaled by the factor,
+    so the same part of the photo is used; the enclosing whole pixels are cropped first, so filtering never reaches
+    past the region."""
     (left, top, right, bottom), out_size, offset = fit.geometry(*(original or pil.size))
-    box = (left / factor, top / factor, right / factor, bottom / factor)
+    box = tuple((value + start[i % 2]) / factor for i, value in enumerate((left, top, right, bottom)))
     width, height = pil.size
     whole = (math.floor(box[0]), math.floor(box[1]), min(width, math.ceil(box[2])), min(height, math.ceil(box[3])))
     part = pil if whole == (0, 0, width, height) else pil.crop(whole)
