@@ -69,12 +69,13 @@ def reductions(monkeypatch):
 
 @pytest.mark.parametrize("policy, crop_fraction", POLICIES)
 @pytest.mark.parametrize("fmt, orientation, expected", [
-    ("JPEG", None, "draft"), ("JPEG", 6, "draft"), ("PNG", None, "reduce"), ("PNG", 8, "reduce"),
+    ("JPEG", None, "draft"), *[("JPEG", turn, "draft") for turn in range(2, 9)], ("PNG", None, "reduce"),
+    ("PNG", 8, "reduce"),
 ])
 def test_the_reduced_decode_uses_the_same_region_as_the_full_decode(fmt, orientation, expected, policy, crop_fraction,
                                                                      reductions):
-    """Odd sizes (the last block of a reduction is partial), a landscape image stored rotated: the drafted or reduced
-    path gives the full path's pixels within a small tolerance, for every policy."""
+    """Odd sizes (the last block of a reduction is partial), a landscape image stored in every EXIF orientation: the
+    drafted or reduced path gives the full path's pixels within a small tolerance, for every policy."""
     data = encoded(pattern(1203, 779), fmt, orientation=orientation)
     options = dict(size=48, policy=policy, crop_fraction=crop_fraction, interpolation="bilinear")
     full = decode_resized(data, **options).astype(np.int64)

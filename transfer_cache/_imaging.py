@@ -439,14 +439,11 @@ def _decode_reduced(data: bytes, fit: _Fit) -> tuple[Image.Image, int, tuple[int
     orientation = _orientation(im)
     _load(im)
     _oriented(im)
-    turned = orientation in _TRANSPOSES and _orientation(im) != orientation  # the orientation was applied
-    swapped = turned and orientation >= 5
-    original = (height, width) if swapped else (width, height)
+    turned = orientation in _REVERSED and _orientation(im) != orientation  # the orientation was applied
+    original = (height, width) if turned and orientation >= 5 else (width, height)
     start = (0, 0)
     if turned and scale > 1:
-        reversed_x, reversed_y = _reversed_axes(_TRANSPOSES[orientation])
-        start = ((im.size[0] * scale - original[0]) if reversed_x else 0,
-                 (im.size[1] * scale - original[1]) if reversed_y else 0)
+        start = tuple(im.size[i] * scale - original[i] if _REVERSED[orientation][i] else 0 for i in (0, 1))
     rgb, factor = _rgb(im), scale
     more = wanted // scale
     if more >= 2:  # what DCT scaling did not do (or any other format): average more x more blocks
@@ -454,12 +451,10 @@ def _decode_reduced(data: bytes, fit: _Fit) -> tuple[Image.Image, int, tuple[int
     return rgb, factor, original, start
 
 
-# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose applies it)
-_TRANSPOSES = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+# EXIF orientation -> whether the upright image's x and y axes run against the stored image's (ImageOps.exif_transpose
+# flips, rotates or transposes; 5-8 also swap the axes)
+_REVERSED = {2: (True, False), 3: (True, True), 4: (False, True), 5: (False, False), 6: (True, False),
+             7: (True, True), 8: (False, True)}
 
 
 def _orientation(im: Image.Image) -> int:
@@ -467,14 +462,6 @@ def _orientation(im: Image.Image) -> int:
         return int(im.getexif().get(0x0112) or 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block: the image is shown as stored
         return 1
-
-
-def _reversed_axes(method) -> tuple[bool, bool]:
-    """Whether the upright image's x and y axes run against the stored image's: where the stored first pixel goes."""
-    probe = Image.new("L", (2, 2), 0)
-    probe.putpixel((0, 0), 255)
-    x, y = divmod(int(np.argmax(np.asarray(probe.transpose(method)))), 2)[::-1]
-    return x == 1, y == 1
 
 
 def _rgb(im: Image.Image) -> Image.Image:
