@@ -13,6 +13,12 @@
    folder warmed first (the conversion is not timed). Printed per pair: wall images/s of each (192 / the process's
    wall time) and extract's own images/s (its summary line), and the ratios; then the medians. Target: >= 0.70.
    ``--decoding full`` measures the same pairs with the old decoding.
+
+Measured here (2 shared cores, other jobs running; Pillow 13 with libjpeg-turbo 3.2, OpenVINO runtime):
+- vectors: lowest cosine of any image 0.99652 (the 192 crops: min 0.99652, 1st pct 0.99691, median 0.99892; the 8
+  photos: center-crop jpg min 0.99678, png 0.99916; squash jpg 0.99863, png 0.99930; pad jpg 0.99923, png 0.99806).
+- speed, reduced: pairs 0.94, 0.79, 0.76 (wall), median 0.79 wall and 0.79 extract's own; in the same hour with
+  ``--decoding full``: pairs 0.26, 0.23, 0.26, median 0.26 wall and 0.17 extract's.
 """
 
 from __future__ import annotations
