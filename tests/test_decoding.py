@@ -179,6 +179,18 @@ def test_a_default_run_continues_a_full_cache_and_an_asked_decoding_gets_its_own
     assert extract(str(root), cache_dir=caches, progress=False, **TINY).path == reduced.path  # preferred when both
 
 
+def test_the_shards_of_a_run_continue_a_full_run_together(tmp_path):
+    """One shard of a full decoding was finished (a killed 0.2.0 sharded run): a default sharded run continues it in
+    full for every shard, so the merge sees one configuration."""
+    root = _photo_folder(tmp_path / "images")
+    caches = tmp_path / "caches"
+    first = extract(str(root), cache_dir=caches, decoding="full", shard="0/2", progress=False, **TINY)
+    merged = extract(str(root), cache_dir=caches, shards=2, engine="local", progress=False, **TINY)
+    with open_cache(merged.path) as cache:
+        assert cache.feature_config.decoding == "full" and len(cache) == 4
+    assert first.path.exists() and merged.computed == 2
+
+
 def test_arrays_are_used_whole_and_their_caches_keep_one_fingerprint(tmp_path):
     """An array source has nothing to decode: whatever decoding is asked, its cache records full (one file)."""
     images = np.random.default_rng(0).integers(0, 256, size=(6, 300, 300, 3), dtype=np.uint8)

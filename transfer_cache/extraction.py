@@ -23,7 +23,7 @@ from .extraction_plan import PriorWork, is_hit, plan_rows, work_items
 from .feature_config import FULL_DECODING, FeatureConfig
 from .forward_pass import compute, progress_bar
 from .runtimes import AUTO
-from .shards import Shard
+from .shards import Shard, all_shards
 
 
 @dataclass
@@ -78,13 +78,16 @@ def extract_here(source, options: ExtractOptions) -> ExtractResult:
     with _atomic.translated(folder, where="give --cache-dir a folder on a writable disk"):  # read-only: one line
         folder.mkdir(parents=True, exist_ok=True)
 
-    def cache_path(config: FeatureConfig) -> Path:
+    def cache_path(config: FeatureConfig, part: Shard | None = shard) -> Path:
         return folder / cache_filename(source_name=src.name, source_description=src.description,
-                                       backbone=config.backbone, fingerprint=config.fingerprint, shard=shard)
+                                       backbone=config.backbone, fingerprint=config.fingerprint, shard=part)
 
     config = for_source(config, src)
-    # continue a cache another runtime, or a full decoding, made rather than compute everything again
-    config = next((alt for alt in _alternatives(config, options) if cache_path(alt).exists()), config)
+    # continue a cache another runtime, or a full decoding, made rather than compute everything again; a shard
+    # looks at every shard of its run, so that the shards of one run agree (their merge needs one configuration)
+    family = [shard] if shard is None else all_shards(shard.n)
+    config = next((alt for alt in _alternatives(config, options)
+                   if any(cache_path(alt, part).exists() for part in family)), config)
     path = cache_path(config)
     with cache_lock(path, timeout=options.lock_timeout):
         sweep_temporaries(path)
