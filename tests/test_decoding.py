@@ -125,6 +125,21 @@ def test_an_image_less_than_twice_what_the_policy_needs_is_decoded_in_full(fmt, 
     assert bool(reductions) == (min(width, height) >= 2 * needs)
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_a_damaged_large_file_is_the_same_short_reason_either_way(fmt):
+    from transfer_cache._errors import ImageError
+
+    whole = encoded(np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8), fmt)
+    options = dict(size=32, policy="squash", crop_fraction=1.0, interpolation="bilinear", name="a/b.img")
+    for data in (whole[: len(whole) // 2], b""):
+        reasons = []
+        for decoding in ("full", "reduced"):
+            with pytest.raises(ImageError) as info:
+                decode_resized(data, decoding=decoding, **options)
+            reasons.append((str(info.value), info.value.__notes__))
+        assert reasons[0] == reasons[1] and reasons[0][1] == ["while decoding a/b.img"], reasons
+
+
 def test_a_decoding_that_does_not_exist_is_named():
     from transfer_cache import TransferCacheError
 

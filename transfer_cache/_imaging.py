@@ -441,8 +441,8 @@ def _decode_reduced(data: bytes, fit: _Fit) -> tuple[Image.Image, int, tuple[int
         scale = next(s for s in (*_JPEG_SCALES, 1) if s <= scale)
         drafted = im.draft(None, (width // scale, height // scale))  # DCT scaling: 1/scale of every side
         scale = round(width / drafted[1][2]) if drafted is not None else 1
+    _load(im)  # before reading EXIF: a PNG reads it by decoding, whose failure must be the decoder's error
     orientation = _orientation(im)
-    _load(im)
     _oriented(im)
     turned = orientation in _REVERSED and _orientation(im) != orientation  # the orientation was applied
     original = (height, width) if turned and orientation >= 5 else (width, height)
