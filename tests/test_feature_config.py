@@ -86,8 +86,19 @@ def test_every_field_that_changes_the_vectors_changes_the_fingerprint_and_nothin
 
 
 def test_the_embedded_default_keeps_its_0_1_0_fingerprint():
-    """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0 (TensorFlow)."""
-    assert feature_config(runtime="tensorflow").fingerprint == "2db0b89fddb4a7db"
+    """`python -m transfer_cache.extract sklearn:digits` wrote fingerprint 2db0b89fddb4a7db in 0.1.0 (TensorFlow) and
+    f8c0c52c814b0bc9 in 0.2.0 (OpenVINO): digits are arrays, decoded in full whatever the decoding asked for."""
+    from transfer_cache.extract_options import for_source
+    from transfer_cache.sources import open_source
+
+    digits = open_source("sklearn:digits")
+    for decoding in (None, "reduced", "full"):
+        assert for_source(feature_config(runtime="tensorflow", decoding=decoding), digits).fingerprint == \
+            "2db0b89fddb4a7db"
+        assert for_source(feature_config(runtime="openvino", decoding=decoding), digits).fingerprint == \
+            "f8c0c52c814b0bc9"
+    assert feature_config(runtime="tensorflow", decoding="full").fingerprint == "2db0b89fddb4a7db"
+    assert feature_config(runtime="tensorflow").decoding == "reduced"  # a source of files: reduced by default
 
 
 @pytest.mark.slow

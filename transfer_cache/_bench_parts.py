@@ -77,7 +77,7 @@ def decode_rates(folder: Path, config: FeatureConfig, *, batch_size: int, repeat
             begin = time.perf_counter()
             for _batch in image_batches(source, indices, input_size=config.input_size, resize=config.resize,
                                         crop_fraction=config.crop_fraction, interpolation=config.interpolation,
-                                        batch_size=batch_size, workers=n):
+                                        decoding=config.decoding, batch_size=batch_size, workers=n):
                 pass
             rates[n].append(len(indices) / (time.perf_counter() - begin))
     out = {f"workers_{n}": {"median": median(values), "runs": values} for n, values in rates.items()}

@@ -86,6 +86,7 @@ def _description(run, config: dict, *, kind: str, classifier: str, files: list[s
         "resize": features.resize,
         "crop_fraction": features.crop_fraction,
         "interpolation": features.interpolation,
+        "decoding": features.decoding,
         "feature_config": config,
         "files": files,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

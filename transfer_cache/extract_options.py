@@ -16,10 +16,13 @@ from typing import Any
 from . import _options
 from ._checks import one_of, whole_number
 from ._errors import TransferCacheError
-from ._imaging import validate_resize
+from ._imaging import DECODINGS, validate_resize
 from ._options import option
 from .backbones import DEFAULT_BACKBONE, POOLINGS, default_layers, get_spec, resolve_weights, validate_choices
-from .feature_config import DTYPES, FeatureConfig
+from .feature_config import DTYPES, FULL_DECODING, FeatureConfig
+
+#: How image files are decoded unless the user says otherwise (or an existing cache decoded them in full).
+DEFAULT_DECODING = "reduced"
 
 GROUP_TITLES = {
     "vectors": "what the vectors are (part of the cache's fingerprint)",
@@ -61,6 +64,10 @@ class ExtractOptions:
     runtime: str = option("auto", "where the forward pass runs: tensorflow, openvino (CPU) or auto (a GPU: tensorflow; "
                           "else openvino when installed; an existing cache of either is reused)", group="vectors",
                           metavar="NAME")
+    decoding: str | None = option(None, "how image files are decoded: reduced (default: a large photo decoded at "
+                                  "the size the resize needs, JPEG DCT scaling) or full (every pixel, as 0.1.0 and "
+                                  "0.2.0 did; without this option an existing full cache is continued)",
+                                  group="vectors", metavar="reduced|full")
     # how this run works
     batch_size: int = option(32, "images per forward pass (default 32)", group="run", type=int, metavar="N")
     cache_dir: Any = option(None, "where caches live (default $TRANSFER_CACHE_DIR or ./caches)", group="run",
@@ -117,6 +124,8 @@ def resolve(options: ExtractOptions) -> FeatureConfig:
     size = int(options.input_size or spec.input_size)
     interpolation = options.interpolation or spec.interpolation
     validate_resize(size=size, policy=resize, interpolation=interpolation, crop_fraction=crop_fraction)
+    decoding = options.decoding or DEFAULT_DECODING
+    one_of(decoding, DECODINGS, "decoding")
     if not isinstance(options.mixed_precision, bool):
         raise TransferCacheError(f"mixed_precision must be True or False; got {options.mixed_precision!r}")
     _, weights_name, weights_identity = resolve_weights(spec, options.weights)
@@ -139,7 +148,16 @@ def resolve(options: ExtractOptions) -> FeatureConfig:
         augment=augmentation,
         compute_precision=compute_precision(options.mixed_precision),  # float16 compute changes the vectors
         runtime=resolve_runtime(options.runtime),
+        decoding=decoding,
     )
+
+
+def for_source(config: FeatureConfig, source) -> FeatureConfig:
+    """``config`` as it applies to ``source``'s images: arrays have nothing to decode and are used whole, so their
+    caches record "full" whatever was asked (and keep their fingerprints); files decode as ``config`` says."""
+    if getattr(source, "decodes_files", False) or config.decoding == FULL_DECODING:
+        return config
+    return dataclasses.replace(config, decoding=FULL_DECODING)
 
 
 def _augmentation(options: ExtractOptions):

@@ -18,12 +18,12 @@ from ._checks import check_folder, whole_number
 from ._errors import ImageError
 from .assemble import cache_attrs, row_shapes, write_new_cache
 from .cache import cache_filename, cache_lock, default_cache_dir, sweep_temporaries
-from .extract_options import ExtractOptions, resolve
+from .extract_options import ExtractOptions, for_source, resolve
 from .extraction_plan import PriorWork, is_hit, plan_rows, work_items
-from .feature_config import FeatureConfig
+from .feature_config import FULL_DECODING, FeatureConfig
 from .forward_pass import compute, progress_bar
 from .runtimes import AUTO
-from .shards import Shard
+from .shards import Shard, all_shards
 
 
 @dataclass
@@ -78,24 +78,33 @@ def extract_here(source, options: ExtractOptions) -> ExtractResult:
     with _atomic.translated(folder, where="give --cache-dir a folder on a writable disk"):  # read-only: one line
         folder.mkdir(parents=True, exist_ok=True)
 
-    def cache_path(config: FeatureConfig) -> Path:
+    def cache_path(config: FeatureConfig, part: Shard | None = shard) -> Path:
         return folder / cache_filename(source_name=src.name, source_description=src.description,
-                                       backbone=config.backbone, fingerprint=config.fingerprint, shard=shard)
+                                       backbone=config.backbone, fingerprint=config.fingerprint, shard=part)
 
-    if options.runtime == AUTO:  # continue a cache another runtime made rather than compute everything again
-        config = next((alt for alt in _runtime_alternatives(config) if cache_path(alt).exists()), config)
+    config = for_source(config, src)
+    # continue a cache another runtime, or a full decoding, made rather than compute everything again; a shard
+    # looks at every shard of its run, so that the shards of one run agree (their merge needs one configuration)
+    family = [shard] if shard is None else all_shards(shard.n)
+    config = next((alt for alt in _alternatives(config, options)
+                   if any(cache_path(alt, part).exists() for part in family)), config)
     path = cache_path(config)
     with cache_lock(path, timeout=options.lock_timeout):
         sweep_temporaries(path)
         return _extract_locked(src, indices, config, path, options=options, shard=shard, started=started)
 
 
-def _runtime_alternatives(config: FeatureConfig) -> list[FeatureConfig]:
+def _alternatives(config: FeatureConfig, options: ExtractOptions) -> list[FeatureConfig]:
+    """The configurations whose existing cache this run continues, preferred first: every runtime ``auto`` may pick
+    when the runtime was not given, and a full decoding (the caches of 0.1.0 and 0.2.0) when the decoding was not."""
     import dataclasses
 
     from .runtimes import auto_candidates
 
-    return [dataclasses.replace(config, runtime=name) for name in auto_candidates()]
+    runtimes = auto_candidates() if options.runtime == AUTO else [config.runtime]
+    decodings = [config.decoding] if options.decoding is not None else [config.decoding, FULL_DECODING]
+    return [dataclasses.replace(config, runtime=runtime, decoding=decoding)
+            for decoding in dict.fromkeys(decodings) for runtime in runtimes]
 
 
 def _extract_locked(src, indices, config: FeatureConfig, path: Path, *, options: ExtractOptions, shard: Shard | None,

@@ -22,6 +22,9 @@ DTYPES = ("float32", "float16")
 # The runtime of every cache written before the runtime was recorded. Its name is left out of the fingerprint, so
 # those caches stay hits; the registry's reference runtime is this one (a test holds the two together).
 UNHASHED_RUNTIME = "tensorflow"
+# How every cache written before the decoding was recorded decoded its files: every pixel. Left out of the
+# fingerprint, so those caches keep their names; arrays are always used whole, so their caches record it too.
+FULL_DECODING = "full"
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -42,6 +45,7 @@ class FeatureConfig:
     compute_precision: str
     format_version: int = FORMAT_VERSION
     runtime: str = UNHASHED_RUNTIME  # the reference runtime: its name is left out of the fingerprint
+    decoding: str = FULL_DECODING  # "full", or "reduced": large files decoded at the size the resize needs
 
     @property
     def views(self) -> int:
@@ -71,9 +75,9 @@ class FeatureConfig:
 # Everything that changes the vectors; nothing else may enter the fingerprint.
 FINGERPRINT_FIELDS = tuple(f.name for f in dataclasses.fields(FeatureConfig))
 # fields added after the first release: caches written without them had the value given here
-_FINGERPRINT_DEFAULTS = {"compute_precision": "float32", "runtime": UNHASHED_RUNTIME}
+_FINGERPRINT_DEFAULTS = {"compute_precision": "float32", "runtime": UNHASHED_RUNTIME, "decoding": FULL_DECODING}
 # fields hashed only when they differ from this value, so the caches of earlier releases keep their fingerprints
-_HASHED_UNLESS = {"runtime": UNHASHED_RUNTIME}
+_HASHED_UNLESS = {"runtime": UNHASHED_RUNTIME, "decoding": FULL_DECODING}
 
 
 def fingerprint(config: Mapping) -> str:

@@ -111,6 +111,7 @@ def compute(src, items, config: FeatureConfig, parts: WorkParts, *, batch_size: 
         resize=config.resize,
         crop_fraction=config.crop_fraction,
         interpolation=config.interpolation,
+        decoding=config.decoding,
         batch_size=batch_size,
     )
     with ReadAhead(batches) as stream:  # images decode while the model is built

@@ -22,18 +22,22 @@ from .feature_config import FeatureConfig
 
 
 def prepare_image(image, *, config: FeatureConfig) -> np.ndarray:
-    """Decode (bytes) or convert (array) one image and resize it exactly as extraction did for ``config``."""
+    """Decode (bytes, as ``config.decoding`` says) or convert (array, used whole) one image and resize it exactly as
+    extraction did for ``config``."""
+    fit = _fit(config)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        array = _imaging.decode_image(bytes(image))
-    else:
-        array = _imaging.to_rgb_array(np.asarray(image))
-    return _imaging.resize_image(
-        array,
-        size=int(config.input_size),
-        policy=config.resize,
-        crop_fraction=float(config.crop_fraction),
-        interpolation=config.interpolation,
-    )
+        return _imaging.decode_resized(bytes(image), decoding=config.decoding, **fit)
+    return _imaging.resize_image(_imaging.to_rgb_array(np.asarray(image)), **fit)
+
+
+def prepare_record(source, index: int, *, config: FeatureConfig) -> np.ndarray:
+    """Image ``index`` of ``source`` decoded and resized exactly as extraction did for ``config``."""
+    return source.load_resized(index, decoding=config.decoding, **_fit(config))
+
+
+def _fit(config: FeatureConfig) -> dict:
+    return dict(size=int(config.input_size), policy=config.resize, crop_fraction=float(config.crop_fraction),
+                interpolation=config.interpolation)
 
 
 def image_batches(
@@ -45,6 +49,7 @@ def image_batches(
     crop_fraction: float,
     interpolation: str,
     batch_size: int,
+    decoding: str,
     views=None,
     augment=None,
     workers: int | None = None,
@@ -55,13 +60,14 @@ def image_batches(
     Item ``position`` is image ``indices[position]`` of ``source``; with ``views`` (a view number per item, 0 = the
     clean image) an item with view v > 0 is ``augment(image, index, v)`` before resizing. Images are read, decoded
     and resized by a pool of ``workers`` threads (default: one per core; Pillow releases the GIL while it decodes and
-    resizes, so they run side by side), at most ``ahead`` batches in flight, so memory stays flat. TensorFlow is not
-    needed: the forward pass may run in another runtime.
+    resizes, so they run side by side), at most ``ahead`` batches in flight, so memory stays flat. Files are decoded as
+    ``decoding`` says (an augmented view starts from the whole image). TensorFlow is not needed: the forward pass may
+    run in another runtime.
     """
     indices = np.asarray(indices, dtype=np.int64)
     views = np.zeros_like(indices) if views is None else np.asarray(views, dtype=np.int64)
     load = _item_loader(source, indices, views, augment=augment, size=input_size, resize=resize,
-                        crop_fraction=crop_fraction, interpolation=interpolation)
+                        crop_fraction=crop_fraction, interpolation=interpolation, decoding=decoding)
     starts = iter(range(0, len(indices), batch_size))
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1,
                             thread_name_prefix="transfer_cache-decode") as pool:
@@ -93,7 +99,7 @@ def image_batches(
 
 
 def _item_loader(source, indices, views, *, augment, size: int, resize: str, crop_fraction: float,
-                 interpolation: str):
+                 interpolation: str, decoding: str):
     """``load(position) -> (pixels, ok, reason)`` for one item: a bad image is a blank with its reason, never a
     crash of the batch."""
     blank = np.zeros((size, size, 3), np.uint8)
@@ -105,7 +111,7 @@ def _item_loader(source, indices, views, *, augment, size: int, resize: str, cro
             if view:
                 pixels = _imaging.resize_image(augment(source.load(index), index, view), **fit)
             else:
-                pixels = source.load_resized(index, **fit)
+                pixels = source.load_resized(index, decoding=decoding, **fit)
             return pixels, True, ""
         except ImageError as exc:
             return blank, False, str(exc)

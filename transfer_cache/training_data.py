@@ -197,7 +197,7 @@ def reread_images(data: TrainingData, rows: np.ndarray, size: int, progress: boo
     """Re-read the images of ``rows`` through each cache's source (matched by path), resized as extraction did."""
     from tqdm import tqdm
 
-    from .pipeline import prepare_image
+    from .pipeline import prepare_record
     from .reread import ImageFinder
 
     out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
@@ -223,7 +223,7 @@ def reread_images(data: TrainingData, rows: np.ndarray, size: int, progress: boo
                 "extraction; extract it again"
             )
         try:
-            out[j] = prepare_image(source.load(index[path]), config=config)
+            out[j] = prepare_record(source, index[path], config=config)
         except ImageError as exc:
             raise TransferCacheError(f"classifier 'pixels' cannot read image '{path}' of {source.description}: "
                                      f"{exc}") from None

@@ -84,6 +84,8 @@ class Source:
     class_names: list[str]
     records: list[Record]
     failed: list[tuple[str, str]]
+    #: whether records are encoded files (a decoding applies) rather than arrays (used whole)
+    decodes_files: bool = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -106,9 +108,10 @@ class Source:
         """Record ``i`` as a uint8 (H, W, 3) RGB array; raises ImageError when it cannot be read."""
         raise NotImplementedError
 
-    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str) -> np.ndarray:
+    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str,
+                     decoding: str = "full") -> np.ndarray:
         """``resize_image(self.load(i), ...)``: record ``i`` as extraction feeds it to the backbone (a source may do it
-        in fewer steps, pixel for pixel the same)."""
+        in fewer steps, pixel for pixel the same). ``decoding`` applies to encoded files; arrays are used whole."""
         return resize_image(self.load(i), size=size, policy=policy, crop_fraction=crop_fraction,
                             interpolation=interpolation)
 
@@ -118,6 +121,8 @@ class Source:
 
 class FileSource(Source):
     """Records are files under ``root``; every call opens its own handle (thread-safe)."""
+
+    decodes_files = True
 
     def _file(self, i: int) -> str:
         return os.path.join(self.root, self.records[i].path)
@@ -142,9 +147,10 @@ class FileSource(Source):
     def load(self, i: int) -> np.ndarray:
         return decode_image(self.read_bytes(i), name=self.records[i].path)
 
-    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str) -> np.ndarray:
+    def load_resized(self, i: int, *, size: int, policy: str, crop_fraction: float, interpolation: str,
+                     decoding: str = "full") -> np.ndarray:
         return decode_resized(self.read_bytes(i), size=size, policy=policy, crop_fraction=crop_fraction,
-                              interpolation=interpolation, name=self.records[i].path)
+                              interpolation=interpolation, decoding=decoding, name=self.records[i].path)
 
 
 # --------------------------------------------------------------------------- array-backed sources
