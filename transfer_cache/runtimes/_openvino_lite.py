@@ -154,13 +154,15 @@ def build_model(config, source: Path | None = None):
     variant, size = config.backbone, int(config.input_size)
     source = source or weights_file(config)
     state = load_state_dict(source)
+    walk = lite.Plan()  # the arrays checked first, as the Keras port checks them (the same errors for the same file)
+    lite.lite_features(walk, None, variant=variant)
+    lite.check_arrays(walk.plan, state, source, variant, skip=("_fc.weight", "_fc.bias"))
     wanted = list(config.layers) or ["avg_pool"]
     graph = _OpenVinoGraph(ops, state, source, set(wanted))
     pixels = ops.parameter([-1, size, size, 3], np.float32, name="pixels")
     scaled = ops.multiply(ops.subtract(pixels, ops.constant(np.float32(127.0))), ops.constant(np.float32(1 / 128)))
     lite.lite_features(graph, graph._keep("input", ops.transpose(scaled, ops.constant(np.array([0, 3, 1, 2])))),
                        variant=variant)
-    lite.check_arrays(graph.plan, state, source, variant, skip=("_fc.weight", "_fc.bias"))
     outputs = []
     for i, layer in enumerate(wanted):
         node = _output(ops, graph.tensors[layer], config.pooling)
