@@ -44,7 +44,10 @@ def weights_file(config) -> Path:
 
     named = str(config.weights)
     source = lite.weights_path(config.backbone) if named.lower() == "imagenet" else Path(named).expanduser()
-    identity = file_sha256(source) if source.is_file() else "(no such file)"
+    if not source.is_file():  # as backbones.resolve_weights says it
+        raise TransferCacheError(f"weights must be 'imagenet', 'none' or the path of a weights file; "
+                                 f"{config.weights!r} is none of these (no such file)")
+    identity = file_sha256(source)
     if identity != config.weights_sha256:
         raise TransferCacheError(
             f"the weights '{config.weights}' are not the ones this cache was made with "
