@@ -177,3 +177,12 @@ def test_a_weights_file_of_another_variant_is_named_as_the_keras_port_names_it(t
     mismatch = dataclasses.replace(config, weights_sha256="f" * 64)
     with pytest.raises(TransferCacheError, match=re.escape("are not the ones this cache was made with")):
         lite_build.build_model(mismatch)
+
+
+@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_the_walk_names_every_layer_of_the_keras_model(variant):
+    """``builds`` accepts a layer by the walk's names (no Keras built): they are the Keras model's, in order."""
+    from transfer_cache._efficientnet_lite import build_efficientnet_lite, layer_names
+
+    model = build_efficientnet_lite(variant, include_top=False, weights=None, input_size=64)
+    assert layer_names(variant) == [layer.name for layer in model.layers]

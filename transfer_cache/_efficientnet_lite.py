@@ -30,9 +30,13 @@ from ._torch_legacy import load_state_dict
 
 __all__ = [
     "LITE_VARIANTS",
+    "Plan",
     "build_efficientnet_lite",
     "center_crop_for_eval",
+    "check_arrays",
     "file_sha256",
+    "layer_names",
+    "lite_features",
     "preprocess_lite",
     "weights_path",
 ]
