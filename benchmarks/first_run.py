@@ -10,7 +10,8 @@ What it runs, on N photo-like JPEGs (crops of the scikit-image/scikit-learn phot
 3. warm runs of this tree against warm runs of another tree (``--main``, default /work/main: its model converted
    from Keras), the command's wall and images/s, alternated;
 4. the two saved models alone, compiled as the runtime compiles them (``COMPILE_CONFIG``, batch 32) in this process,
-   images/s on an in-memory batch, repeats interleaved.
+   images/s on an in-memory batch, repeats interleaved (A B, B A, ...), and whether OpenVINO compiled them to the same
+   runtime graph (the same operations, kernels and layouts).
 
     python benchmarks/first_run.py [--images 192] [--pairs 3] [--main /work/main] [--json out.json]
 
@@ -105,7 +106,7 @@ def _model_xml(models: Path) -> str:
     return str(next((models / "openvino").glob("efficientnet_lite0-*/model.xml")))
 
 
-def models_alone(xmls: dict[str, str], repeats: int = 7, batch: int = 32, steps: int = 4) -> dict:
+def models_alone(xmls: dict[str, str], repeats: int = 11, batch: int = 32, steps: int = 4) -> dict:
     import numpy as np
     import openvino as ov
 
@@ -113,22 +114,27 @@ def models_alone(xmls: dict[str, str], repeats: int = 7, batch: int = 32, steps:
 
     core = ov.Core()
     pixels = np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3)).astype(np.float32)
-    requests = {}
+    requests, compiled_models = {}, []
     for name, xml in xmls.items():
         model = core.read_model(xml)
         model.reshape([batch, 224, 224, 3])
-        requests[name] = core.compile_model(model, "CPU", COMPILE_CONFIG).create_infer_request()
+        compiled_models.append(core.compile_model(model, "CPU", COMPILE_CONFIG))
+        requests[name] = compiled_models[-1].create_infer_request()
         requests[name].infer({0: pixels})
     rates = {name: [] for name in xmls}
-    for _ in range(repeats):
-        for name, request in requests.items():
+    for repeat in range(repeats):
+        order = list(requests.items())
+        for name, request in order[::-1] if repeat % 2 else order:  # A B, B A, ...: neither always goes first
             begin = time.perf_counter()
             for _ in range(steps):
                 request.infer({0: pixels})
             rates[name].append(batch * steps / (time.perf_counter() - begin))
     ratios = [a / b for a, b in zip(rates["built"], rates["main_converted"])]
-    return {"images_per_second": {name: _median(r) for name, r in rates.items()}, "median_ratio": round(
-        statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios]}
+    graphs = [[tuple(str(op.get_rt_info()[key].astype(str)) for key in ("layerType", "primitiveType", "outputLayouts"))
+               for op in compiled.get_runtime_model().get_ordered_ops()] for compiled in compiled_models]
+    return {"images_per_second": {name: _median(r) for name, r in rates.items()},
+            "median_ratio": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
+            "same_runtime_graph": graphs[0] == graphs[1], "runtime_operations": [len(g) for g in graphs]}
 
 
 def main() -> None:
