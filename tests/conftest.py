@@ -56,7 +56,7 @@ def cache_dir(tmp_path):
     return tmp_path / "caches"
 
 
-# --------------------------------------------------------------------------- synthetic caches (one builder for all tests)
+# --------------------------------------------------------------------------- synthetic caches (one builder for all)
 
 SYNTHETIC_CONFIG = dict(
     backbone="tiny", weights="none", weights_sha256="random", layers=["conv3"], pooling="avg", input_size=32,
@@ -78,7 +78,8 @@ def synthetic_attrs(*, class_names=("a", "b"), source="sklearn:digits", source_r
     return {**config, "class_names": list(class_names), "source": source, "source_root": source_root, **extra}
 
 
-def write_synthetic_cache(path, *, features, labels, ids=None, paths=None, split=None, failed=(), failed_ids=(), **attrs):
+def write_synthetic_cache(path, *, features, labels, ids=None, paths=None, split=None, failed=(), failed_ids=(),
+                          **attrs):
     """A real cache file from in-memory arrays (``features``: one (N, ...) array, or a list with one per layer)."""
     from transfer_cache.cache import Rows, write_cache
 

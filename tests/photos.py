@@ -39,7 +39,8 @@ def varied_crops(photo: np.ndarray, count: int, *, seed: int, size=(320, 240)) -
 
 def make_photo_folder(root, *, per_class: int = 10, classes: dict[str, str] | None = None, bad_files: bool = True,
                       seed: int = 0) -> Path:
-    """Write the folder and return its root; ``bad_files`` adds ``cat/broken.jpg`` (truncated) and ``coffee/empty.jpg``."""
+    """Write the folder and return its root; ``bad_files`` adds ``cat/broken.jpg`` (truncated) and
+    ``coffee/empty.jpg``."""
     try:
         from skimage import data
     except ImportError:

@@ -1,6 +1,7 @@
 """analysis.py: figures carry exactly the data of the cache and the run folder they were drawn from.
 
-The helpers at the top (real PNG folders, real HDF5 caches, real fitted run folders) are shared with test_report.py.
+The helpers at the top (real PNG folders, real HDF5 caches, real fitted run folders) are shared with test_report.py,
+test_report_browser.py and test_analysis_real_runs.py.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def make_blob_cache(
     labels = np.asarray(labels, dtype=np.int64)
     centres = rng.normal(0.0, 3.0, size=(len(CLASSES), dim))
     features = (centres[np.maximum(labels, 0)] + rng.normal(0.0, spread, size=(len(labels), dim))).astype(np.float32)
-    paths = list(paths) if paths is not None else [f"{CLASSES[max(label, 0)]}/img_{i:05d}.png" for i, label in enumerate(labels)]
+    paths = (list(paths) if paths is not None
+             else [f"{CLASSES[max(label, 0)]}/img_{i:05d}.png" for i, label in enumerate(labels)])
     if source_root is not None:
         digests = [hashlib.sha256((source_root / p).read_bytes()).hexdigest() for p in paths]
         attrs.setdefault("source", f"folder:{source_root}")
@@ -83,7 +85,8 @@ def make_blob_cache(
     return write_cache(path, attrs=base_attrs(**attrs), rows=rows, features=[features])
 
 
-def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.0, name="cache.h5") -> tuple[Path, Path]:
+def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.0,
+                      name="cache.h5") -> tuple[Path, Path]:
     root = tmp_path / "images"
     items = make_image_folder(root, per_class=per_class)
     path = make_blob_cache(tmp_path / name, labels=[label for _, label in items], paths=[p for p, _ in items],
@@ -91,10 +94,30 @@ def make_folder_cache(tmp_path: Path, *, per_class: int = 12, spread: float = 2.
     return path, root
 
 
+def _metrics(y_test: np.ndarray, pred: np.ndarray, names: list, *, n_train: int, fit_seconds: float) -> dict:
+    """metrics.json as fit writes it, for a run's test rows."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    k = len(names)
+    precision, recall, f1, support = precision_recall_fscore_support(y_test, pred, labels=range(k), zero_division=0)
+    return {
+        "accuracy": float((pred == y_test).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
+        "macro_f1": float(f1_score(y_test, pred, average="macro")),
+        "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                                 "support": int(support[c])} for c in range(k)},
+        "confusion_matrix": confusion_matrix(y_test, pred, labels=range(k)).tolist(),
+        "class_names": names,
+        "n_train": int(n_train),
+        "n_test": int(len(y_test)),
+        "fit_seconds": fit_seconds,
+        "predict_seconds": 0.001,
+    }
+
+
 def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", history: dict | None = None) -> Path:
     """A run folder in the interfaces.md format, from a real scikit-learn fit on the cache's train/test split."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     with open_cache(cache_path) as cache:
         X = cache.features[:]
@@ -111,21 +134,7 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(X[test])
     pred = model.classes_[proba.argmax(axis=1)]
-    k = len(names)
-    precision, recall, f1, support = precision_recall_fscore_support(y[test], pred, labels=range(k), zero_division=0)
-    metrics = {
-        "accuracy": float((pred == y[test]).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
-        "macro_f1": float(f1_score(y[test], pred, average="macro")),
-        "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
-                                 "support": int(support[c])} for c in range(k)},
-        "confusion_matrix": confusion_matrix(y[test], pred, labels=range(k)).tolist(),
-        "class_names": names,
-        "n_train": int(len(train)),
-        "n_test": int(len(test)),
-        "fit_seconds": fit_seconds,
-        "predict_seconds": 0.001,
-    }
+    metrics = _metrics(y[test], pred, names, n_train=len(train), fit_seconds=fit_seconds)
     created = dt.datetime.now()
     run_id = f"{created:%Y%m%d-%H%M%S}-{classifier}-{hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:6]}"
     run_dir = runs_dir / run_id
@@ -144,7 +153,8 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
         writer.writerow(["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence",
                          *[f"prob_{n}" for n in names]])
         for i, row in enumerate(test):
-            writer.writerow([row, 0, paths[row], y[row], names[y[row]], pred[i], names[pred[i]], proba[i].max(), *proba[i]])
+            writer.writerow([row, 0, paths[row], y[row], names[y[row]], pred[i], names[pred[i]], proba[i].max(),
+                             *proba[i]])
     if history is not None:
         (run_dir / "history.json").write_text(json.dumps(history))
     index = runs_dir / "index.csv"
@@ -154,9 +164,9 @@ def make_run(runs_dir: Path, cache_path: Path, *, classifier: str = "logreg", hi
         if new:
             writer.writerow(["run_id", "created", "classifier", "backbone", "fingerprint", "cache", "accuracy",
                              "balanced_accuracy", "macro_f1", "n_train", "n_test", "fit_seconds", "run_dir"])
-        writer.writerow([run_id, config["created"], classifier, backbone, fingerprint, str(cache_path), metrics["accuracy"],
-                         metrics["balanced_accuracy"], metrics["macro_f1"], metrics["n_train"], metrics["n_test"],
-                         fit_seconds, str(run_dir)])
+        writer.writerow([run_id, config["created"], classifier, backbone, fingerprint, str(cache_path),
+                         metrics["accuracy"], metrics["balanced_accuracy"], metrics["macro_f1"], metrics["n_train"],
+                         metrics["n_test"], fit_seconds, str(run_dir)])
     return run_dir
 
 
@@ -289,13 +299,15 @@ def test_tsne_is_seeded_sampled_and_validated(blob_cache):
     d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert (classes[d.argmin(1)] == classes).mean() > 0.8
-    with pytest.raises(TransferCacheError, match=re.escape("perplexity must be less than the number of points (60); got 60")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("perplexity must be less than the number of points (60); got 60")):
         analysis.tsne_figure(blob_cache, sample=60, perplexity=60)
 
 
 def test_class_counts_per_split(tmp_path):
     labels = np.array([0] * 8 + [1] * 4 + [2] * 12 + [-1] * 2)
-    path = make_blob_cache(tmp_path / "c.h5", labels=labels, test_every=2, failed=[("cat/bad.png", "empty file (0 bytes)")])
+    path = make_blob_cache(tmp_path / "c.h5", labels=labels, test_every=2,
+                           failed=[("cat/bad.png", "empty file (0 bytes)")])
     fig = analysis.class_counts_figure(path)
     by_split = {trace.name: list(trace.y) for trace in fig.data}
     assert list(fig.data[0].x) == [*CLASSES, "unlabelled"]
@@ -304,7 +316,8 @@ def test_class_counts_per_split(tmp_path):
 
 
 def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
-    monkeypatch.setattr(__import__("transfer_cache.cache").cache, "_READ_BLOCK_BYTES", 16 * 4 * 5)  # streamed in blocks of 5 rows
+    # streamed in blocks of 5 rows
+    monkeypatch.setattr(__import__("transfer_cache.cache").cache, "_READ_BLOCK_BYTES", 16 * 4 * 5)
     labels = np.array([0, 1, 2, -1, 2, 2] * 7)
     path = make_blob_cache(tmp_path / "s.h5", labels=labels)
     fig = analysis.class_similarity_figure(path)
@@ -317,7 +330,8 @@ def test_class_similarity_matches_numpy(tmp_path, monkeypatch):
     assert list(fig.data[0].x) == list(CLASSES)
     assert "35 labelled rows" in fig.layout.title.text
     one_class = make_blob_cache(tmp_path / "one.h5", labels=[0] * 5)
-    with pytest.raises(TransferCacheError, match=re.escape("class similarity needs labelled rows of at least 2 classes; the cache has 1")):
+    with pytest.raises(TransferCacheError, match=re.escape("class similarity needs labelled rows of at least 2 "
+                                                           "classes; the cache has 1")):
         analysis.class_similarity_figure(one_class)
 
 
@@ -350,7 +364,8 @@ def test_confusion_matrix_cells_equal_metrics(folder_run):
     assert list(heatmap.x) == list(CLASSES) and list(heatmap.y) == list(CLASSES)
     assert heatmap.texttemplate == "%{z}"
     assert fig.layout.yaxis.autorange == "reversed"  # first class on top, as printed by seed 003
-    assert np.asarray(analysis.confusion_matrix_figure(analysis.load_run(run_dir)).data[0].z).tolist() == metrics["confusion_matrix"]
+    assert (np.asarray(analysis.confusion_matrix_figure(analysis.load_run(run_dir)).data[0].z).tolist()
+            == metrics["confusion_matrix"])
     normalised = analysis.confusion_matrix_figure(run_dir, normalize=True).data[0]
     counts = np.asarray(metrics["confusion_matrix"])
     np.testing.assert_allclose(normalised.z, counts / counts.sum(1, keepdims=True))
@@ -359,7 +374,8 @@ def test_confusion_matrix_cells_equal_metrics(folder_run):
 
 def test_confusion_matrix_rejects_inconsistent_metrics():
     metrics = {"confusion_matrix": [[1, 2], [3, 4]], "class_names": ["a", "b", "c"]}
-    with pytest.raises(TransferCacheError, match=re.escape("confusion_matrix has shape (2, 2) but there are 3 class names")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("confusion_matrix has shape (2, 2) but there are 3 class names")):
         analysis.confusion_matrix_figure(metrics)
 
 
@@ -440,7 +456,8 @@ def test_leaderboard_sorts_runs_from_the_index(tmp_path):
     assert accuracy.y[-1].startswith(best["classifier"])  # best on top
     assert sorted(accuracy.x) == sorted(r["accuracy"] for r in index)
     assert "2 runs" in fig.layout.title.text
-    with pytest.raises(TransferCacheError, match=re.escape("sort_by must be one of 'accuracy', 'balanced_accuracy', 'macro_f1'; got 'f1'")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("sort_by must be one of 'accuracy', 'balanced_accuracy', 'macro_f1'; got 'f1'")):
         analysis.leaderboard_figure(runs, sort_by="f1")
     with pytest.raises(TransferCacheError, match=re.escape(f"no runs index at {tmp_path / 'index.csv'}")):
         analysis.leaderboard_figure(tmp_path)
@@ -450,7 +467,8 @@ def test_leaderboard_sorts_runs_from_the_index(tmp_path):
 
 
 def make_real_runs(base: Path, classifiers=("logreg", "dense")) -> tuple[Path, list[Path]]:
-    """Extract a PNG folder with the tiny backbone and fit (by default) logreg and a 3-epoch dense head with transfer_cache.fit."""
+    """Extract a PNG folder with the tiny backbone and fit (by default) logreg and a 3-epoch dense head with
+    transfer_cache.fit."""
     from transfer_cache.extract import extract
     from transfer_cache.fit import fit
 
@@ -460,50 +478,6 @@ def make_real_runs(base: Path, classifiers=("logreg", "dense")) -> tuple[Path, l
     runs = fit([result.path], classifier=list(classifiers), params=params, runs_dir=base / "runs",
                progress=False)
     return Path(result.path), [Path(r.run_dir) for r in runs]
-
-
-@pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    return make_real_runs(tmp_path_factory.mktemp("real"))
-
-
-def test_real_runs_figures_match_their_files(real_runs):
-    cache_path, run_dirs = real_runs
-    for run_dir in run_dirs:
-        run = analysis.load_run(run_dir)
-        heatmap = analysis.confusion_matrix_figure(run["metrics"]).data[0]
-        assert np.asarray(heatmap.z).tolist() == run["metrics"]["confusion_matrix"]
-        assert list(heatmap.x) == run["config"]["class_names"] == list(CLASSES)
-        assert len(run["predictions"]["row"]) == run["metrics"]["n_test"]
-    dense = analysis.load_run(run_dirs[1])
-    assert dense["history"] is not None
-    curves = {trace.name: list(trace.y) for trace in analysis.training_curves_figure(run_dirs[1]).data}
-    assert set(curves) == set(dense["history"])
-    for name, values in dense["history"].items():
-        assert curves[name] == pytest.approx(values)
-    with open_cache(cache_path) as cache:
-        assert scatter_points(analysis.pca_figure(cache)) == len(cache) == 48
-
-
-def test_real_run_gallery_rereads_images_through_the_source(real_runs):
-    _, run_dirs = real_runs
-    for run_dir in run_dirs:
-        items = analysis.misclassified(run_dir, limit=100)
-        images = [t for t in analysis.misclassified_figure(run_dir, limit=100).data if t.type == "image"]
-        assert len(images) == len(items)
-        for trace, item in zip(images, items):
-            label = CLASSES.index(item["path"].split("/")[0])
-            assert tuple(decode_data_uri(trace.source)[0, 0]) == colour_of(label, int(item["path"][-6:-4]))
-
-
-def test_real_leaderboard_matches_the_index(real_runs):
-    _, run_dirs = real_runs
-    index = analysis.read_index(run_dirs[0].parent)
-    fig = analysis.leaderboard_figure(run_dirs[0].parent)
-    assert len(index) == 2
-    best = max(index, key=lambda r: (r["accuracy"], r["run_id"] == min(x["run_id"] for x in index)))
-    assert fig.data[0].x[-1] == pytest.approx(best["accuracy"])
-    assert {float(v) for v in fig.data[0].x} == {r["accuracy"] for r in index}
 
 
 def test_umap_beside_tsne_is_seeded_and_shows_every_sampled_row(blob_cache):

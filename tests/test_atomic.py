@@ -37,7 +37,9 @@ def _line(path, name: str) -> str:
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(folder.rglob("*"))
+    }
 
 
 def _oserror(name: str, filename=None) -> OSError:
@@ -61,7 +63,8 @@ def test_a_file_is_written_whole_and_nothing_else_is_left(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 @pytest.mark.parametrize("where_it_fails", ["write", "fsync", "replace"])
-def test_each_disk_error_is_one_line_naming_the_path_and_the_old_file_stays(name, where_it_fails, tmp_path, monkeypatch):
+def test_each_disk_error_is_one_line_naming_the_path_and_the_old_file_stays(
+        name, where_it_fails, tmp_path, monkeypatch):
     target = tmp_path / "out.csv"
     target.write_text("old")
     before = _listing(tmp_path)
@@ -84,7 +87,9 @@ def test_each_disk_error_is_one_line_naming_the_path_and_the_old_file_stays(name
 
 
 def test_an_hdf5_full_disk_message_counts_as_no_space(tmp_path):
-    error = _atomic.disk_error(RuntimeError("Can't write data (file write failed: ..., errno = 28, ...)"), tmp_path / "x.h5")
+    error = _atomic.disk_error(
+        RuntimeError("Can't write data (file write failed: ..., errno = 28, ...)"), tmp_path / "x.h5"
+    )
     assert str(error).startswith(f"cannot write {tmp_path / 'x.h5'}: no space left on the device;")
 
 
@@ -258,7 +263,8 @@ def _commands(made, disk: Path) -> dict[str, tuple[str, list[str], Path]]:
     return {
         "inspect": ("inspect", [str(made["cache"]), "--out", str(disk / "x")], disk / "x"),
         "fit": ("fit", [str(made["cache"]), "--runs-dir", str(disk / "runs"), "--quiet"], disk / "runs"),
-        "report": ("report", [str(made["cache"]), "--out", str(disk / "p.html"), "--quiet", "--no-tsne"], disk / "p.html"),
+        "report": ("report", [str(made["cache"]), "--out", str(disk / "p.html"), "--quiet", "--no-tsne"],
+                   disk / "p.html"),
         "predict": ("predict", [str(made["model"]), str(made["images"]), "--out", str(disk / "p.csv"), "--quiet"],
                     disk / "p.csv"),
         "export": ("export", [str(made["run"]), str(disk / "m.keras")], disk / "m.keras"),
@@ -282,7 +288,8 @@ NAMED = {  # what the one line names: the path written (a regular expression, af
     ("export", 2048),
 ], ids=["inspect", "fit", "fit-model", "report", "predict", "extract", "export"])
 def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(command, leave, made, tmp_path, capsys):
-    """``leave``: the bytes left free; 3 pages let a run's config, metrics and predictions in, not its model (joblib)."""
+    """``leave``: the bytes left free; 3 pages let a run's config, metrics and predictions in, not its model
+    (joblib)."""
     size = "32m" if command == "report" else "2m"  # the cache page embeds its figures: a few MB
     with mounted(tmp_path / "disk", f"size={size}") as disk:
         module, argv, written = _commands(made, disk)[command]
@@ -303,7 +310,9 @@ def test_a_real_full_disk_ends_in_one_line_and_keeps_the_previous_outputs(comman
                 extra.unlink()
         assert code == 2 and len(err) == 1, err
         pattern = NAMED[command].format(disk=re.escape(str(disk)))
-        assert "no space left on the device" in err[0] and re.search(rf"(cannot write|while writing) ({pattern}):", err[0]), err[0]
+        assert (
+            "no space left on the device" in err[0] and re.search(rf"(cannot write|while writing) ({pattern}):", err[0])
+        ), err[0]
         if leave > 4096 and command == "fit":
             assert re.search(r"/runs/[^/]+/model(/[^:]+)?: no space left", err[0]), err[0]
         (disk / "filler.bin").unlink()
@@ -353,7 +362,9 @@ def test_a_download_the_disk_cannot_take_is_named_as_a_disk_problem_not_the_netw
 
 def test_an_input_that_cannot_be_read_inside_the_block_is_named_as_a_read_not_as_the_output(tmp_path):
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(TransferCacheError, match=re.escape(f"cannot read {tmp_path / 'afile' / 'in.gz'}: Not a directory")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"cannot read {tmp_path / 'afile' / 'in.gz'}: Not a directory")
+    ):
         with _atomic.replacing(tmp_path / "out", folder=True) as temporary:
             temporary.mkdir()
             open(tmp_path / "afile" / "in.gz")

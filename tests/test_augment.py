@@ -76,7 +76,8 @@ def test_augment_image_is_a_pure_function_of_its_seed():
     "kwargs, message",
     [
         ({"augment": -1}, "augment (views per image) must be a whole number of at least 0; got -1"),
-        ({"augment": 2, "augment_recipe": "wild"}, "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip', 'mild'; got 'wild'"),
+        ({"augment": 2, "augment_recipe": "wild"},
+         "augmentation recipe must be one of 'standard', 'imagedatagenerator', 'flip', 'mild'; got 'wild'"),
         ({"augment": 2, "layer": "conv2,conv3"}, "--augment works with one feature layer; got 2 (conv2, conv3)"),
     ],
 )

@@ -61,7 +61,9 @@ def _cache(path: Path, *, rows: int = 24, **attrs) -> Path:
     rng = np.random.default_rng(0)
     labels = np.arange(rows) % len(CLASSES)
     centres = rng.normal(0, 3, (len(CLASSES), 16))
-    features = (centres[labels] + rng.normal(0, 0.3, (rows, 16))).astype(np.float32) if rows else np.zeros((0, 16), np.float32)
+    features = (
+        (centres[labels] + rng.normal(0, 0.3, (rows, 16))).astype(np.float32) if rows else np.zeros((0, 16), np.float32)
+    )
     return write_synthetic_cache(path, features=features, labels=labels, class_names=CLASSES,
                                  paths=[f"{CLASSES[k]}/{i:03d}.png" for i, k in enumerate(labels)], **attrs)
 
@@ -278,7 +280,8 @@ ROWS += [
     for wrong, damage, words in INDEX_DAMAGE
 ]
 ROWS += [  # fit repairs the index it appends to, and says so
-    Row(f"runs/index.csv {wrong}: fit", _damaged_index(damage), ("fit", "{cache}", "--runs-dir", "{tmp}/runs", "--quiet"),
+    Row(f"runs/index.csv {wrong}: fit", _damaged_index(damage),
+        ("fit", "{cache}", "--runs-dir", "{tmp}/runs", "--quiet"),
         0, ("warning: the runs index {tmp}/runs/index.csv was damaged", "index.csv.old-",
             "written anew from the run folders"))
     for wrong, damage, _ in INDEX_DAMAGE
@@ -353,8 +356,8 @@ def _stderr_lines(err: str) -> list[str]:
 def test_a_bad_input_is_one_line_naming_it(row, tmp_path, monkeypatch, capsys, runs_folder):
     """Each row: the exit code, exactly one line besides the row's notices (no traceback), its words, no "delete"."""
     monkeypatch.chdir(tmp_path)  # defaults such as reports/ and runs/ land in the scratch folder
-    scene = Scene(tmp_path, monkeypatch, {"tmp": tmp_path, "cache": tmp_path / "cats.h5", "file": tmp_path / "notes.txt",
-                                           "images": tmp_path / "images"}, runs_folder)
+    scene = Scene(tmp_path, monkeypatch, {"tmp": tmp_path, "cache": tmp_path / "cats.h5",
+                                           "file": tmp_path / "notes.txt", "images": tmp_path / "images"}, runs_folder)
     try:
         row.make(scene)
         module, *argv = (scene.fill(arg) for arg in row.argv)
@@ -387,8 +390,9 @@ def test_a_cache_whose_vectors_are_all_the_same_is_reported_not_a_crash(tmp_path
     because that failure is a signal. Now the page says why the map is left out, and stderr stays empty."""
     cache = write_synthetic_cache(tmp_path / "same.h5", features=np.zeros((40, 8), np.float32), labels=[0, 1] * 20,
                                   class_names=("a", "b"))
-    done = subprocess.run([sys.executable, "-m", "transfer_cache.report", str(cache), "--out", str(tmp_path / "page.html"),
-                           "--quiet", "--no-umap"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "transfer_cache.report", str(cache),
+                           "--out", str(tmp_path / "page.html"), "--quiet", "--no-umap"],
+                          capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr[-3000:]
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
     assert f"Left out: t-SNE needs vectors that differ; the 40 drawn from cache {cache} are all the same" in page

@@ -57,7 +57,9 @@ def test_a_declared_column_is_validated_on_open(tmp_path, scratch_column):
     with h5py.File(path, "a") as f:
         del f["path_lengths"]
         f["path_lengths"] = np.arange(2)  # a length that disagrees with the other columns
-    with pytest.raises(TransferCacheError, match=re.escape(f"cache {path} is inconsistent: its datasets differ in length")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"cache {path} is inconsistent: its datasets differ in length")
+    ):
         open_cache(path)
     with h5py.File(path, "a") as f:
         del f["path_lengths"]

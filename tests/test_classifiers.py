@@ -52,8 +52,8 @@ def test_each_head_fits_scores_and_round_trips(name, tmp_path):
     np.testing.assert_allclose(again.predict_proba(X[150:]), proba, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, params", [("logreg", {}), ("linear_svm", {}), ("knn", {}), ("random_forest", {}), ("sgd", {}),
-                                          ("sgd", {"loss": "hinge"}), ("sgd", {"loss": "modified_huber"})])
+@pytest.mark.parametrize("name, params", [("logreg", {}), ("linear_svm", {}), ("knn", {}), ("random_forest", {}),
+                                          ("sgd", {}), ("sgd", {"loss": "hinge"}), ("sgd", {"loss": "modified_huber"})])
 def test_class_absent_from_training_gets_zero_probability(name, params):
     X, y = blobs()
     head = make_classifier(name, params).fit(X, y, n_classes=4)
@@ -77,7 +77,8 @@ def test_binary_logreg_folds_into_two_softmax_columns():
     X, y = blobs(k=2, seed=3, spread=3.0)
     head = make_classifier("logreg").fit(X, y)
     assert head.dense_weights()[0].shape == (16, 2)
-    np.testing.assert_allclose(head.predict_proba(X), head.estimator_.predict_proba(head.scaler_.transform(X)), atol=1e-6)
+    np.testing.assert_allclose(head.predict_proba(X), head.estimator_.predict_proba(head.scaler_.transform(X)),
+                               atol=1e-6)
 
 
 def test_linear_svm_temperature_is_fitted_and_softens_overconfidence():
@@ -143,7 +144,8 @@ def test_dense_seed_002_head_and_sigmoid_binary_head():
     assert kinds == ["InputLayer", "BatchNormalization", "Dropout", "Dense"]
     assert np.mean(seed_002.predict(X) == y) >= 0.9
     X2, y2 = blobs(k=2, seed=5)
-    binary = make_classifier("dense", {"binary": "sigmoid", "epochs": 20, "learning_rate": 1e-3, "class_weight": "balanced", "batch_size": 64}).fit(X2, y2)
+    binary = make_classifier("dense", {"binary": "sigmoid", "epochs": 20, "learning_rate": 1e-3,
+                                       "class_weight": "balanced", "batch_size": 64}).fit(X2, y2)
     assert binary.model_.outputs[0].shape[-1] == 1
     proba = binary.predict_proba(X2)
     assert proba.shape == (200, 2) and np.mean(np.argmax(proba, 1) == y2) >= 0.9
@@ -155,7 +157,8 @@ def test_dense_seed_002_head_and_sigmoid_binary_head():
 
 def test_dense_early_stopping_stops_before_the_epoch_limit():
     X, y = blobs()
-    head = make_classifier("dense", {"epochs": 60, "early_stopping": 2, "learning_rate": 5e-2, "hidden": "16", "batch_size": 150}).fit(
+    head = make_classifier("dense", {"epochs": 60, "early_stopping": 2, "learning_rate": 5e-2, "hidden": "16",
+                                     "batch_size": 150}).fit(
         X[:150], y[:150], X[150:], y[150:]
     )
     assert len(head.history["loss"]) < 60
@@ -166,7 +169,8 @@ def test_pixels_cnn_learns_coloured_images():
     y = np.arange(90) % 3
     images = rng.integers(0, 60, size=(90, 16, 16, 3)).astype(np.uint8)
     images[np.arange(90), :, :, y] += 150
-    head = make_classifier("pixels", {"size": 16, "epochs": 8, "learning_rate": 1e-3, "hidden": "32"}).fit(images[:60], y[:60])
+    head = make_classifier("pixels", {"size": 16, "epochs": 8, "learning_rate": 1e-3,
+                                      "hidden": "32"}).fit(images[:60], y[:60])
     assert np.mean(head.predict(images[60:]) == y[60:]) >= 0.9
 
 
@@ -184,26 +188,43 @@ def test_parse_params_types_and_routing():
     "names, items, message",
     [
         ("knn", ["foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
-        ("knn", ["n_neighbors=abc"], "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 'abc'"),
-        ("knn", ["weights=far"], "parameter 'weights' of classifier 'knn' must be one of 'uniform', 'distance'; got 'far'"),
-        ("dense", ["batch_norm=maybe"], "parameter 'batch_norm' of classifier 'dense' must be true or false; got 'maybe'"),
-        ("dense", ["hidden=12,x"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); got '12,x'"),
-        ("dense", ["hidden=64,-2"], "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); got '64,-2'"),
+        ("knn", ["n_neighbors=abc"],
+         "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 'abc'"),
+        ("knn", ["weights=far"],
+         "parameter 'weights' of classifier 'knn' must be one of 'uniform', 'distance'; got 'far'"),
+        ("dense", ["batch_norm=maybe"],
+         "parameter 'batch_norm' of classifier 'dense' must be true or false; got 'maybe'"),
+        ("dense", ["hidden=12,x"],
+         "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); "
+         "got '12,x'"),
+        ("dense", ["hidden=64,-2"],
+         "parameter 'hidden' of classifier 'dense' must be a comma-separated list of integers of at least 1 (or none); "
+         "got '64,-2'"),
         ("dense", ["epochs=-5"], "parameter 'epochs' of classifier 'dense' must be an integer of at least 1; got -5"),
         ("dense", ["dropout=1"], "parameter 'dropout' of classifier 'dense' must be a number in [0, 1); got 1.0"),
-        ("dense", ["learning_rate=0"], "parameter 'learning_rate' of classifier 'dense' must be a number greater than 0; got 0.0"),
-        ("dense", ["early_stopping=-1"], "parameter 'early_stopping' of classifier 'dense' must be an integer of at least 0; got -1"),
+        ("dense", ["learning_rate=0"],
+         "parameter 'learning_rate' of classifier 'dense' must be a number greater than 0; got 0.0"),
+        ("dense", ["early_stopping=-1"],
+         "parameter 'early_stopping' of classifier 'dense' must be an integer of at least 0; got -1"),
         ("logreg", ["C=-0.5"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got -0.5"),
         ("logreg", ["C=nan"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got 'nan'"),
-        ("svm", ["gamma=0"], "parameter 'gamma' of classifier 'svm' must be a number greater than 0 or one of 'scale', 'auto'; got 0.0"),
-        ("random_forest", ["max_features=1.5"], "parameter 'max_features' of classifier 'random_forest' must be a number in (0, 1] or one of 'sqrt', 'log2'; got 1.5"),
-        ("random_forest", ["max_depth=0"], "parameter 'max_depth' of classifier 'random_forest' must be an integer of at least 1 or none; got 0"),
+        ("svm", ["gamma=0"],
+         "parameter 'gamma' of classifier 'svm' must be a number greater than 0 or one of 'scale', 'auto'; got 0.0"),
+        ("random_forest", ["max_features=1.5"],
+         "parameter 'max_features' of classifier 'random_forest' must be a number in (0, 1] or one of 'sqrt', 'log2'; "
+         "got 1.5"),
+        ("random_forest", ["max_depth=0"],
+         "parameter 'max_depth' of classifier 'random_forest' must be an integer of at least 1 or none; got 0"),
         ("mlp", ["alpha=-1e-3"], "parameter 'alpha' of classifier 'mlp' must be a number of at least 0; got -0.001"),
-        ("knn", ["n_neighbors=0"], "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 0"),
+        ("knn", ["n_neighbors=0"],
+         "parameter 'n_neighbors' of classifier 'knn' must be an integer of at least 1; got 0"),
         ("logreg", ["C"], "--param must look like key=value; got 'C'"),
-        (["logreg", "knn"], ["foo=1"], "unknown parameter 'foo': none of logreg, knn accepts it; use name.key=value for one classifier"),
-        (["logreg", "knn"], ["knn.C=1"], "unknown parameter 'C' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
-        ("nope", [], "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
+        (["logreg", "knn"], ["foo=1"],
+         "unknown parameter 'foo': none of logreg, knn accepts it; use name.key=value for one classifier"),
+        (["logreg", "knn"], ["knn.C=1"],
+         "unknown parameter 'C' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        ("nope", [],
+         "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
     ],
 )
 def test_parameter_mistakes_have_exact_messages(names, items, message):
@@ -228,9 +249,11 @@ def test_unfitted_and_bad_label_mistakes():
     X, y = blobs()
     with pytest.raises(TransferCacheError, match=re.escape("classifier 'logreg' is not fitted yet; call fit first")):
         make_classifier("logreg").predict(X)
-    with pytest.raises(TransferCacheError, match=re.escape("training labels must be >= 0 (-1 marks unlabelled rows: leave them out)")):
+    with pytest.raises(TransferCacheError,
+                       match=re.escape("training labels must be >= 0 (-1 marks unlabelled rows: leave them out)")):
         make_classifier("logreg").fit(X, np.full(len(X), -1))
-    with pytest.raises(TransferCacheError, match=re.escape("n_neighbors=50 is more than the 10 training rows; pass a smaller --param n_neighbors=K")):
+    with pytest.raises(TransferCacheError, match=re.escape("n_neighbors=50 is more than the 10 training rows; "
+                                                           "pass a smaller --param n_neighbors=K")):
         make_classifier("knn", {"n_neighbors": 50}).fit(X[:10], y[:10])
 
 
@@ -371,7 +394,8 @@ def test_interval_ends_words_and_nan():
     half_open = Interval(0, 1, closed="left")
     assert [half_open.holds(v) for v in (-0.1, 0, 0.5, 1, float("nan"))] == [False, True, True, False, False]
     assert half_open.words() == "in [0, 1)" and Interval(0, 1, closed="right").words() == "in (0, 1]"
-    assert Interval(0.5, 2.5).words() == "in [0.5, 2.5]" and Interval(None, 3, closed="neither").words() == "less than 3"
+    assert (Interval(0.5, 2.5).words() == "in [0.5, 2.5]"
+            and Interval(None, 3, closed="neither").words() == "less than 3")
     assert at_least(1).words() == "of at least 1" and greater_than(0).words() == "greater than 0"
     assert not greater_than(0).holds(0) and at_least(1).holds(1)
     with pytest.raises(ValueError):
@@ -432,6 +456,7 @@ def test_unit_length_linear_heads_are_a_softmax_of_the_normalised_rows_and_expor
     unit = X.astype(np.float64) / np.linalg.norm(X.astype(np.float64), axis=1, keepdims=True)
     logits = unit @ W + b
     expected = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), atol=1e-6)  # rows normalised in float32
+    # rows normalised in float32
+    np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), atol=1e-6)
     exported = head.keras_head((X.shape[1],))
     np.testing.assert_allclose(np.asarray(exported(X)), head.predict_proba(X), atol=1e-5)

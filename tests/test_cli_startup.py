@@ -71,12 +71,14 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
         "extract": [
             (["no_such_folder"], None),  # the message lists every source kind: checked by its start below
             (["sklearn:digits", "--cache-dir", "a_file", "--backbone", "tiny", "--weights", "none"],
-             "cache folder a_file is a file, not a folder; give --cache-dir a folder path (it is created when missing)"),
+             "cache folder a_file is a file, not a folder; "
+             "give --cache-dir a folder path (it is created when missing)"),
             (["sklearn:digits", "--batch-size", "0"], "batch size must be a whole number of at least 1; got 0"),
         ],
         "fit": [
             (["missing.h5", "--classifier", "dense"],
-             f"cache file {tmp_path.resolve() / 'missing.h5'} does not exist; run python -m transfer_cache.extract first"),
+             f"cache file {tmp_path.resolve() / 'missing.h5'} does not exist; "
+             f"run python -m transfer_cache.extract first"),
             (["missing.h5", "--test-size", "2"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 2.0"),
             (["missing.h5", "--runs-dir", "a_file"],
              "runs folder a_file is a file, not a folder; give --runs-dir a folder path (it is created when missing)"),
@@ -94,7 +96,8 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
             (["missing.keras", "photo.png", "--top", "0"], "--top must be a positive integer; got 0"),
         ],
         "report": [
-            (["missing.h5"], "missing.h5 does not exist; pass a run folder (runs/<run_id>), the runs folder (runs/) or a cache file (.h5)"),
+            (["missing.h5"], "missing.h5 does not exist; pass a run folder (runs/<run_id>), the runs folder (runs/) "
+                             "or a cache file (.h5)"),
         ],
         "inspect": [
             (["missing.h5"], "cache file missing.h5 does not exist; run python -m transfer_cache.extract first"),
@@ -115,7 +118,8 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
              "got 'nope'"),
         ],
         "datasets": [
-            (["nope"], "dataset must be one of 'fashion_mnist', 'dogs_vs_cats', 'flowers', 'cifar10', 'vehicles'; got 'nope'"),
+            (["nope"], "dataset must be one of 'fashion_mnist', 'dogs_vs_cats', 'flowers', 'cifar10', 'vehicles'; "
+                       "got 'nope'"),
         ],
     }
 

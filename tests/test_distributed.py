@@ -1,4 +1,5 @@
-"""Sharded extraction: the local engine, Dask (an in-process cluster fast, a LocalCluster of processes slow), failures."""
+"""Sharded extraction: the local engine, Dask (an in-process cluster fast, a LocalCluster of processes slow),
+failures."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def test_local_engine_shards_then_merges(images, tmp_path):
     assert result.path == tmp_path / single.name
     assert [p.name for p in result.shard_paths] == [single.name.replace(".h5", f".shard{k}-of-3.h5") for k in range(3)]
     assert (result.rows, result.computed, result.reused) == (12, 12, 0)
+    # the forward passes' own time, added up over the shards (not the wall time, which also holds hashing, model
+    # building and the merge): one after the other here, so less than the wall time
+    assert 0 < result.compute_seconds < result.seconds
     _assert_same_cache(single, result.path)
     # everything is there now: a second run computes nothing, and a plain extract is a cache hit
     again = run_sharded_result(str(root), shards=3, engine="local", cache_dir=tmp_path, **TINY)
@@ -80,8 +84,12 @@ def test_dask_on_an_in_process_cluster(images, tmp_path):
     """The Dask path (submit, retries, gather, merge) against a scheduler address; workers are threads here."""
     distributed = pytest.importorskip("distributed")
     root, single = images
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        merged = run_sharded(str(root), shards=2, engine="dask", scheduler=cluster.scheduler_address, cache_dir=tmp_path, **TINY)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        merged = run_sharded(
+            str(root), shards=2, engine="dask", scheduler=cluster.scheduler_address, cache_dir=tmp_path, **TINY
+        )
     _assert_same_cache(single, merged)
 
 
@@ -156,7 +164,9 @@ def test_extract_cli_with_dask_engine(images, tmp_path, capsys):
     from transfer_cache.extract import main
 
     root, single = images
-    with __import__("distributed").LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with __import__("distributed").LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         argv = [str(root), "--backbone", "tiny", "--weights", TINY["weights"], "--cache-dir", str(tmp_path), "--quiet",
                 "--engine", "dask", "--scheduler", cluster.scheduler_address, "--shards", "2"]
         assert main(argv) == 0
@@ -169,7 +179,8 @@ def test_extract_cli_with_dask_engine(images, tmp_path, capsys):
     [
         (dict(engine="ray"), "engine must be one of 'local', 'dask'; got 'ray'"),
         (dict(workers=2), "--scheduler and --workers apply to --engine dask; add --engine dask or drop them"),
-        (dict(shards=2, shard="0/2"), "give --shard K/N (extract one shard here) or --shards N (extract all and merge), not both"),
+        (dict(shards=2, shard="0/2"),
+         "give --shard K/N (extract one shard here) or --shards N (extract all and merge), not both"),
         (dict(shards=0), "shards must be a whole number of at least 1; got 0"),
         (dict(mixed_precision="yes"), "mixed_precision must be True or False; got 'yes'"),
     ],
@@ -222,7 +233,10 @@ def test_mirrored_strategy_over_two_devices_keeps_batch_order(tmp_path):
 def test_sharded_run_checks_every_feature_option_before_any_worker_starts(tmp_path):
     from transfer_cache.extract import run_sharded
 
-    with pytest.raises(TransferCacheError, match=re.escape("interpolation must be one of 'bilinear', 'bicubic', 'nearest', 'area'; got 'cubic'")):
+    with pytest.raises(
+        TransferCacheError,
+        match=re.escape("interpolation must be one of 'bilinear', 'bicubic', 'nearest', 'area'; got 'cubic'"),
+    ):
         run_sharded(str(tmp_path), shards=2, engine="local", backbone="tiny", weights="none", interpolation="cubic",
                     cache_dir=tmp_path / "caches")
     assert not (tmp_path / "caches").exists() or not list((tmp_path / "caches").glob("*.h5"))

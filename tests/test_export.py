@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,7 +136,8 @@ def test_predict_cli_prints_writes_csv_and_skips_bad_images(fitted, tmp_path, ca
     bad.write_bytes(b"not a png at all")
     shutil.copy(images / "dog" / "dog_000.png", tmp_path / "more" / "dog.png")
     csv_path = tmp_path / "out.csv"
-    code = predict_main([str(out), str(images / "cat"), str(tmp_path / "more"), "--top", "2", "--out", str(csv_path), "--quiet"])
+    code = predict_main([str(out), str(images / "cat"), str(tmp_path / "more"), "--top", "2", "--out", str(csv_path),
+                         "--quiet"])
     assert code == 0
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
@@ -178,8 +180,8 @@ def test_export_cli_writes_a_model_predict_can_use(fitted, tmp_path, capsys):
     out = tmp_path / "logreg.keras"
     assert export_main([str(runs["logreg"].run_dir), str(out)]) == 0
     assert capsys.readouterr().out == (
-        f"exported {runs['logreg'].run_dir} -> {out} (one file, its description inside; python -m transfer_cache.predict "
-        f"{out} IMAGES...)\n"
+        f"exported {runs['logreg'].run_dir} -> {out} (one file, its description inside; "
+        f"python -m transfer_cache.predict {out} IMAGES...)\n"
     )
     assert predict_main([str(out), str(images / "cat"), "--quiet"]) == 0
     assert export_main([str(tmp_path / "no-run"), str(tmp_path / "x.keras")]) == 2
@@ -227,8 +229,9 @@ def test_a_keras_file_without_description_names_the_file_and_the_command(fitted,
     _without_description(export_model(runs["logreg"].run_dir, tmp_path / "m.keras"), plain)
     assert predict_main([str(plain), str(images / "cat" / "cat_000.png")]) == 2
     assert capsys.readouterr().err == (
-        f"python -m transfer_cache.predict: error: {plain} has no export description (transfer_cache.json is not inside "
-        f"it and plain.json is not beside it); write it with python -m transfer_cache.export RUN {plain}\n"
+        f"python -m transfer_cache.predict: error: {plain} has no export description "
+        f"(transfer_cache.json is not inside it and plain.json is not beside it); "
+        f"write it with python -m transfer_cache.export RUN {plain}\n"
     )
     folder = tmp_path / "not-an-export"
     folder.mkdir()
@@ -259,11 +262,13 @@ def test_the_description_reads_the_image_fields_through_the_feature_config():
     configuration is kept whole (source and all); a run without a fingerprint gets the configuration's."""
     from transfer_cache import export as export_module
     from transfer_cache.feature_config import FeatureConfig
+    from transfer_cache.runs import Run
 
     from conftest import synthetic_attrs
 
     config = synthetic_attrs(input_size=24, resize="center-crop", crop_fraction=0.875, interpolation="bicubic")
-    run = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
+    recorded = {"class_names": ["a", "b"], "run_id": "r1", "layer": "conv3"}
+    run = Run(run_dir=Path("runs/r1"), config=recorded, metrics={})
     described = export_module._description(run, config, kind="keras", classifier="logreg", files=["m.keras"])
     assert {key: described[key] for key in ("backbone", "input_size", "resize", "crop_fraction", "interpolation")} == {
         "backbone": "tiny", "input_size": 24, "resize": "center-crop", "crop_fraction": 0.875,
@@ -271,6 +276,6 @@ def test_the_description_reads_the_image_fields_through_the_feature_config():
     }
     assert described["feature_config"] == config and described["feature_config"]["source"] == "sklearn:digits"
     assert described["fingerprint"] == FeatureConfig.from_attrs(config).fingerprint
-    with_fingerprint = {**run, "fingerprint": "0123456789abcdef"}
+    with_fingerprint = Run(run_dir=Path("runs/r1"), config={**recorded, "fingerprint": "0123456789abcdef"}, metrics={})
     assert export_module._description(with_fingerprint, config, kind="keras", classifier="logreg", files=[])[
         "fingerprint"] == "0123456789abcdef"

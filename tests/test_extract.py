@@ -212,7 +212,8 @@ def test_imagenet_weights_offline_fail_with_one_clear_sentence(image_folder, cac
         ({"dtype": "float64"}, "dtype must be one of 'float32', 'float16'; got 'float64'"),
         ({"batch_size": 0}, "batch size must be a whole number of at least 1; got 0"),
         ({"shard": "4/4"}, "shard must look like K/N with 0 <= K < N (e.g. 0/4); got '4/4'"),
-        ({"weights": "missing.h5"}, "weights must be 'imagenet', 'none' or the path of a weights file; 'missing.h5' is none of these (no such file)"),
+        ({"weights": "missing.h5"}, "weights must be 'imagenet', 'none' or the path of a weights file; "
+                                    "'missing.h5' is none of these (no such file)"),
         ({"layer": "conv9"}, "backbone 'tiny' has no layer 'conv9'"),
     ],
 )
@@ -231,9 +232,13 @@ def test_a_second_writer_gets_a_clear_error(image_folder, cache_dir):
 
 
 def test_the_cli_prints_a_summary_and_refuses_mistakes_without_a_traceback(image_folder, cache_dir, capsys):
-    assert main([str(image_folder), "--backbone", "tiny", "--weights", "none", "--cache-dir", str(cache_dir), "--quiet"]) == 0
+    assert main(
+        [str(image_folder), "--backbone", "tiny", "--weights", "none", "--cache-dir", str(cache_dir), "--quiet"]
+    ) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^12 rows written \(12 computed, 0 reused\), 0 failed, [\d.]+ images/s, [\d.]+ s -> .+\.h5$", out.strip())
+    assert re.search(
+        r"^12 rows written \(12 computed, 0 reused\), 0 failed, [\d.]+ images/s, [\d.]+ s -> .+\.h5$", out.strip()
+    )
 
     assert main([str(image_folder), "--backbone", "nope", "--cache-dir", str(cache_dir)]) == 2
     err = capsys.readouterr().err
@@ -245,11 +250,14 @@ def test_the_cli_prints_a_summary_and_refuses_mistakes_without_a_traceback(image
 
 
 @pytest.mark.parametrize("cache_dir_arg, blocker", [("a_file", "a_file"), ("a_file/caches", "a_file")])
-def test_a_cache_dir_that_is_a_file_is_one_line_exit_2_before_any_work(image_folder, tmp_path, capsys, cache_dir_arg, blocker):
+def test_a_cache_dir_that_is_a_file_is_one_line_exit_2_before_any_work(
+        image_folder, tmp_path, capsys, cache_dir_arg, blocker):
     """--cache-dir naming a file (or a folder under one) used to end in a FileExistsError traceback, exit 1."""
     (tmp_path / "a_file").write_text("notes\n")
     target = tmp_path / cache_dir_arg
-    assert main([str(image_folder), "--backbone", "tiny", "--weights", "none", "--cache-dir", str(target), "--quiet"]) == 2
+    assert main(
+        [str(image_folder), "--backbone", "tiny", "--weights", "none", "--cache-dir", str(target), "--quiet"]
+    ) == 2
     where = "is a file" if cache_dir_arg == blocker else f"cannot be created: {tmp_path / blocker} is a file"
     assert capsys.readouterr().err == (
         f"python -m transfer_cache.extract: error: cache folder {target} {where}, not a folder; give --cache-dir a "
@@ -305,7 +313,9 @@ def test_sigkill_mid_extraction_leaves_no_false_cache_and_the_rerun_resumes(tmp_
 
     resumed = extract(str(root), cache_dir=killed_dir, backbone="tiny", weights="none", batch_size=2, progress=False)
     assert resumed.reused >= 2 * 5 - 2 and resumed.computed < 180
-    reference = extract(str(root), cache_dir=tmp_path / "clean", backbone="tiny", weights="none", batch_size=2, progress=False)
+    reference = extract(
+        str(root), cache_dir=tmp_path / "clean", backbone="tiny", weights="none", batch_size=2, progress=False
+    )
     with open_cache(resumed.path) as a, open_cache(reference.path) as b:
         assert a.ids == b.ids and a.paths == b.paths and a.labels.tolist() == b.labels.tolist()
         np.testing.assert_allclose(a.features[:], b.features[:], rtol=1e-6, atol=1e-6)
@@ -352,7 +362,9 @@ def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp
     result = extract(str(root), cache_dir=cache_dir, progress=False, runtime="tensorflow")  # the default backbone
     full = build_efficientnet_lite("efficientnet_lite0", include_top=True)
     pooled = keras.Model(full.inputs, [full.get_layer("avg_pool").output, full.output])
-    crops = np.stack([center_crop_for_eval(Image.fromarray(pictures[n]), 224) for n in sorted(pictures)]).astype("float32")
+    crops = np.stack(
+        [center_crop_for_eval(Image.fromarray(pictures[n]), 224) for n in sorted(pictures)]
+    ).astype("float32")
     features, probabilities = (np.asarray(t) for t in pooled(preprocess_lite(crops)))
     with open_cache(result.path) as cache:
         assert cache.config["backbone"] == "efficientnet_lite0" and cache.config["weights"] == "imagenet"
@@ -362,8 +374,7 @@ def test_lite0_features_through_extract_equal_the_keras_models_pooled_output(tmp
 
 
 def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
-    """pipeline.prepare_image reads the FeatureConfig's input size, resize policy, crop and filter (and the same fields
-    of a mapping, which an export's description still is)."""
+    """pipeline.prepare_image reads the FeatureConfig's input size, resize policy, crop and filter."""
     import io
 
     from transfer_cache._imaging import resize_image
@@ -378,4 +389,4 @@ def test_prepare_image_resizes_as_the_feature_config_says(tmp_path):
                         interpolation="bicubic")
     assert want.shape == (20, 20, 3)
     np.testing.assert_array_equal(prepare_image(buffer.getvalue(), config=config), want)
-    np.testing.assert_array_equal(prepare_image(array, config=config.as_dict()), want)
+    np.testing.assert_array_equal(prepare_image(array, config=config), want)

@@ -99,8 +99,10 @@ def test_the_readme_command_is_a_cache_hit_on_a_0_1_0_digits_cache(tmp_path):
 
     made = extract("sklearn:digits", cache_dir=tmp_path, runtime="tensorflow", progress=False)
     assert made.path.name == "digits-8fc028.efficientnet_lite0.2db0b89fddb4a7db.h5"
-    done = subprocess.run([sys.executable, "-m", "transfer_cache.extract", "sklearn:digits", "--cache-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer_cache.extract", "sklearn:digits", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"cache hit: 1797 rows, nothing computed (0 failed images listed) -> {made.path}"
 
@@ -144,7 +146,9 @@ def test_sharded_run_forwards_every_vector_and_run_option(tmp_path, monkeypatch)
 def test_cache_tables_are_the_datasets_of_a_written_cache(tmp_path):
     """The declaration and the file agree: every HDF5 dataset of a cache belongs to a declared table."""
     root = make_class_folder(tmp_path / "images", per_class=2)
-    path = extract(str(root), cache_dir=tmp_path / "caches", progress=False, augment=2, augment_recipe="flip", **TINY).path
+    path = extract(
+        str(root), cache_dir=tmp_path / "caches", progress=False, augment=2, augment_recipe="flip", **TINY
+    ).path
     with h5py.File(path, "r") as f:
         names = []
         f.visititems(lambda name, node: names.append(name) if isinstance(node, h5py.Dataset) else None)

@@ -105,7 +105,10 @@ def photo_folder(tmp_path_factory):
         Image.fromarray(photos[name]).save(buffer, format="JPEG", quality=80)
         copy = np.asarray(Image.open(buffer).convert("RGB"))
         h, w = copy.shape[:2]
-        _save(np.asarray(Image.fromarray(copy).resize((w * 3 // 4, h * 3 // 4))), root / "test" / name / f"{name}-copy.png")
+        _save(
+            np.asarray(Image.fromarray(copy).resize((w * 3 // 4, h * 3 // 4))),
+            root / "test" / name / f"{name}-copy.png",
+        )
         planted[f"train/{name}/{name}.png"] = f"test/{name}/{name}-copy.png"
     (root / "test" / "china").mkdir(parents=True)
     (root / "test" / "china" / "china-same.png").write_bytes((root / "train" / "china" / "china.png").read_bytes())
@@ -174,8 +177,9 @@ def test_flipped_labels_are_found_among_the_top_ranked_rows(tmp_path):
 def test_inspect_writes_a_csv_per_finding_and_a_page_and_the_cli_says_so(photo_folder, tmp_path):
     _, cache, planted = photo_folder
     result = inspect(cache, out=tmp_path / "out", folds=2)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["duplicates.csv", "inspect.html", "label_issues.csv",
-                                                                   "outliers.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "duplicates.csv", "inspect.html", "label_issues.csv", "outliers.csv"
+    ]
     rows = (tmp_path / "out" / "duplicates.csv").read_text().splitlines()
     assert rows[0].startswith("cosine,kind,leakage,conflict,row_a,path_a") and len(rows) == 1 + len(planted)
     page = (tmp_path / "out" / "inspect.html").read_text()
@@ -185,11 +189,13 @@ def test_inspect_writes_a_csv_per_finding_and_a_page_and_the_cli_says_so(photo_f
     assert done.returncode == 0, done.stderr[-2000:]
     n = len(_photos()) + len(planted)
     summary, *notes = done.stdout.strip().splitlines()
-    assert re.fullmatch(rf"inspect: {n} images; 1 exact and 3 near duplicate pairs \(4 across train/test: leakage, 0 with "
+    assert re.fullmatch(rf"inspect: {n} images; 1 exact and 3 near duplicate pairs "
+                        r"\(4 across train/test: leakage, 0 with "
                         r"different labels\), \d+ likely label errors \(near duplicates from cosine 0.9\); [\d.]+ s -> "
                         + re.escape(str(tmp_path / "cli" / "inspect.html")), summary), done.stdout
     # the photos with no copy are one image in their class, too few for 2 folds: left out of label errors, and said so
-    assert notes == ["note: label errors searched among the 4 classes with at least 2 labelled images; left out, with too "
+    assert notes == ["note: label errors searched among the 4 classes with at least 2 labelled images; "
+                     "left out, with too "
                      "few images for 2 folds: " + ", ".join(f"{name} (1)" for name in result.findings.class_names
                                                              if name not in ("coffee", "rocket", "astronaut", "china"))]
     assert result.summary().startswith(f"inspect: {n} images; 1 exact and 3 near")
@@ -286,7 +292,10 @@ def test_flipped_labels_of_real_photos_are_flagged(tmp_path):
     noisy[flipped] = (labels[flipped] + rng.integers(1, len(photos), size=len(flipped))) % len(photos)
     flagged = {item["row"] for item in label_issues(X, noisy) if item["flagged"]}
     recall = len(flagged & set(flipped.tolist())) / len(flipped)
-    print(f"flipped labels flagged: {recall:.3f} of {len(flipped)}; correct labels flagged: {len(flagged - set(flipped.tolist()))}")
+    print(
+        f"flipped labels flagged: {recall:.3f} of {len(flipped)}; "
+        f"correct labels flagged: {len(flagged - set(flipped.tolist()))}"
+    )
     assert recall >= 0.8 and len(flagged - set(flipped.tolist())) <= len(flipped) // 10
 
 
@@ -295,7 +304,8 @@ def test_inspect_page_and_summary_name_the_images_that_failed_to_decode(thirty_p
     result = inspect(with_failures, out=tmp_path / "out")
     assert re.fullmatch(r"inspect: 30 images \(2 more failed to decode, listed on the page\); 0 exact and \d+ near "
                         r"duplicate pairs \(0 across train/test: leakage, 0 with different labels\), 0 likely label "
-                        r"errors \(near duplicates from cosine 0.9\); [\d.]+ s -> " + re.escape(str(tmp_path / "out" / "inspect.html")),
+                        r"errors \(near duplicates from cosine 0.9\); [\d.]+ s -> "
+                        + re.escape(str(tmp_path / "out" / "inspect.html")),
                         result.summary()), result.summary()
     page = (tmp_path / "out" / "inspect.html").read_text()
     assert "<h2>Failed images (2)</h2>" in page
@@ -309,9 +319,12 @@ def test_inspect_page_and_summary_name_the_images_that_failed_to_decode(thirty_p
 def test_a_class_too_small_for_the_folds_leaves_the_others_searched_and_every_other_section_written(
         thirty_photos, tmp_path, capsys):
     """Real vectors of the 30 photos, rocket cut to 3 images and one coffee photo labelled cat: label errors are
-    searched among cat and coffee (and find that photo), rocket is named as left out, duplicates and outliers cover all."""
+    searched among cat and coffee (and find that photo), rocket is named as left out, duplicates and outliers cover
+    all."""
     with open_cache(thirty_photos[0]) as cache:
-        X, labels, paths, names = cache.read_rows(np.arange(len(cache))), cache.labels.copy(), list(cache.paths), list(cache.class_names)
+        X, labels, paths, names = (
+            cache.read_rows(np.arange(len(cache))), cache.labels.copy(), list(cache.paths), list(cache.class_names)
+        )
         source = cache.config["source_root"]
     keep = np.flatnonzero(labels != names.index("rocket"))
     keep = np.concatenate([keep, np.flatnonzero(labels == names.index("rocket"))[:3]])
@@ -322,7 +335,8 @@ def test_a_class_too_small_for_the_folds_leaves_the_others_searched_and_every_ot
                                   source=source, source_root=source)
     assert main([str(small), "--out", str(tmp_path / "out")]) == 0
     summary, note = capsys.readouterr().out.strip().splitlines()
-    assert re.match(r"inspect: 23 images; 0 exact and \d+ near duplicate pairs \(0 across train/test: leakage, \d+ with "
+    assert re.match(r"inspect: 23 images; 0 exact and \d+ near duplicate pairs "
+                    r"\(0 across train/test: leakage, \d+ with "
                     r"different labels\), 1 likely label errors ", summary), summary
     assert note == ("note: label errors searched among the 2 classes with at least 5 labelled images; left out, with "
                     "too few images for 5 folds: rocket (3)")

@@ -1,4 +1,5 @@
-"""fit(): splits, run folders, the index, leaderboards and the CLI, on small synthetic caches written with write_cache."""
+"""fit(): splits, run folders, the index, leaderboards and the CLI, on small synthetic caches written with
+write_cache."""
 
 from __future__ import annotations
 
@@ -50,9 +51,11 @@ def test_run_folder_and_index_are_as_specified(tmp_path):
 
     assert re.fullmatch(r"\d{8}-\d{6}-logreg-[0-9a-f]{6}", result.run_id)
     assert result.run_dir == runs / result.run_id
-    assert sorted(p.name for p in result.run_dir.iterdir()) == ["config.json", "metrics.json", "model", "predictions.csv"]
+    assert sorted(p.name for p in result.run_dir.iterdir()) == ["config.json", "metrics.json", "model",
+                                                                 "predictions.csv"]
     config = json.loads((result.run_dir / "config.json").read_text())
-    for key in ("run_id", "classifier", "params", "caches", "layer", "split", "seed", "created", "versions", "backbone", "class_names"):
+    for key in ("run_id", "classifier", "params", "caches", "layer", "split", "seed", "created", "versions", "backbone",
+                "class_names"):
         assert key in config
     assert config["caches"][0]["path"] == str(cache.resolve()) and config["caches"][0]["rows"] == 200
     assert config["split"] == {"method": "stratified", "test_size": 0.2, "seed": 0, "cv": 0}
@@ -140,7 +143,8 @@ def test_train_val_split_without_test_tests_on_val(tmp_path):
 
 def test_cross_validation_reports_folds_and_predicts_every_row_once(tmp_path, capsys):
     cache = make_cache(tmp_path / "c.h5")
-    assert main([str(cache), "--classifier", "logreg", "--cv", "4", "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 0
+    assert main([str(cache), "--classifier", "logreg", "--cv", "4", "--runs-dir", str(tmp_path / "runs"),
+                 "--quiet"]) == 0
     assert re.search(r"\(cv \d\.\d{4} ± \d\.\d{4} over 4 folds\)", capsys.readouterr().out)
     (row,) = read_csv(tmp_path / "runs" / "index.csv")
     metrics = json.loads((tmp_path / "runs" / row["run_id"] / "metrics.json").read_text())
@@ -159,20 +163,24 @@ def test_grid_search_records_the_best_parameters(tmp_path):
 
     rng = np.random.default_rng(3)
     n, truth = 300, np.arange(300) % 3
-    X = (np.random.default_rng(99).normal(0, 2.0, size=(3, 8))[truth] + rng.normal(0, 1.5, size=(n, 8))).astype(np.float32)
+    X = (np.random.default_rng(99).normal(0, 2.0, size=(3, 8))[truth]
+         + rng.normal(0, 1.5, size=(n, 8))).astype(np.float32)
     noisy = np.where(rng.random(n) < 0.25, rng.integers(0, 3, n), truth)
     cache = write_synthetic_cache(tmp_path / "c.h5", features=X, labels=noisy, class_names=CLASSES, layers=["feat"])
-    (run,) = fit([cache], classifier="knn", grid=["n_neighbors=1,5,15"], cv=3, runs_dir=tmp_path / "runs", progress=False)
+    (run,) = fit([cache], classifier="knn", grid=["n_neighbors=1,5,15"], cv=3, runs_dir=tmp_path / "runs",
+                 progress=False)
     config = json.loads((run.run_dir / "config.json").read_text())
 
     train, _ = train_test_split(np.arange(n), test_size=0.2, random_state=0, stratify=noisy)
     train = np.sort(train)
     oracle = GridSearchCV(KNeighborsClassifier(), {"n_neighbors": [1, 5, 15]},
-                          cv=StratifiedKFold(3, shuffle=True, random_state=0), scoring="accuracy").fit(X[train], noisy[train])
+                          cv=StratifiedKFold(3, shuffle=True, random_state=0),
+                          scoring="accuracy").fit(X[train], noisy[train])
     assert len(set(np.round(oracle.cv_results_["mean_test_score"], 6))) == 3  # the grid really discriminates
     assert config["grid_best_params"] == {"n_neighbors": oracle.best_params_["n_neighbors"]}
     assert config["params"]["n_neighbors"] == oracle.best_params_["n_neighbors"]
-    np.testing.assert_allclose([r["mean_accuracy"] for r in config["grid_results"]], oracle.cv_results_["mean_test_score"])
+    np.testing.assert_allclose([r["mean_accuracy"] for r in config["grid_results"]],
+                               oracle.cv_results_["mean_test_score"])
     assert config["split"]["method"] == "stratified"
 
 
@@ -259,7 +267,8 @@ def test_sgd_streams_from_hdf5_blocks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spying_getitem)
     monkeypatch.setattr(SGD, "fit_stream", spying_fit_stream)
-    (run,) = fit([cache], classifier="sgd", params=["chunk_rows=128", "epochs=3"], runs_dir=tmp_path / "runs", progress=False)
+    (run,) = fit([cache], classifier="sgd", params=["chunk_rows=128", "epochs=3"], runs_dir=tmp_path / "runs",
+                 progress=False)
     assert run.accuracy >= 0.9 and run.metrics["n_train"] == 720
     assert reads and max(reads) <= 128
     # a scaler pass and three epochs, each reading the 900-row cache once in blocks (test rows are read and skipped)
@@ -268,7 +277,8 @@ def test_sgd_streams_from_hdf5_blocks(tmp_path, monkeypatch):
 
 def test_dense_writes_history(tmp_path):
     cache = make_cache(tmp_path / "c.h5")
-    (run,) = fit([cache], classifier="dense", params=["epochs=2", "hidden=16"], runs_dir=tmp_path / "runs", progress=False)
+    (run,) = fit([cache], classifier="dense", params=["epochs=2", "hidden=16"], runs_dir=tmp_path / "runs",
+                 progress=False)
     history = json.loads((run.run_dir / "history.json").read_text())
     assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"} and len(history["loss"]) == 2
     assert (run.run_dir / "model" / "head.keras").exists()
@@ -292,14 +302,21 @@ def test_an_interrupted_run_leaves_no_folder_and_no_index_row(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--classifier", "nope"], "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
-        (["--classifier", "knn", "--param", "foo=1"], "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
-        (["--classifier", "dense", "--param", "epochs=-5"], "parameter 'epochs' of classifier 'dense' must be an integer of at least 1; got -5"),
-        (["--classifier", "logreg,svm", "--param", "C=0"], "parameter 'C' of classifier 'logreg' must be a number greater than 0; got 0.0"),
+        (["--classifier", "nope"],
+         "unknown classifier 'nope'; choose from dense, pixels, logreg, linear_svm, svm, knn, random_forest, mlp, sgd"),
+        (["--classifier", "knn", "--param", "foo=1"],
+         "unknown parameter 'foo' for classifier 'knn'; it accepts n_neighbors, weights, metric"),
+        (["--classifier", "dense", "--param", "epochs=-5"],
+         "parameter 'epochs' of classifier 'dense' must be an integer of at least 1; got -5"),
+        (["--classifier", "logreg,svm", "--param", "C=0"],
+         "parameter 'C' of classifier 'logreg' must be a number greater than 0; got 0.0"),
         (["--test-size", "1.5"], "test size must be a fraction between 0 and 1, e.g. 0.2; got 1.5"),
         (["--cv", "1"], "cv must be 0 (no cross-validation) or a number of folds >= 2; got 1"),
-        (["--split", "random"], "split must be one of 'auto', 'source', 'stratified', 'unstratified', 'keras', 'cv', 'caches'; got 'random'"),
-        (["--split", "source"], "--split source needs train and test (or val) rows in the cache; its rows have splits ['']; use --split stratified"),
+        (["--split", "random"],
+         "split must be one of 'auto', 'source', 'stratified', 'unstratified', 'keras', 'cv', 'caches'; got 'random'"),
+        (["--split", "source"],
+         "--split source needs train and test (or val) rows in the cache; its rows have splits ['']; use --split "
+         "stratified"),
         (["--classifier", "knn,logreg", "--grid", "C=1,2"], "--grid searches one classifier; got 2 (knn, logreg)"),
     ],
 )
@@ -333,7 +350,8 @@ def test_the_options_declaration_is_the_one_source_of_keywords_flags_and_default
     assert dests(build_parser()) == _options.names(FitCommand) == keywords + ["print_confusion"]
     assert _options.from_args(FitCommand, build_parser().parse_args(["c.h5"])) == FitCommand()  # the same defaults
     typed = _options.from_args(FitCommand, build_parser().parse_args(
-        ["c.h5", "--validation-split", "0.3", "--quiet", "--param", "C=1", "--param", "knn.n_neighbors=3", "--seed", "4"]
+        ["c.h5", "--validation-split", "0.3", "--quiet", "--param", "C=1", "--param", "knn.n_neighbors=3",
+         "--seed", "4"]
     ))
     assert (typed.test_size, typed.progress, typed.params, typed.seed) == (0.3, False, ["C=1", "knn.n_neighbors=3"], 4)
 
@@ -397,7 +415,8 @@ def test_dense_head_can_stream_from_hdf5(tmp_path):
     """stream=true trains from HDF5 blocks (memory stays flat) and learns like the in-memory head."""
     cache = make_cache(tmp_path / "c.h5")
     params = ["epochs=15", "learning_rate=0.01", "hidden=16"]
-    streamed = fit([cache], classifier="dense", params=params + ["stream=true"], runs_dir=tmp_path / "runs", progress=False)[0]
+    streamed = fit([cache], classifier="dense", params=params + ["stream=true"], runs_dir=tmp_path / "runs",
+                   progress=False)[0]
     in_memory = fit([cache], classifier="dense", params=params, runs_dir=tmp_path / "runs", progress=False)[0]
     assert streamed.params["stream"] is True
     assert len(json.loads((streamed.run_dir / "history.json").read_text())["loss"]) == 15
@@ -407,7 +426,8 @@ def test_dense_head_can_stream_from_hdf5(tmp_path):
 
 @pytest.mark.slow
 def test_every_registered_head_fits_a_real_cache_with_its_defaults(tmp_path):
-    """No --param at all (the raw-pixel baseline once crashed so): each head trains, and its run records its defaults."""
+    """No --param at all (the raw-pixel baseline once crashed so): each head trains, and its run records its
+    defaults."""
     from transfer_cache.classifiers import CLASSIFIERS
     from transfer_cache.extract import extract
 

@@ -130,7 +130,9 @@ def test_palette_without_transparency():
     assert decode_image(encode(im, "PNG"))[0].tolist() == [[10, 20, 30], [40, 50, 60]]
 
 
-@pytest.mark.parametrize("fmt, dtype, mode", [("PNG", "<u2", "I;16"), ("TIFF", "<u2", "I;16"), ("TIFF", ">u2", "I;16B")])
+@pytest.mark.parametrize(
+    "fmt, dtype, mode", [("PNG", "<u2", "I;16"), ("TIFF", "<u2", "I;16"), ("TIFF", ">u2", "I;16B")]
+)
 def test_sixteen_bit_scaled_by_type_range(fmt, dtype, mode):
     values = np.array([[0, 257 * 100, 65535, 128]], dtype)
     data = encode(Image.fromarray(values), fmt)
@@ -266,7 +268,9 @@ def test_decode_resized_reports_like_decode_image():
         decode_resized(b"", size=8, policy="squash", crop_fraction=1.0, interpolation="bilinear", name="a/b.jpg")
     assert str(info.value) == "empty file (0 bytes)" and info.value.__notes__ == ["while decoding a/b.jpg"]
     with pytest.raises(TransferCacheError, match=re.escape("resize policy must be one of")):
-        decode_resized(_photo_bytes("PNG", "RGB"), size=8, policy="stretch", crop_fraction=1.0, interpolation="bilinear")
+        decode_resized(
+            _photo_bytes("PNG", "RGB"), size=8, policy="stretch", crop_fraction=1.0, interpolation="bilinear"
+        )
 
 
 def test_truncated_jpeg():
@@ -367,7 +371,9 @@ def test_to_rgb_array_errors(array, kwargs, message):
 
 
 def test_to_rgb_array_bad_float_range_is_a_usage_error():
-    with pytest.raises(TransferCacheError, match=re.escape("float_range must be one of 'auto', '0-1', '0-255'; got '0..1'")) as info:
+    with pytest.raises(
+        TransferCacheError, match=re.escape("float_range must be one of 'auto', '0-1', '0-255'; got '0..1'")
+    ) as info:
         to_rgb_array(np.zeros((2, 2)), float_range="0..1")
     assert not isinstance(info.value, ImageError)
 

@@ -19,12 +19,15 @@ TINY = dict(backbone="tiny", weights="none", progress=False)
 
 
 def _attrs(**overrides) -> dict:
-    return synthetic_attrs(**{"class_names": ["a", "b"], "source": "folder:/data/pets", "source_root": "/data/pets", **overrides})
+    return synthetic_attrs(
+        **{"class_names": ["a", "b"], "source": "folder:/data/pets", "source_root": "/data/pets", **overrides}
+    )
 
 
 def _base(attrs: dict) -> str:
     name = cache_filename(
-        source_name="pets", source_description=attrs["source"], backbone=attrs["backbone"], fingerprint=fingerprint(attrs)
+        source_name="pets", source_description=attrs["source"], backbone=attrs["backbone"],
+        fingerprint=fingerprint(attrs),
     )
     return name[: -len(".h5")]
 
@@ -58,7 +61,8 @@ def _synthetic_shards(folder: Path, *, n: int, rows: int, dim: int = 6, seed: in
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    """One source extracted in one run and in 3 shards (with an unreadable file, so the failed lists are compared too)."""
+    """One source extracted in one run and in 3 shards (with an unreadable file, so the failed lists are compared
+    too)."""
     tmp = tmp_path_factory.mktemp("sharded")
     root = make_class_folder(tmp / "images", per_class=5)
     (root / "dog" / "broken.png").write_bytes(b"not a png at all")
@@ -121,8 +125,9 @@ def test_foreign_shard_with_another_configuration_is_refused(tmp_path):
     fp_mine = fingerprint(_attrs())
     fp_other = fingerprint(_attrs(pooling="max"))
     expected = (
-        f"{impostor.name} does not belong with {mine[0].name}: its feature configuration differs (fingerprint {fp_other}, "
-        f"expected {fp_mine}); move the foreign file out of this folder and extract that shard again with the same options"
+        f"{impostor.name} does not belong with {mine[0].name}: its feature configuration differs "
+        f"(fingerprint {fp_other}, expected {fp_mine}); "
+        "move the foreign file out of this folder and extract that shard again with the same options"
     )
     try:  # a reader that checks the fingerprint in the file name refuses the impostor itself; merge names the shard
         open_cache(impostor).close()
@@ -150,7 +155,8 @@ def test_foreign_source_is_refused(tmp_path):
     other[1].rename(mine[1])
     expected = (
         f"{mine[1].name} does not belong with {mine[0].name}: its source differ ('folder:/data/other', expected "
-        "'folder:/data/pets'); move the foreign file out of this folder and extract that shard again from the same source"
+        "'folder:/data/pets'); "
+        "move the foreign file out of this folder and extract that shard again from the same source"
     )
     with pytest.raises(TransferCacheError, match=re.escape(expected)):
         merge(mine)
@@ -162,7 +168,10 @@ def test_overlapping_shards_are_refused(tmp_path):
     with open_cache(paths[1]) as cache:
         attrs = {k: v for k, v in cache.config.items() if k not in ("fingerprint", "format", "feature_dim", "rows")}
         features = cache.features[:]
-        rows = Rows(ids=list(cache.ids), paths=["img_0_2.png", *cache.paths[1:]], labels=cache.labels.tolist(), split=list(cache.split))
+        rows = Rows(
+            ids=list(cache.ids), paths=["img_0_2.png", *cache.paths[1:]], labels=cache.labels.tolist(),
+            split=list(cache.split),
+        )
     write_cache(paths[1], attrs=attrs, rows=rows, features=[features])
     expected = (
         "image img_0_2.png is in both shard 0/2 and shard 1/2; shards must not overlap: were they extracted from "
@@ -175,7 +184,10 @@ def test_overlapping_shards_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "call, expected",
     [
-        (lambda d, p: merge(), "nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them"),
+        (
+            lambda d, p: merge(),
+            "nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them",
+        ),
         (lambda d, p: merge([d / "plain.h5"]), "is not a shard file: expected a name ending in .shardK-of-N.h5"),
         (lambda d, p: merge([p[0], p[0], p[1]]), "shard 0/2 is given twice"),
         (lambda d, p: merge(cache_dir=d / "empty"), "no shard files (NAME.shardK-of-N.h5) in"),
@@ -216,9 +228,14 @@ def test_several_layers_are_merged(tmp_path):
     arrays = [rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(4, 5)).astype("float32")]
     paths = []
     for k in range(2):
-        rows = Rows(ids=[f"{k}{i}".ljust(64, "0") for i in range(2)], paths=[f"{k}_{i}.png" for i in range(2)], labels=[0, 1], split=["", ""])
+        rows = Rows(
+            ids=[f"{k}{i}".ljust(64, "0") for i in range(2)], paths=[f"{k}_{i}.png" for i in range(2)], labels=[0, 1],
+            split=["", ""],
+        )
         path = tmp_path / f"{base}.shard{k}-of-2.h5"
-        write_cache(path, attrs={**attrs, "shard": f"{k}/2"}, rows=rows, features=[a[2 * k : 2 * k + 2] for a in arrays])
+        write_cache(
+            path, attrs={**attrs, "shard": f"{k}/2"}, rows=rows, features=[a[2 * k : 2 * k + 2] for a in arrays]
+        )
         paths.append(path)
     with open_cache(merge(paths)) as cache:
         np.testing.assert_array_equal(cache.features_for("conv2")[:], arrays[0])

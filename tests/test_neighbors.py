@@ -59,7 +59,8 @@ def test_numbers_that_are_not_ascii_row_numbers_are_refused(cache, capsys, query
 def test_a_row_past_the_end_says_how_many_rows_there_are(cache, capsys):
     code, _, err = _run([cache, "6"], capsys)
     assert code == 2
-    assert err == [f"{PROG}row 6 is not in {cache}: it has rows 0..5; give a row number, a path as cached, or an image file"]
+    assert err == [f"{PROG}row 6 is not in {cache}: it has rows 0..5; "
+                   f"give a row number, a path as cached, or an image file"]
 
 
 def test_a_missing_image_file_is_said_not_to_exist(cache, tmp_path, capsys):

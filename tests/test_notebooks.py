@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel (tiny backbone, small data via env variables)."""
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel (tiny backbone, small data via env
+variables)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 
 
 def run_notebook(path: Path, workdir: Path, monkeypatch, **env) -> nbformat.NotebookNode:
-    """Execute a copy of the notebook in ``workdir`` (the kernel inherits ``env``); nbclient raises on any cell error."""
+    """Execute a copy of the notebook in ``workdir`` (the kernel inherits ``env``); nbclient raises on any cell
+    error."""
     for key, value in env.items():
         monkeypatch.setenv(f"TRANSFER_CACHE_NB_{key}", str(value))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # t-SNE's spinning OpenMP threads crawl on a busy 2-core machine
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(workdir)}}).execute()
+    NotebookClient(
+        notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(workdir)}}
+    ).execute()
     return notebook
 
 
@@ -62,7 +66,9 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     assert len(caches) == 1 and ".tiny." in caches[0].name
     text = outputs_text(notebook)
     assert "30 rows" in text
-    figures = [o for c in notebook.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    figures = [
+        o for c in notebook.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
     assert len(figures) >= 4
     if path.stem == "compare_classifiers":
         index = (tmp_path / "runs" / "index.csv").read_text().splitlines()

@@ -52,8 +52,10 @@ def _stray(folder: Path) -> list[str]:
     "damage, message",
     [
         ("truncate", "the file is damaged"),
-        ("garbage", "is damaged (not an HDF5 file any more); python -m transfer_cache.extract on its source writes a new one in its place"),
-        ("foreign", "is an HDF5 file but not a cache (no format='transfer_cache' attribute); expected a cache file written by python -m transfer_cache.extract"),
+        ("garbage", "is damaged (not an HDF5 file any more); "
+                    "python -m transfer_cache.extract on its source writes a new one in its place"),
+        ("foreign", "is an HDF5 file but not a cache (no format='transfer_cache' attribute); "
+                    "expected a cache file written by python -m transfer_cache.extract"),
         ("no-rows", "is damaged"),
     ],
 )
@@ -91,7 +93,10 @@ def test_a_newer_format_is_refused_and_never_deleted_by_an_older_reader(made):
     with h5py.File(result.path, "a") as f:
         f.attrs["format_version"] = 99
     before = result.path.read_bytes()
-    message = f"{result.path} was written in cache format 99, newer than this transfer_cache reads (up to 1); upgrade with pip install -U transfer_cache"
+    message = (
+        f"{result.path} was written in cache format 99, newer than this transfer_cache reads (up to 1); "
+        "upgrade with pip install -U transfer_cache"
+    )
     with pytest.raises(TransferCacheError, match=re.escape(message)):
         open_cache(result.path)
     with pytest.raises(TransferCacheError, match=re.escape(message)):
@@ -109,8 +114,9 @@ def test_a_cache_renamed_to_another_configurations_name_is_noticed(made, tmp_pat
     with pytest.raises(
         TransferCacheError,
         match=re.escape(
-            f"cache {renamed} holds fingerprint {expected} but its name says 0123456789abcdef: it was renamed or copied "
-            f"from another feature configuration; give it back its name ({renamed.name.replace('0123456789abcdef', expected)})"
+            f"cache {renamed} holds fingerprint {expected} but its name says 0123456789abcdef: "
+            "it was renamed or copied from another feature configuration; "
+            f"give it back its name ({renamed.name.replace('0123456789abcdef', expected)})"
         ),
     ):
         open_cache(renamed)

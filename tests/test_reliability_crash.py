@@ -254,5 +254,7 @@ def test_sigkill_while_training_a_dense_head_leaves_no_half_run(tmp_path, kills)
             [Path(r["run_dir"]).name for r in before] + ["index.csv"]
         )
         for row in _index_rows(runs):  # every indexed run is complete
-            assert {"config.json", "metrics.json", "predictions.csv", "model"} <= {p.name for p in Path(row["run_dir"]).iterdir()}
+            assert {"config.json", "metrics.json", "predictions.csv", "model"} <= {
+                p.name for p in Path(row["run_dir"]).iterdir()
+            }
     assert [r["classifier"] for r in _index_rows(runs)] == ["logreg"]

@@ -82,12 +82,14 @@ GOOD_PNG = _encode(Image.fromarray(_pixels(2)), "PNG")
 
 # (relative path, bytes, expected): expected is "row" (converted) or the exact /failed reason
 CORPUS = [
-    ("bad/truncated.jpg", GOOD_JPEG[: len(GOOD_JPEG) // 2], "truncated image: image file is truncated"),  # + (N bytes ...)
+    ("bad/truncated.jpg", GOOD_JPEG[: len(GOOD_JPEG) // 2], "truncated image: image file is truncated"),  # + (N bytes)
     ("bad/truncated.png", GOOD_PNG[: len(GOOD_PNG) // 2], "truncated image: image file is truncated"),
     ("bad/zero.png", b"", "empty file (0 bytes)"),
     ("bad/text.png", b"just some notes, not pixels\n", "not an image (cannot identify image format)"),
-    ("bad/page.jpg", b"<!DOCTYPE html><html><body><img src=x></body></html>", "not an image (cannot identify image format)"),
-    ("bad/vector.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "not an image (cannot identify image format)"),
+    ("bad/page.jpg", b"<!DOCTYPE html><html><body><img src=x></body></html>",
+     "not an image (cannot identify image format)"),
+    ("bad/vector.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
+     "not an image (cannot identify image format)"),
     ("bad/bomb.png", decompression_bomb(),
      "image too large: 100000x100000 pixels exceeds the 89478485-pixel limit (decompression bomb?)"),
     ("odd/one_pixel.png", _encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), "row"),
@@ -167,7 +169,8 @@ def test_nothing_else_is_lost_and_odd_entries_are_recorded(corpus):
         # the empty class keeps its label index, with a warning naming it
         assert cache.class_names == ["bad", "empty_class", "good", "odd"]
         assert [str(w.message) for w in caught if "has no images" in str(w.message)] == [
-            f"class folder 'empty_class' in '{root}' has no images; the class is kept so that label indices stay the same"
+            f"class folder 'empty_class' in '{root}' has no images; "
+            "the class is kept so that label indices stay the same"
         ]
         assert result.failed and len(result.failed) == len(failed)
 
@@ -206,7 +209,9 @@ def test_a_rerun_over_the_corpus_is_a_hit_and_retries_nothing(corpus, tmp_path):
 def test_a_folder_without_images_is_refused_before_work(tmp_path):
     (tmp_path / "photos" / "cats").mkdir(parents=True)
     (tmp_path / "photos" / "cats" / "readme.txt").write_text("no pictures here")
-    with pytest.raises(TransferCacheError, match=re.escape(f"folder '{tmp_path / 'photos'}' contains no images: expected")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"folder '{tmp_path / 'photos'}' contains no images: expected")
+    ):
         extract(str(tmp_path / "photos"), cache_dir=tmp_path / "caches", **TINY)
     assert not (tmp_path / "caches").exists()
 
@@ -214,7 +219,9 @@ def test_a_folder_without_images_is_refused_before_work(tmp_path):
 def test_a_folder_whose_only_images_are_broken_is_an_error_not_an_empty_cache(tmp_path):
     (tmp_path / "photos" / "cats").mkdir(parents=True)
     (tmp_path / "photos" / "cats" / "a.png").write_bytes(b"")
-    with pytest.raises(TransferCacheError, match=re.escape("could be read (1 failed: cats/a.png: empty file (0 bytes))")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape("could be read (1 failed: cats/a.png: empty file (0 bytes))")
+    ):
         extract(str(tmp_path / "photos"), cache_dir=tmp_path / "caches", **TINY)
     assert not list((tmp_path / "caches").glob("*.h5"))
 
@@ -222,7 +229,10 @@ def test_a_folder_whose_only_images_are_broken_is_an_error_not_an_empty_cache(tm
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("file,class\na.png,cat\n", "must have a header row with columns path,label[,split]; got columns: file, class (missing path, label)"),
+        (
+            "file,class\na.png,cat\n",
+            "must have a header row with columns path,label[,split]; got columns: file, class (missing path, label)",
+        ),
         ("path\na.png\n", "must have a header row with columns path,label[,split]; got columns: path (missing label)"),
         ("path,label\n../outside.png,cat\n", "line 2: path '../outside.png' leads outside the manifest's folder"),
         ("path,label\n/etc/hostname,cat\n", "line 2: path '/etc/hostname' leads outside the manifest's folder"),
@@ -250,7 +260,7 @@ def test_manifest_outside_root_is_allowed_only_when_asked(tmp_path):
         assert cache.failed == [("missing.png", "file not found")]
 
 
-# --------------------------------------------------------------------------- permissions (root must drop its capabilities)
+# --------------------------------------------------------------------------- permissions (root drops its capabilities)
 
 
 _UNPRIVILEGED_EXTRACT = textwrap.dedent(

@@ -76,7 +76,8 @@ def _refuse_conversion(monkeypatch) -> list:
 
 
 def _damaged_line(folder: Path) -> str:
-    return f"the converted model in {folder} does not match what was recorded at conversion (damaged?); converting again"
+    return (f"the converted model in {folder} does not match what was recorded at conversion (damaged?); "
+            f"converting again")
 
 
 # --------------------------------------------------------------------------- a damaged model never reaches a cache
@@ -95,7 +96,8 @@ def test_a_flipped_byte_is_caught_before_any_vector_is_computed(models, images, 
     assert not list((tmp_path / "caches").glob("*.h5"))
 
 
-def test_a_model_whose_outputs_changed_is_not_used_even_when_its_digests_match(models, images, tmp_path, monkeypatch, capfd):
+def test_a_model_whose_outputs_changed_is_not_used_even_when_its_digests_match(models, images, tmp_path, monkeypatch,
+                                                                               capfd):
     """The second check: a weight changed and the record's digest rewritten to match (damage before the digest was
     taken, say) is caught by the probe batch run as the warm-up call."""
     weights = bytearray((models / "model.bin").read_bytes())
@@ -139,8 +141,9 @@ def test_a_flipped_byte_is_converted_again_and_the_cache_matches_a_clean_run(mod
 
 def _extract_cli(images: Path, tmp_path: Path, capsys, *extra: str) -> tuple[int, list[str]]:
     capsys.readouterr()
-    code = importlib.import_module("transfer_cache.extract").main([str(images), "--runtime", "openvino", "--backbone", "tiny", "--weights", "none",
-                                                             "--quiet", "--cache-dir", str(tmp_path / "caches"), *extra])
+    code = importlib.import_module("transfer_cache.extract").main(
+        [str(images), "--runtime", "openvino", "--backbone", "tiny", "--weights", "none",
+         "--quiet", "--cache-dir", str(tmp_path / "caches"), *extra])
     return code, capsys.readouterr().err.splitlines()
 
 
@@ -160,7 +163,8 @@ def test_an_unusable_models_folder_is_one_line_naming_it(where, images, tmp_path
         expected = f"the OpenVINO models folder {blocker} is a file, not a folder; {ADVICE}"
     else:
         monkeypatch.setenv("TRANSFER_CACHE_MODELS", str(blocker / "models"))
-        expected = f"the OpenVINO models folder {blocker / 'models'} cannot be created: {blocker} is a file, not a folder; {ADVICE}"
+        expected = (f"the OpenVINO models folder {blocker / 'models'} cannot be created: "
+                    f"{blocker} is a file, not a folder; {ADVICE}")
     code, err = _extract_cli(images, tmp_path, capsys)
     assert (code, err) == (2, [f"python -m transfer_cache.extract: error: {expected}"])
     assert blocker.read_text() == "not a folder"
@@ -176,7 +180,8 @@ def test_neighbors_says_the_same_one_line(models, images, tmp_path, monkeypatch,
     query = next(images.rglob("*.png"))
     capsys.readouterr()
     code = neighbors.main([str(made.path), str(query)])
-    expected = f"python -m transfer_cache.neighbors: error: the OpenVINO models folder {blocker} is a file, not a folder; {ADVICE}"
+    expected = (f"python -m transfer_cache.neighbors: error: the OpenVINO models folder {blocker} is a file, "
+                f"not a folder; {ADVICE}")
     assert (code, capsys.readouterr().err.splitlines()) == (2, [expected])
 
 
@@ -186,7 +191,8 @@ def test_neighbors_says_the_same_one_line(models, images, tmp_path, monkeypatch,
                "another disk (extract also runs without it: --runtime tensorflow)"),
 ])
 def test_a_read_only_or_full_disk_is_named(errno_name, expected, tmp_path, monkeypatch):
-    """What the errors of a read-only or full disk become (checked by hand on real tmpfs mounts; a test cannot mount)."""
+    """What the errors of a read-only or full disk become (checked by hand on real tmpfs mounts; a test cannot
+    mount)."""
     import errno
 
     base = tmp_path / "models"

@@ -55,7 +55,10 @@ def hostile_pickle(module: str, name: str, marker: Path, *, protocol: int) -> by
     """A pickle that calls module.name(<shell command creating marker>) when loaded by a plain unpickler."""
     argument = _text(f"touch {marker}")
     if protocol >= 4:  # STACK_GLOBAL
-        head = b"\x80\x04" + b"\x8c" + bytes([len(module)]) + module.encode() + b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93"
+        head = (
+            b"\x80\x04" + b"\x8c" + bytes([len(module)]) + module.encode()
+            + b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93"
+        )
     else:  # GLOBAL
         head = b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n"
     return head + argument + b"\x85R."
@@ -75,8 +78,12 @@ SYS_INFO = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"sho
 
 
 def _legacy_file(path: Path, *, position: int, payload: bytes) -> None:
-    """A legacy .pth whose ``position``-th pickle (0 magic, 1 protocol, 2 sys info, 3 tensors, 4 keys) is ``payload``."""
-    pickles = [pickle.dumps(MAGIC, 2), pickle.dumps(1001, 2), pickle.dumps(SYS_INFO, 2), pickle.dumps({}, 2), pickle.dumps([], 2)]
+    """A legacy .pth whose ``position``-th pickle (0 magic, 1 protocol, 2 sys info, 3 tensors, 4 keys) is
+    ``payload``."""
+    pickles = [
+        pickle.dumps(MAGIC, 2), pickle.dumps(1001, 2), pickle.dumps(SYS_INFO, 2),
+        pickle.dumps({}, 2), pickle.dumps([], 2),
+    ]
     pickles[position] = payload
     path.write_bytes(b"".join(pickles))
 
@@ -91,7 +98,9 @@ def test_weights_reader_refuses_every_global_it_does_not_need(tmp_path, module, 
         shown = "builtins" if module == "__builtin__" else module
         with pytest.raises(
             TransferCacheError,
-            match=re.escape(f"refusing to load global '{shown}.{name}' from {weights}: weights files may only contain tensors"),
+            match=re.escape(
+                f"refusing to load global '{shown}.{name}' from {weights}: weights files may only contain tensors"
+            ),
         ):
             load_state_dict(weights)
     assert not marker.exists()
@@ -157,7 +166,9 @@ def _object_npy_with_payload(path: Path, marker: Path) -> None:
 def test_npy_with_a_pickle_payload_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     _object_npy_with_payload(tmp_path / "images.npy", marker)
-    with pytest.raises(TransferCacheError, match=re.escape("stores Python objects, which are never unpickled (unsafe)")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape("stores Python objects, which are never unpickled (unsafe)")
+    ):
         open_source(str(tmp_path / "images.npy"))
     assert not marker.exists()
 
@@ -172,7 +183,9 @@ def test_npz_with_an_object_array_is_refused(tmp_path, key):
     }
     arrays[key] = np.array([{"x": 1}, None], dtype=object) if key != "images" else np.array([None, None], dtype=object)
     np.savez(tmp_path / "data.npz", **arrays)
-    with pytest.raises(TransferCacheError, match=re.escape("stores Python objects, which are never unpickled (unsafe)")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape("stores Python objects, which are never unpickled (unsafe)")
+    ):
         open_source(str(tmp_path / "data.npz"))
 
 
@@ -193,7 +206,9 @@ def test_manifest_paths_cannot_escape_their_folder(tmp_path, written):
     _png(tmp_path / "data" / "images" / "a.png")
     written = written.format(outside=tmp_path)
     (tmp_path / "data" / "m.csv").write_text(f"path,label\nimages/a.png,cat\n{written},dog\n")
-    with pytest.raises(TransferCacheError, match=re.escape(f"line 3: path {written!r} leads outside the manifest's folder")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"line 3: path {written!r} leads outside the manifest's folder")
+    ):
         open_source(str(tmp_path / "data" / "m.csv"))
     assert len(open_source(str(tmp_path / "data" / "m.csv"), allow_outside_root=True)) == 2
 
@@ -236,13 +251,17 @@ def test_manifest_with_a_nul_byte_or_a_home_path_is_not_followed(tmp_path):
 
 # every call that turns file bytes into Python objects, and why it is safe
 DESERIALISERS = {
-    ("_torch_legacy.py", "pickle.Unpickler"): "restricted: find_class allow-list, local stand-ins, no persistent ids but storages",
+    ("_torch_legacy.py", "pickle.Unpickler"): (
+        "restricted: find_class allow-list, local stand-ins, no persistent ids but storages"
+    ),
     ("sources/cifar.py", "pickle.Unpickler"): "restricted: numpy array constructors only (CIFAR batches)",
     ("sources/arrays.py", "np.load("): "allow_pickle=False (.npy memory-mapped, .npz)",
-    ("cache.py", "np.load("): "allow_pickle=False (work parts)",
+    ("work_parts.py", "np.load("): "allow_pickle=False (work parts)",
     ("classifiers/sklearn_heads.py", "np.load("): "allow_pickle=False (head.npz of linear heads)",
     ("runtimes/openvino.py", "np.load("): "allow_pickle=False (the converted model's recorded probe outputs)",
-    ("classifiers/_pickles.py", "joblib.load"): "documented pickle of a user's own fitted head; warns unless written on this machine",
+    ("classifiers/_pickles.py", "joblib.load"): (
+        "documented pickle of a user's own fitted head; warns unless written on this machine"
+    ),
 }
 _PATTERNS = ("pickle.load", "pickle.Unpickler", "np.load(", "numpy.load(", "joblib.load", "torch.load(", "marshal.load",
              "shelve.open", "dill.load", "cloudpickle.load", "yaml.load(", "safe_mode=False")
@@ -263,6 +282,9 @@ def test_every_deserialiser_in_the_package_is_restricted_or_documented():
                     found.add((name, pattern))
                     if pattern in ("np.load(", "numpy.load("):
                         assert "allow_pickle=False" in code, f"{name}: {line.strip()}"
-    assert {("classifiers/_pickles.py", "joblib.load"), ("sources/arrays.py", "np.load("), ("sources/cifar.py", "pickle.Unpickler")} <= found
+    assert {
+        ("classifiers/_pickles.py", "joblib.load"), ("sources/arrays.py", "np.load("),
+        ("sources/cifar.py", "pickle.Unpickler"),
+    } <= found
     unknown = found - set(DESERIALISERS)
     assert not unknown, f"new deserialising calls: review them and list them in DESERIALISERS: {sorted(unknown)}"

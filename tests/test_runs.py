@@ -34,7 +34,8 @@ def _write(runs_dir, run_id, *, accuracy=0.5, created="2026-01-01T00:00:00+00:00
               "caches": [{"path": "/c.h5", "role": "train"}], "params": {"k": np.int64(3)}}
     metrics = {"accuracy": accuracy, "balanced_accuracy": accuracy, "macro_f1": accuracy, "n_train": 8, "n_test": 2,
                "fit_seconds": 0.25}
-    predictions = (["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence", "prob_a"],
+    predictions = (["row", "cache", "path", "true_label", "true_name", "pred_label", "pred_name", "confidence",
+                    "prob_a"],
                    [[0, 0, "a.png", 0, "a", 0, "a", "1", "1"]])
     return write_run(runs_dir, run_id, config=config, metrics=metrics, predictions=predictions, history={"loss": [1.0]},
                      save_model=lambda folder: folder.mkdir())
@@ -48,7 +49,8 @@ def test_a_run_folder_round_trips(tmp_path):
     assert run["predictions"]["path"].tolist() == ["a.png"] and run["predictions"]["prob_a"].tolist() == [1.0]
     (row,) = read_index(tmp_path)
     assert row["run_id"] == "r1" and row["accuracy"] == 0.75 and row["n_train"] == 8
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "metrics.json", "model", "predictions.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "metrics.json", "model",
+                                                        "predictions.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and "tmp" in p.name]
 
 
@@ -153,7 +155,8 @@ def _damage(index, how: str) -> None:
     else:  # a column gone, as an edit in a spreadsheet may leave it
         rows = list(csv.DictReader(text.splitlines()))
         with open(index, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=[c for c in INDEX_COLUMNS if c != "accuracy"], extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=[c for c in INDEX_COLUMNS if c != "accuracy"],
+                                    extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 

@@ -33,7 +33,8 @@ def test_without_openvino_auto_uses_tensorflow_and_asking_for_it_is_a_clear_erro
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert registry.auto_candidates() == ["tensorflow"]
     assert feature_config(backbone="tiny", weights="none").runtime == "tensorflow"
-    with pytest.raises(TransferCacheError, match=re.escape("runtime 'openvino' is not installed here: OpenVINO on the CPU (pip install openvino)")):
+    with pytest.raises(TransferCacheError, match=re.escape("runtime 'openvino' is not installed here: "
+                                                           "OpenVINO on the CPU (pip install openvino)")):
         extract(str(tmp_path), runtime="openvino", cache_dir=tmp_path / "c", **TINY)
 
 
@@ -67,7 +68,8 @@ def test_the_converted_models_folder_name_stays_the_same(config, key):
     assert model_key(dataclasses.replace(config, input_size=config.input_size + 8)) != key
 
 
-openvino = pytest.importorskip("openvino", reason="the OpenVINO runtime needs the openvino package (pip install openvino)")
+openvino = pytest.importorskip("openvino",
+                               reason="the OpenVINO runtime needs the openvino package (pip install openvino)")
 
 
 def test_auto_prefers_openvino_on_a_cpu(monkeypatch):

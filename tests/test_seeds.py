@@ -69,7 +69,9 @@ def extract_and_fit(seed, source, tmp_path, capsys, *, extract_extra, fit_extra)
     """The seed's extract command on ``source``, then its fit command on the cache it wrote."""
     cache_dir, runs_dir = tmp_path / "caches", tmp_path / "runs"
     args = command(seed, "extract")
-    out = run_cli("extract", [str(source)] + args[1:] + ["--cache-dir", str(cache_dir), "--quiet"] + extract_extra, capsys)
+    out = run_cli(
+        "extract", [str(source)] + args[1:] + ["--cache-dir", str(cache_dir), "--quiet"] + extract_extra, capsys
+    )
     caches = sorted(cache_dir.glob("*.h5"))
     assert len(caches) == 1 and str(caches[0]) in out
     documented = command(seed, "fit")[0]  # the README's glob must name the cache extract wrote
@@ -120,7 +122,8 @@ def _picture(rng, label: int, size: int, mode: str = "RGB") -> Image.Image:
     return Image.fromarray(array).convert(mode)
 
 
-def class_folders(root: Path, classes, per_class: int, *, seed: int, size: int = 32, mode: str = "RGB", fmt: str = "png"):
+def class_folders(root: Path, classes, per_class: int, *, seed: int, size: int = 32, mode: str = "RGB",
+                  fmt: str = "png"):
     rng = np.random.default_rng(seed)
     for label, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -336,7 +339,9 @@ def test_datasets_fashion_mnist_from_idx_files(tmp_path, capsys):
     for split, (images_name, labels_name) in FASHION_FILES.items():
         (downloads / images_name).write_bytes(_idx(rng.integers(0, 256, size=(sizes[split], 28, 28))))
         (downloads / labels_name).write_bytes(_idx(np.arange(sizes[split]) % 10))
-    out = run_cli("datasets", ["fashion_mnist", "--dest", str(tmp_path / "data"), "--from", str(downloads), "--quiet"], capsys)
+    out = run_cli(
+        "datasets", ["fashion_mnist", "--dest", str(tmp_path / "data"), "--from", str(downloads), "--quiet"], capsys
+    )
     root = tmp_path / "data" / "fashion_mnist"
     assert "17 files" in out and str(root) in out
     assert sorted(p.name for p in (root / "train").iterdir()) == sorted(FASHION_CLASSES)
@@ -399,7 +404,9 @@ def test_datasets_vehicles_from_a_cloned_folder(tmp_path, capsys):
     bad = class_folders(tmp_path / "wrong", ("cars",), 1, seed=11, size=8)
     from transfer_cache.datasets import VEHICLES_LAYOUT, fetch
 
-    with pytest.raises(TransferCacheError, match=re.escape(f"{bad} does not have the seed's layout: {VEHICLES_LAYOUT}")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"{bad} does not have the seed's layout: {VEHICLES_LAYOUT}")
+    ):
         fetch("vehicles", dest=tmp_path / "d3", source=bad)
 
 

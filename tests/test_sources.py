@@ -646,7 +646,9 @@ def test_cifar_truncated_batch(cifar10_folder):
     root, _ = cifar10_folder
     data = (root / "test_batch").read_bytes()
     (root / "test_batch").write_bytes(data[: len(data) // 2])
-    with pytest.raises(TransferCacheError, match=re.escape(f"cannot read CIFAR batch '{(root / 'test_batch').resolve()}': ")):
+    with pytest.raises(
+        TransferCacheError, match=re.escape(f"cannot read CIFAR batch '{(root / 'test_batch').resolve()}': ")
+    ):
         open_source(root)
 
 
@@ -686,7 +688,8 @@ def test_keras_dataset_offline():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("keras:imagenet", "keras dataset must be one of 'cifar10', 'cifar100', 'mnist', 'fashion_mnist'; got 'imagenet'"),
+        ("keras:imagenet",
+         "keras dataset must be one of 'cifar10', 'cifar100', 'mnist', 'fashion_mnist'; got 'imagenet'"),
         ("sklearn:iris", "scikit-learn dataset must be one of 'digits'; got 'iris'"),
         ("", f"SOURCE is empty: {SOURCE_HELP}"),
         ("{tmp}/nowhere", "SOURCE '{tmp}/nowhere' does not exist: " + SOURCE_HELP),
@@ -700,7 +703,9 @@ def test_open_source_errors(tmp_path, spec, message):
 
 
 def test_source_help_names_every_kind():
-    for kind in ("image folder", ".csv", ".npz", ".npy", "CIFAR", "keras:cifar10", "keras:fashion_mnist", "sklearn:digits"):
+    for kind in (
+        "image folder", ".csv", ".npz", ".npy", "CIFAR", "keras:cifar10", "keras:fashion_mnist", "sklearn:digits"
+    ):
         assert kind in SOURCE_HELP
 
 
@@ -772,7 +777,9 @@ def test_the_help_lists_every_registered_kind_and_the_cli_shows_it():
 
     for kind in KINDS.values():
         assert kind.help in source_help()
-    shown = subprocess.run([sys.executable, "-m", "transfer_cache.extract", "--help"], capture_output=True, text=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "transfer_cache.extract", "--help"], capture_output=True, text=True
+    ).stdout
     assert "keras:fashion_mnist" in shown and "CIFAR-10/100 python batch folder" in shown
 
 

@@ -242,7 +242,9 @@ def test_every_registered_source_kind_has_a_user_path():
 def test_extract_reads_every_source_kind(kind, photos, tmp_path, capsys):
     make, rows = SOURCE_PATHS[kind]
     source = make(photos, tmp_path / "source")
-    code, out, err = run_main("extract", [str(source), *TINY, "--cache-dir", str(tmp_path / "caches"), "--quiet"], capsys)
+    code, out, err = run_main(
+        "extract", [str(source), *TINY, "--cache-dir", str(tmp_path / "caches"), "--quiet"], capsys
+    )
     if rows is None:
         if (Path.home() / ".keras" / "datasets" / "mnist.npz").exists():
             pytest.skip("a local Keras copy of MNIST exists, so the offline error cannot occur")

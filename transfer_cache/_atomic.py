@@ -148,7 +148,8 @@ def replace_folder(temporary: Path, path: Path) -> None:
 
 
 def _inside(name: str | None, temporary: Path, path: Path) -> Path | None:
-    """The file under ``path`` that ``name`` (a file under the temporary) stands for, so errors never name a temporary."""
+    """The file under ``path`` that ``name`` (a file under the temporary) stands for, so errors never name a
+    temporary."""
     if not name:
         return None
     try:
@@ -186,7 +187,7 @@ def replacing(path: str | os.PathLike, *, folder: bool = False, keep_suffix: boo
         except OSError as exc:
             named = _inside(exc.filename, temporary, path)
             if named is None and exc.filename is not None and not path.absolute().is_relative_to(
-                    Path(os.fsdecode(exc.filename)).absolute()):  # an input read on the way, not the output or its folders
+                    Path(os.fsdecode(exc.filename)).absolute()):  # an input it read, not the output or its folders
                 raise TransferCacheError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
             if named is not None:
                 exc.filename = str(named)
@@ -198,8 +199,8 @@ def replacing(path: str | os.PathLike, *, folder: bool = False, keep_suffix: boo
 
 
 @contextlib.contextmanager
-def open_replacing(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None,
-                   where: str = DEFAULT_WHERE) -> Iterator[IO]:
+def open_replacing(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                   newline: str | None = None, where: str = DEFAULT_WHERE) -> Iterator[IO]:
     """``open`` for writing, atomically: yields the handle of the temporary file (see ``replacing``)."""
     if "b" in mode:
         encoding = None
@@ -221,7 +222,8 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, where: str = DEFAULT_WH
     return Path(path)
 
 
-def write_json(path: str | os.PathLike, payload, *, indent: int | None = 2, default=str, where: str = DEFAULT_WHERE) -> Path:
+def write_json(path: str | os.PathLike, payload, *, indent: int | None = 2, default=str,
+               where: str = DEFAULT_WHERE) -> Path:
     return write_text(path, json.dumps(payload, indent=indent, default=default) + "\n", where=where)
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str]) -> int:
+def convert_in_child(argv: list[str]) -> int:
     """Convert into ``argv[0]`` the model of the configuration ``argv[1]``; 3 (``USER_ERROR``) on a user mistake."""
     from .runtimes._openvino_convert import USER_ERROR, convert_into, die_with_parent
 
@@ -30,4 +30,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(convert_in_child(sys.argv[1:]))

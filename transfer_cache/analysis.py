@@ -67,7 +67,8 @@ def _opened(cache) -> Iterator[Cache]:
 
 
 def sample_rows(n: int, sample: int, seed: int = 0) -> np.ndarray:
-    """Sorted row indices: all rows when ``n <= sample``, else ``sample`` rows drawn without replacement with ``seed``."""
+    """Sorted row indices: all rows when ``n <= sample``, else ``sample`` rows drawn without replacement with
+    ``seed``."""
     if n <= sample:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
@@ -116,9 +117,11 @@ def _scatter_traces(coords: np.ndarray, rows: np.ndarray, cache: Cache) -> list:
         )
         pts = coords[mask].astype(np.float32)
         if coords.shape[1] == 3:
-            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], marker=dict(size=3, color=color), **common))
+            traces.append(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], marker=dict(size=3, color=color),
+                                       **common))
         else:
-            traces.append(go.Scattergl(x=pts[:, 0], y=pts[:, 1], marker=dict(size=5, color=color, opacity=0.8), **common))
+            traces.append(go.Scattergl(x=pts[:, 0], y=pts[:, 1], marker=dict(size=5, color=color, opacity=0.8),
+                                       **common))
     return traces
 
 
@@ -134,7 +137,8 @@ def _refuse_identical(features: np.ndarray, what: str, cache: Cache) -> None:
 
 def _describe(cache: Cache, layer: str) -> str:
     config = cache.config
-    return f"{config.get('backbone', '?')} {layer} ({config.get('pooling', '?')} pooling, {config.get('feature_dim', '?')}-d)"
+    return (f"{config.get('backbone', '?')} {layer} ({config.get('pooling', '?')} pooling, "
+            f"{config.get('feature_dim', '?')}-d)")
 
 
 # --------------------------------------------------------------------------- cache figures
@@ -155,7 +159,8 @@ def pca_figure(cache, *, layer: str | None = None, dims: int = 2, sample: int = 
         rows = sample_rows(n, sample, seed)
         features = read_rows(cache, rows, layer=layer)
         if features.shape[1] < dims:
-            raise TransferCacheError(f"a {dims}-d PCA needs vectors of at least {dims} values; layer '{layer}' has {features.shape[1]}")
+            raise TransferCacheError(f"a {dims}-d PCA needs vectors of at least {dims} values; "
+                                     f"layer '{layer}' has {features.shape[1]}")
         pca = PCA(n_components=dims, random_state=seed)
         with np.errstate(divide="ignore", invalid="ignore"):  # identical vectors: no variance to share out
             coords = pca.fit_transform(features)
@@ -189,13 +194,15 @@ def explained_variance_figure(
         k = min(n_components, features.shape[0], features.shape[1])
         with np.errstate(divide="ignore", invalid="ignore"):  # identical vectors: no variance to share out
             ratio = np.nan_to_num(PCA(n_components=k, random_state=seed).fit(features).explained_variance_ratio_)
-        title = f"Explained variance of the first {k} principal components of {_describe(cache, layer)}: {_sample_note(len(rows), n)}"
+        title = (f"Explained variance of the first {k} principal components of {_describe(cache, layer)}: "
+                 f"{_sample_note(len(rows), n)}")
     component = np.arange(1, k + 1)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Bar(x=component, y=(100 * ratio).astype(np.float32), name="per component (left axis)",
                          hovertemplate="PC%{x}: %{y:.2f}%<extra></extra>"), secondary_y=False)
     fig.add_trace(go.Scatter(x=component, y=(100 * np.cumsum(ratio)).astype(np.float32), name="cumulative (right axis)",
-                             mode="lines+markers", hovertemplate="PC1..PC%{x}: %{y:.1f}%<extra></extra>"), secondary_y=True)
+                             mode="lines+markers", hovertemplate="PC1..PC%{x}: %{y:.1f}%<extra></extra>"),
+                  secondary_y=True)
     fig.update_yaxes(title_text="per component (%)", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="cumulative (%)", range=[0, 100], showgrid=False, secondary_y=True)
     fig.update_layout(title=title, xaxis_title="principal component", height=450)
@@ -248,7 +255,8 @@ def tsne_figure(
                           random_state=seed).fit_transform(features.astype(np.float32))
         fig = go.Figure(_scatter_traces(coords, rows, cache))
         step = f"PCA to {reduced_to} dims, " if reduced_to < dim else ""
-        title = f"t-SNE of {_describe(cache, layer)} ({step}perplexity {perplexity:g}, seed {seed}): {_sample_note(len(rows), n)}"
+        title = (f"t-SNE of {_describe(cache, layer)} ({step}perplexity {perplexity:g}, seed {seed}): "
+                 f"{_sample_note(len(rows), n)}")
     fig.update_layout(title=title, legend_title_text="class", xaxis_title="t-SNE 1", yaxis_title="t-SNE 2", height=600)
     return fig
 
@@ -291,7 +299,8 @@ def umap_figure(
     n_neighbors = whole_number(n_neighbors, "n_neighbors", at_least=2)
     pca_dims = whole_number(pca_dims, "pca_dims")
     if not umap_available():
-        raise TransferCacheError("UMAP needs the umap-learn package: pip install 'transfer_cache[umap]' (or umap-learn)")
+        raise TransferCacheError("UMAP needs the umap-learn package: "
+                                 "pip install 'transfer_cache[umap]' (or umap-learn)")
     import warnings
 
     from sklearn.decomposition import PCA
@@ -303,7 +312,8 @@ def umap_figure(
         n = len(cache)
         rows = sample_rows(n, sample, seed)
         if len(rows) <= n_neighbors:
-            raise TransferCacheError(f"UMAP with n_neighbors={n_neighbors} needs more than {n_neighbors} points; got {len(rows)}")
+            raise TransferCacheError(f"UMAP with n_neighbors={n_neighbors} needs more than {n_neighbors} points; "
+                                     f"got {len(rows)}")
         features = read_rows(cache, rows, layer=layer)
         _refuse_identical(features, "UMAP", cache)
         reduced_to = min(pca_dims, features.shape[0], features.shape[1])
@@ -312,9 +322,11 @@ def umap_figure(
         # n_jobs=1: a seeded UMAP runs on one thread anyway (umap-learn warns when asked for more)
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            coords = umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed, n_jobs=1).fit_transform(features)
+            coords = umap.UMAP(n_neighbors=n_neighbors, metric="cosine", random_state=seed,
+                               n_jobs=1).fit_transform(features)
         fig = go.Figure(_scatter_traces(coords, rows, cache))
-        title = f"UMAP of {_describe(cache, layer)} ({n_neighbors} neighbours, cosine, seed {seed}): {_sample_note(len(rows), n)}"
+        title = (f"UMAP of {_describe(cache, layer)} ({n_neighbors} neighbours, cosine, seed {seed}): "
+                 f"{_sample_note(len(rows), n)}")
         notes = sorted({str(w.message).split("\n")[0] for w in said if issubclass(w.category, UserWarning)})
         if notes:  # umap-learn's remarks go on the figure, not the terminal
             title += "<br><sub>umap-learn: " + html.escape("; ".join(notes)) + "</sub>"
@@ -334,15 +346,19 @@ def class_counts_figure(cache) -> go.Figure:
         for s in splits:
             counts = [int(((labels == k) & (split == s)).sum()) for k in keys]
             traces.append(go.Bar(x=[html.escape(class_name(cache.class_names, k)) for k in keys], y=counts,
-                                 name=s or "no split", hovertemplate="%{x}: %{y} images<extra>" + (s or "no split") + "</extra>"))
-        title = f"Images per class: {len(cache)} rows, {len(names)} classes" + (f", {len(cache.failed)} failed" if cache.failed else "")
+                                 name=s or "no split",
+                                 hovertemplate="%{x}: %{y} images<extra>" + (s or "no split") + "</extra>"))
+        title = (f"Images per class: {len(cache)} rows, {len(names)} classes"
+                 + (f", {len(cache.failed)} failed" if cache.failed else ""))
     fig = go.Figure(traces)
-    fig.update_layout(title=title, barmode="stack", xaxis_title="class", yaxis_title="images", xaxis_type="category", height=420)
+    fig.update_layout(title=title, barmode="stack", xaxis_title="class", yaxis_title="images", xaxis_type="category",
+                      height=420)
     return fig
 
 
 def class_means(cache, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(per-class mean vectors (K, D), rows per class (K,), overall mean (D,)) over every labelled row, read in blocks."""
+    """(per-class mean vectors (K, D), rows per class (K,), overall mean (D,)) over every labelled row, read in
+    blocks."""
     with _opened(cache) as cache:
         dataset = cache.features_for(cache.layer_name(layer))
         n = dataset.shape[0]
@@ -376,7 +392,8 @@ def class_similarity_figure(cache, *, layer: str | None = None) -> go.Figure:
         names = [html.escape(class_name(cache.class_names, int(k))) for k in present]
         total = int(counts.sum())
     if len(present) < 2:
-        raise TransferCacheError(f"class similarity needs labelled rows of at least 2 classes; the cache has {len(present)}")
+        raise TransferCacheError(f"class similarity needs labelled rows of at least 2 classes; "
+                                 f"the cache has {len(present)}")
     centred = means[present] - overall
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     unit = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)

@@ -85,7 +85,8 @@ def view_rng(digest: str, view: int, seed: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(key[:8], "little"))
 
 
-def augment_image(image: np.ndarray, *, recipe: Recipe, rng: np.random.Generator, work_size: int | None = None) -> np.ndarray:
+def augment_image(image: np.ndarray, *, recipe: Recipe, rng: np.random.Generator,
+                  work_size: int | None = None) -> np.ndarray:
     """One random view of a uint8 (H, W, 3) image, same shape class; resizing to the network input comes after.
 
     ``work_size`` shrinks large images first (short side to that many pixels) so augmenting stays cheap.
@@ -93,7 +94,8 @@ def augment_image(image: np.ndarray, *, recipe: Recipe, rng: np.random.Generator
     picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB")
     if work_size and min(picture.size) > work_size:
         factor = work_size / min(picture.size)
-        picture = picture.resize((max(1, round(picture.width * factor)), max(1, round(picture.height * factor))), Image.BILINEAR)
+        picture = picture.resize((max(1, round(picture.width * factor)), max(1, round(picture.height * factor))),
+                                 Image.BILINEAR)
 
     # draw every random number in a fixed order, whatever the recipe, so views are stable
     flip = rng.random() < 0.5
@@ -119,7 +121,8 @@ def augment_image(image: np.ndarray, *, recipe: Recipe, rng: np.random.Generator
         width, height = picture.size
 
     if angle or recipe.shift or recipe.zoom or recipe.shear:
-        picture = _affine(picture, angle=angle, shift=(shift_x * width, shift_y * height), zoom=zoom, shear=shear, fill=recipe.fill)
+        picture = _affine(picture, angle=angle, shift=(shift_x * width, shift_y * height), zoom=zoom, shear=shear,
+                          fill=recipe.fill)
 
     if recipe.horizontal_flip and flip:
         picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
@@ -141,7 +144,8 @@ def _affine(picture: Image.Image, *, angle: float, shift, zoom: float, shear: fl
         padded = np.pad(np.asarray(picture), ((margin, margin), (margin, margin), (0, 0)), mode="edge")
         picture = Image.fromarray(padded, "RGB")
     theta, phi = math.radians(angle), math.radians(shear)
-    # forward map (output <- input) about the image centre; PIL wants the inverse (input coordinates of each output pixel)
+    # forward map (output <- input) about the image centre; PIL wants the inverse (input coordinates of each
+    # output pixel)
     rotation = np.array([[math.cos(theta), -math.sin(theta), 0], [math.sin(theta), math.cos(theta), 0], [0, 0, 1]])
     shearing = np.array([[1, -math.sin(phi), 0], [0, math.cos(phi), 0], [0, 0, 1]])
     scaling = np.array([[zoom, 0, 0], [0, zoom, 0], [0, 0, 1]])
@@ -150,7 +154,8 @@ def _affine(picture: Image.Image, *, angle: float, shift, zoom: float, shear: fl
     back = np.array([[1, 0, cx + shift[0]], [0, 1, cy + shift[1]], [0, 0, 1]])
     forward = back @ rotation @ shearing @ scaling @ to_centre
     inverse = np.linalg.inv(forward)
-    transformed = picture.transform(picture.size, Image.AFFINE, data=tuple(inverse[:2].ravel()), resample=Image.BILINEAR)
+    transformed = picture.transform(picture.size, Image.AFFINE, data=tuple(inverse[:2].ravel()),
+                                    resample=Image.BILINEAR)
     if margin:
         transformed = transformed.crop((margin, margin, margin + width, margin + height))
     return transformed

@@ -37,8 +37,8 @@ class BackboneSpec:
     crop_fraction: float = 1.0
     interpolation: str = "bilinear"
     description: str = ""
-    weights_file: Callable[[], Path] | None = field(default=None, repr=False)  # the "imagenet" file, when it ships offline
-    default_layer: str | None = None  # the last feature map, declared so nothing is built to find it (None: found by building)
+    weights_file: Callable[[], Path] | None = field(default=None, repr=False)  # the "imagenet" file, if shipped offline
+    default_layer: str | None = None  # the last feature map, declared to spare a build (None: found by building)
 
 
 REGISTRY: dict[str, BackboneSpec] = {}
@@ -249,9 +249,8 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> tuple[object, str, str]
             path = spec.weights_file()
             return str(path), "imagenet", file_sha256(path)
         if spec.weights_source == "random":
-            raise TransferCacheError(
-                f"backbone '{spec.name}' has no pretrained weights; use --weights none, or --weights PATH to a weights file"
-            )
+            raise TransferCacheError(f"backbone '{spec.name}' has no pretrained weights; "
+                                     f"use --weights none, or --weights PATH to a weights file")
         return "imagenet", "imagenet", "keras-imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -300,7 +299,8 @@ def _build_base(spec: BackboneSpec, input_size: int, weights_arg, include_top: b
                 "--weights none for random weights (tests only)"
             ) from exc
         if "input" in text.lower() and ("shape" in text.lower() or "size" in text.lower()):
-            raise TransferCacheError(f"backbone '{spec.name}' cannot be built at input size {input_size}: {text}") from exc
+            raise TransferCacheError(f"backbone '{spec.name}' cannot be built at input size {input_size}: "
+                                     f"{text}") from exc
         if weights_arg not in (None, "imagenet"):
             raise TransferCacheError(
                 f"could not load weights file {weights_arg} into '{spec.name}' "

@@ -148,7 +148,9 @@ class Cache:
     def __init__(self, path: str | os.PathLike, *, check_vectors: bool = False):
         self.path = Path(path)
         if not self.path.exists():
-            raise TransferCacheError(f"cache file {self.path} does not exist; run python -m transfer_cache.extract first")
+            raise TransferCacheError(
+                f"cache file {self.path} does not exist; run python -m transfer_cache.extract first"
+            )
         if self.path.is_dir():
             raise TransferCacheError(f"{self.path} is a folder; give the cache file in it (a .h5 file written by "
                                      f"python -m transfer_cache.extract), e.g. {self.path / '*.h5'}")
@@ -163,7 +165,9 @@ class Cache:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             if NAME_FINGERPRINT.search(self.path.name):
-                raise TransferCacheError(f"cannot open cache {self.path}: the file is damaged ({exc}); {REBUILD}") from exc
+                raise TransferCacheError(
+                    f"cannot open cache {self.path}: the file is damaged ({exc}); {REBUILD}"
+                ) from exc
             raise TransferCacheError(
                 f"cannot open {self.path} as a cache: HDF5 cannot read it ({exc}); expected a cache file (.h5) written "
                 "by python -m transfer_cache.extract"
@@ -193,7 +197,9 @@ class Cache:
                 f"(up to {FORMAT_VERSION}); upgrade with pip install -U transfer_cache"
             )
         if version < 1:
-            raise TransferCacheError(f"cache {self.path} is damaged: it has no valid format_version attribute; {REBUILD}")
+            raise TransferCacheError(
+                f"cache {self.path} is damaged: it has no valid format_version attribute; {REBUILD}"
+            )
         self.config: dict = {key: _attr(value) for key, value in attrs.items()}
         self.layers: list[str] = list(self.config["layers"])
         self.fingerprint: str = self.config["fingerprint"]
@@ -263,11 +269,16 @@ class Cache:
                     continue
                 row = start + int(np.argmin(finite))
                 value = "NaN" if np.isnan(block[row - start]).any() else "infinity"
-                if value == "infinity" and dataset.dtype == np.float16:  # beyond float16's range: a new extract repeats it
+                if value == "infinity" and dataset.dtype == np.float16:  # past float16's range: extract repeats it
                     advice = "extract it again with --dtype float32, which holds values that large"
                 else:  # extract's hit check compares rows and options, not vectors: it would keep this file
-                    advice = f"extract would keep it as it is (its rows and options match): move it out of its folder, then {REBUILD}"
-                raise TransferCacheError(f"cache {self.path} is damaged: row {row} of {what} ({dataset.name}) holds {value}; {advice}")
+                    advice = (
+                        "extract would keep it as it is (its rows and options match): "
+                        f"move it out of its folder, then {REBUILD}"
+                    )
+                raise TransferCacheError(
+                    f"cache {self.path} is damaged: row {row} of {what} ({dataset.name}) holds {value}; {advice}"
+                )
 
     def require_rows(self, doing: str = "look at") -> None:
         """One line, not an empty page or an IndexError, when the cache holds no rows (a command has nothing to do)."""
@@ -295,7 +306,9 @@ class Cache:
                 if column.optional:
                     columns[column.name] = None
                     continue
-                raise TransferCacheError(f"cache {self.path} is damaged: /{table.node(column.name)} is missing; {REBUILD}")
+                raise TransferCacheError(
+                    f"cache {self.path} is damaged: /{table.node(column.name)} is missing; {REBUILD}"
+                )
             columns[column.name] = decode(column.kind, group[column.name][()])
         lengths = {len(values) for values in columns.values() if values is not None}
         if len(lengths) > 1:
@@ -306,7 +319,9 @@ class Cache:
             if columns[column.name] is None:  # an optional column of an older cache
                 columns[column.name] = decode(column.kind, [empty_value(column.kind)] * n)
         if table.group and table.features and "features" in group and group["features"].shape[0] != n:
-            raise TransferCacheError(f"cache {self.path} is inconsistent: /{table.group} rows and features differ; {REBUILD}")
+            raise TransferCacheError(
+                f"cache {self.path} is inconsistent: /{table.group} rows and features differ; {REBUILD}"
+            )
         return columns
 
     def table_features(self, table: Table, layer: str | None = None) -> "h5py.Dataset | None":

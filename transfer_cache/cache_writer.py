@@ -33,14 +33,16 @@ _WHERE = "pass --cache-dir on another disk"
 
 
 def disk_write_error(exc: Exception, path: Path) -> TransferCacheError:
-    """One line for a cache file that could not be written; a full disk says what was kept (``_atomic`` words the rest)."""
+    """One line for a cache file that could not be written; a full disk says what was kept (``_atomic`` words the
+    rest)."""
     if disk_errno(exc) in (errno.ENOSPC, errno.EDQUOT):
         return TransferCacheError(
             f"no space left on the device while writing {path}: the previous cache (if any) is untouched and "
             f"finished batches are kept for the next run; free some space or {_WHERE}, then run again"
         )
     return disk_error(exc, path, where=_WHERE) or TransferCacheError(
-        f"could not write {path}: {getattr(exc, 'strerror', None) or exc}; check the folder's permissions and free space"
+        f"could not write {path}: {getattr(exc, 'strerror', None) or exc}; "
+        "check the folder's permissions and free space"
     )
 
 

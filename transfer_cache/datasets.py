@@ -67,16 +67,18 @@ VEHICLES_URLS = (
 VEHICLES_CLASSES = ("qingqi", "rickshaw", "tanga")
 DOGSCATS_VALID_PER_CLASS = 1000  # seed 001: 23000 training and 2000 validation images
 
-DOGS_VS_CATS_STEPS = """dogs_vs_cats cannot be downloaded without a Kaggle account (the competition's rules must be accepted).
+DOGS_VS_CATS_STEPS = ("dogs_vs_cats cannot be downloaded without a Kaggle account "
+                      """(the competition's rules must be accepted).
   1. Sign in at https://www.kaggle.com/c/dogs-vs-cats and accept the competition rules.
   2. Download the data: the web page's "Download All", or `kaggle competitions download -c dogs-vs-cats`
      (the kaggle CLI with an API token in ~/.kaggle/kaggle.json).
   3. Lay it out as seed 001 reads it (dogscats/{train,valid}/{cats,dogs}, 1000 + 1000 images in valid, seeded):
-       python -m transfer_cache.datasets dogs_vs_cats --from dogs-vs-cats.zip   (or the train.zip inside it)"""
+       python -m transfer_cache.datasets dogs_vs_cats --from dogs-vs-cats.zip   (or the train.zip inside it)""")
 
 VEHICLES_LAYOUT = (
     "seed 004 expects VehicleDataset/train/{qingqi,rickshaw,tanga}/*.jpg (git clone "
-    "https://github.com/MMFa666/VehicleDataset.git on a connected machine, then pass the folder or its .zip with --from)"
+    "https://github.com/MMFa666/VehicleDataset.git on a connected machine, "
+    "then pass the folder or its .zip with --from)"
 )
 
 
@@ -116,7 +118,8 @@ def _download(url: str, target: Path, *, progress: bool, sha256: str | None = No
                 raise
             reason = getattr(exc, "reason", None) or exc
             raise TransferCacheError(
-                f"could not download {url}: {reason}; this command needs the network: run it on a connected machine, or "
+                f"could not download {url}: {reason}; "
+                f"this command needs the network: run it on a connected machine, or "
                 f"download the file elsewhere and pass it with --from"
             ) from None
         if sha256 is not None and file_sha256(partial) != sha256:
@@ -221,10 +224,12 @@ def _fashion_mnist(final: Path, *, source: Path | None, downloads: Path, progres
         for split, (images_name, labels_name) in FASHION_FILES.items():
             images, labels = read_idx(files[images_name]), read_idx(files[labels_name])
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels) or labels.max(initial=0) > 9:
-                raise TransferCacheError(f"{images_name} and {labels_name} do not match (shapes {images.shape}, {labels.shape})")
+                raise TransferCacheError(f"{images_name} and {labels_name} do not match "
+                                         f"(shapes {images.shape}, {labels.shape})")
             for name in FASHION_CLASSES:
                 (staging / split / name).mkdir(parents=True)
-            for i in tqdm(range(len(images)), desc=f"fashion_mnist {split}", unit="img", disable=not progress, leave=False):
+            for i in tqdm(range(len(images)), desc=f"fashion_mnist {split}", unit="img", disable=not progress,
+                          leave=False):
                 Image.fromarray(images[i], mode="L").save(staging / split / FASHION_CLASSES[labels[i]] / f"{i:05d}.png")
                 written += 1
     return written
@@ -234,12 +239,14 @@ def _fashion_mnist(final: Path, *, source: Path | None, downloads: Path, progres
 
 
 def _cifar10(final: Path, *, source: Path | None, downloads: Path, progress: bool) -> int:
-    archive = source or _download(CIFAR10_URL, downloads / "cifar-10-python.tar.gz", progress=progress, sha256=CIFAR10_SHA256)
+    archive = source or _download(CIFAR10_URL, downloads / "cifar-10-python.tar.gz", progress=progress,
+                                  sha256=CIFAR10_SHA256)
     with tempfile.TemporaryDirectory(dir=final.parent) as scratch:
         _extract_tar(archive, Path(scratch))
         found = _find_folder(Path(scratch), lambda p: (p / "batches.meta").is_file() and (p / "test_batch").is_file())
         if found is None:
-            raise TransferCacheError(f"{archive} holds no CIFAR-10 python batches (batches.meta, data_batch_1.., test_batch)")
+            raise TransferCacheError(f"{archive} holds no CIFAR-10 python batches "
+                                     f"(batches.meta, data_batch_1.., test_batch)")
         with _Staging(final) as staging:
             for item in found.iterdir():
                 shutil.move(str(item), staging / item.name)
@@ -298,14 +305,16 @@ def _dogs_vs_cats(final: Path, *, source: Path | None, downloads: Path, progress
         if kind and not info.is_dir():
             members[kind].append(info)
     if not members["cats"] or not members["dogs"]:
-        raise TransferCacheError(f"{source} holds no cat.N.jpg / dog.N.jpg images; give Kaggle's dogs-vs-cats train.zip")
+        raise TransferCacheError(f"{source} holds no cat.N.jpg / dog.N.jpg images; "
+                                 f"give Kaggle's dogs-vs-cats train.zip")
     written = 0
     with _Staging(final) as staging:
         for kind, infos in members.items():
             infos.sort(key=lambda info: info.filename)
             random.Random(0).shuffle(infos)
             n_valid = min(DOGSCATS_VALID_PER_CLASS, len(infos) // 2)
-            for j, info in enumerate(tqdm(infos, desc=f"dogscats {kind}", unit="img", disable=not progress, leave=False)):
+            for j, info in enumerate(tqdm(infos, desc=f"dogscats {kind}", unit="img", disable=not progress,
+                                          leave=False)):
                 split = "valid" if j < n_valid else "train"
                 folder = staging / split / kind
                 folder.mkdir(parents=True, exist_ok=True)
@@ -332,7 +341,8 @@ def _vehicles(final: Path, *, source: Path | None, downloads: Path, progress: bo
                 errors = []
                 for url in VEHICLES_URLS:  # the default branch's name is not recorded in the article
                     try:
-                        archive = _download(url, downloads / ("VehicleDataset-" + url.rsplit("/", 1)[-1]), progress=progress)
+                        archive = _download(url, downloads / ("VehicleDataset-" + url.rsplit("/", 1)[-1]),
+                                            progress=progress)
                         break
                     except TransferCacheError as exc:
                         errors.append(str(exc))
@@ -342,7 +352,8 @@ def _vehicles(final: Path, *, source: Path | None, downloads: Path, progress: bo
             _extract_zip(archive, top)
         found = _find_folder(top, _vehicles_folder)
         if found is None:
-            raise TransferCacheError(f"{source or 'the VehicleDataset download'} does not have the seed's layout: {VEHICLES_LAYOUT}")
+            raise TransferCacheError(f"{source or 'the VehicleDataset download'} does not have the seed's layout: "
+                                     f"{VEHICLES_LAYOUT}")
         with _Staging(final) as staging:
             shutil.copytree(found / "train", staging / "train")
             if (found / "test").is_dir():
@@ -354,9 +365,11 @@ DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in (
         Dataset("fashion_mnist", "fashion_mnist", "000", "MIT (Zalando SE)", _fashion_mnist),
-        Dataset("dogs_vs_cats", "dogscats", "001", "Kaggle competition rules (Asirra images; research use)", _dogs_vs_cats),
+        Dataset("dogs_vs_cats", "dogscats", "001", "Kaggle competition rules (Asirra images; research use)",
+                _dogs_vs_cats),
         Dataset("flowers", "flower_photos", "002", "CC-BY 2.0 (per-photo credits in LICENSE.txt)", _flowers),
-        Dataset("cifar10", "cifar-10-batches-py", "003", "no licence stated (Krizhevsky 2009; cite the tech report)", _cifar10),
+        Dataset("cifar10", "cifar-10-batches-py", "003", "no licence stated (Krizhevsky 2009; cite the tech report)",
+                _cifar10),
         Dataset("vehicles", "VehicleDataset", "004", "none stated in the repository", _vehicles),
     )
 }
@@ -410,7 +423,8 @@ def build_parser():
     )
     parser.add_argument("name", metavar="NAME", help=", ".join(DATASETS))
     parser.add_argument("--dest", default="data", help="where the dataset folder goes (default ./data)")
-    parser.add_argument("--from", dest="source", default=None, metavar="PATH", help="an archive (or folder) downloaded elsewhere")
+    parser.add_argument("--from", dest="source", default=None, metavar="PATH",
+                        help="an archive (or folder) downloaded elsewhere")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -122,7 +122,9 @@ def _run_dask(task, specs, *, scheduler, workers, retries, progress):
 
             from tqdm.auto import tqdm
 
-            with tqdm(total=len(futures), desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False) as bar:
+            with tqdm(
+                total=len(futures), desc="shards", unit="shard", disable=not progress, file=sys.stderr, leave=False
+            ) as bar:
                 for future in distributed.as_completed(list(futures.values())):
                     bar.update(1)
             for spec, future in futures.items():

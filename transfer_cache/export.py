@@ -99,6 +99,28 @@ def _embed_description(model_file: Path, description: dict) -> None:
         archive.writestr(DESCRIPTION_NAME, json_text(description))
 
 
+def _checked_out_path(out_path: Path, *, classifier: str) -> Path:
+    """Where the export goes (a .keras file or a folder, by head), checked before TensorFlow starts."""
+    if CLASSIFIERS[classifier].exports_as_keras:
+        if out_path.suffix != ".keras":
+            out_path = out_path.with_name(out_path.name + ".keras")
+        if out_path.is_dir():
+            raise TransferCacheError(
+                f"{out_path} is a folder; classifier '{classifier}' exports as one .keras file: choose another OUT path"
+            )
+    elif out_path.suffix == ".keras":
+        raise TransferCacheError(
+            f"classifier '{classifier}' exports as a folder (feature model + joblib head), not one .keras file; "
+            f"give a folder path such as {out_path.with_suffix('')}"
+        )
+    elif out_path.exists() and not (
+        out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())
+    ):
+        raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
+    _cli.check_file_target(out_path, "OUT")
+    return out_path
+
+
 def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Write ``run_dir``'s backbone + head as one model taking raw images; returns the model file or folder.
 
@@ -112,21 +134,7 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     run, classifier = loaded, loaded.classifier
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
-    if CLASSIFIERS[classifier].exports_as_keras:
-        if out_path.suffix != ".keras":
-            out_path = out_path.with_name(out_path.name + ".keras")
-        if out_path.is_dir():
-            raise TransferCacheError(
-                f"{out_path} is a folder; classifier '{classifier}' exports as one .keras file: choose another OUT path"
-            )
-    elif out_path.suffix == ".keras":
-        raise TransferCacheError(
-            f"classifier '{classifier}' exports as a folder (feature model + joblib head), not one .keras file; "
-            f"give a folder path such as {out_path.with_suffix('')}"
-        )
-    elif out_path.exists() and not (out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())):
-        raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
-    _cli.check_file_target(out_path, "OUT")
+    out_path = _checked_out_path(out_path, classifier=classifier)
     quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
     import keras
 
@@ -144,7 +152,8 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
             model = keras.Model(inputs, head_model(features(inputs)), name=f"transfer_cache_{classifier}_export")
         with _atomic.replacing(out_path, keep_suffix=True, where=_WHERE) as temporary:  # keras wants the suffix
             model.save(temporary)
-            _embed_description(temporary, _description(run, config, kind="keras", classifier=classifier, files=[out_path.name]))
+            _embed_description(temporary, _description(run, config, kind="keras", classifier=classifier,
+                                                       files=[out_path.name]))
         return out_path
 
     features = _feature_model(config, run.layer)
@@ -221,7 +230,8 @@ def read_description(path: str | os.PathLike) -> dict:
                 inside = DESCRIPTION_NAME in archive.namelist()
                 text = archive.read(DESCRIPTION_NAME).decode("utf-8") if inside else None
         except (zipfile.BadZipFile, OSError, UnicodeDecodeError):
-            raise TransferCacheError(f"{path} is not a model exported by transfer_cache (not a .keras file); {again}") from None
+            raise TransferCacheError(f"{path} is not a model exported by transfer_cache (not a .keras file); "
+                                     f"{again}") from None
         where = f"{path} ({DESCRIPTION_NAME} inside it)"
         if text is None:
             beside = path.with_suffix(".json")  # an export of 0.2.0: the description was written beside the model
@@ -239,7 +249,8 @@ def read_description(path: str | os.PathLike) -> dict:
         raise TransferCacheError(f"{where} is not a transfer_cache export description; {again}")
     if int(description.get("format_version", 0)) > EXPORT_VERSION:
         raise TransferCacheError(
-            f"{path} was exported in format {description['format_version']}, newer than this transfer_cache reads; upgrade it"
+            f"{path} was exported in format {description['format_version']}, "
+            f"newer than this transfer_cache reads; upgrade it"
         )
     return description
 
@@ -273,7 +284,8 @@ def build_parser():
         EPILOG,
     )
     parser.add_argument("run_dir", metavar="RUN", help="a run folder written by python -m transfer_cache.fit")
-    parser.add_argument("out_path", metavar="OUT", help="the .keras file (dense, logreg, linear_svm, pixels) or folder to write")
+    parser.add_argument("out_path", metavar="OUT",
+                        help="the .keras file (dense, logreg, linear_svm, pixels) or folder to write")
     return parser
 
 

@@ -88,7 +88,8 @@ def build_parser():
     parser.add_argument("source", nargs="?", metavar="SOURCE", help="images to extract (see below)")
     add_extract_arguments(parser)
     parser.add_argument("--list-backbones", action="store_true", help="list the backbone names and exit")
-    parser.add_argument("--list-layers", metavar="BACKBONE", default=None, help="list a backbone's layer names and exit")
+    parser.add_argument("--list-layers", metavar="BACKBONE", default=None,
+                        help="list a backbone's layer names and exit")
     return parser
 
 
@@ -96,12 +97,17 @@ def _main(args) -> int:
     if args.list_backbones:
         for name in list_backbones():
             spec = get_spec(name)
-            print(f"{name:22s} input {spec.input_size:3d}  preprocessing {spec.preprocessing:7s} weights {spec.weights_source}")
+            print(
+                f"{name:22s} input {spec.input_size:3d}  preprocessing {spec.preprocessing:7s} "
+                f"weights {spec.weights_source}"
+            )
         return 0
     if args.list_layers:
         from .backbones import layer_names
 
-        print("\n".join(layer_names(args.list_layers, include_top=get_spec(args.list_layers).top_input_size is not None)))
+        print("\n".join(
+            layer_names(args.list_layers, include_top=get_spec(args.list_layers).top_input_size is not None)
+        ))
         return 0
     if not args.source:
         raise TransferCacheError(f"SOURCE is missing: {source_help()}")

@@ -67,8 +67,9 @@ class ExtractOptions:
                             metavar="DIR")
     shard: Any = option(None, "extract only shard K of N (K/N, 0-based) into its own file", group="run", metavar="K/N")
     lock_timeout: float = option(0.0, "seconds to wait for another extraction of the same cache, or for another run's "
-                                 "conversion of the model (default 0: fail at once on a cache, wait as long as it takes "
-                                 "on a conversion)", group="run", type=float, metavar="SECONDS")
+                                 "conversion of the model (default 0: fail at once on a cache, "
+                                 "wait as long as it takes on a conversion)",
+                                 group="run", type=float, metavar="SECONDS")
     allow_outside_root: bool = option(False, "let a CSV manifest name files outside its folder", group="run",
                                       action="store_true")
     progress: bool = option(True, "no progress bars", group="run", flag="--quiet", action="store_false")
@@ -165,6 +166,8 @@ def feature_config(**vector_options) -> FeatureConfig:
     vectors = option_names("vectors")
     unknown = sorted(set(vector_options) - set(vectors))
     if unknown:
-        raise TransferCacheError(f"{', '.join(unknown)} {'is not an option' if len(unknown) == 1 else 'are not options'} "
-                                 f"of the feature configuration; these are: {', '.join(vectors)}")
+        raise TransferCacheError(
+            f"{', '.join(unknown)} {'is not an option' if len(unknown) == 1 else 'are not options'} "
+            f"of the feature configuration; these are: {', '.join(vectors)}"
+        )
     return resolve(ExtractOptions(**vector_options))

@@ -286,19 +286,20 @@ def format_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
 
 # --------------------------------------------------------------------------- command line
 
-EPILOG = """examples:
+EPILOG = ("""examples:
   python -m transfer_cache.fit caches/digits-*.h5 --classifier logreg,knn,dense
   python -m transfer_cache.fit CACHE --classifier dense --param hidden=1024 --param epochs=10 --param learning_rate=1e-4
   python -m transfer_cache.fit CACHE --classifier knn --grid n_neighbors=1,3,5,9 --cv 5 --n-jobs 2
   python -m transfer_cache.fit CACHE --classifier logreg --cv 5
   python -m transfer_cache.fit TRAIN_CACHE --test-cache TEST_CACHE --classifier svm --report
   python -m transfer_cache.fit CACHE --classifier dense --split keras --validation-split 0.2 --seed 123
-  python -m transfer_cache.fit CACHE --classifier logreg --split unstratified --test-size 0.1 --seed 42 --print-confusion
+  python -m transfer_cache.fit CACHE --classifier logreg --split unstratified --test-size 0.1 --seed 42 """
+          """--print-confusion
 
 {classifiers}
 --param key=value goes to every listed classifier that accepts it; name.key=value targets one (knn.n_neighbors=3).
 Each run is written to RUNS_DIR/<run_id>/ and listed in RUNS_DIR/index.csv.
-"""
+""")
 
 
 def build_parser(options_class=FitCommand):

@@ -10,9 +10,11 @@ import sys
 
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px; padding: 1em 2em; color: #222; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+_CSS = ("""
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1280px; """
+        """padding: 1em 2em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } """
+        """h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
 .sub { color: #666; margin-top: 0; }
 table { border-collapse: collapse; margin: .5em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
@@ -21,9 +23,9 @@ th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: ta
 .note { color: #555; font-size: .92em; } .figure { margin: 1em 0 2em; }
 #tc-js-errors { background: #fde8e8; border: 1px solid #e45756; padding: .5em 1em; color: #a00; }
 code { background: #f4f6f8; padding: 0 .2em; }
-"""
+""")
 
-_ERROR_BOX = """<div id="tc-js-errors" hidden><b>Some figures failed to render:</b><ul></ul></div>
+_ERROR_BOX = ("""<div id="tc-js-errors" hidden><b>Some figures failed to render:</b><ul></ul></div>
 <script>
 (function () {
   function show(message) {
@@ -34,9 +36,10 @@ _ERROR_BOX = """<div id="tc-js-errors" hidden><b>Some figures failed to render:<
     box.hidden = false;
   }
   window.addEventListener("error", function (event) { show(event.message || event); });
-  window.addEventListener("unhandledrejection", function (event) { show("unhandled promise rejection: " + event.reason); });
+  window.addEventListener("unhandledrejection", function (event) { """
+              """show("unhandled promise rejection: " + event.reason); });
 })();
-</script>"""
+</script>""")
 
 
 def esc(value) -> str:

@@ -32,7 +32,8 @@ class InspectResult:
         failed = f" ({len(f.failed)} more failed to decode, listed on the page)" if f.failed else ""
         label_errors = f"{flagged} likely label errors" if f.label_errors_searched else "label errors not searched"
         return (
-            f"inspect: {len(f.paths)} images{failed}; {exact} exact and {len(f.duplicates) - exact} near duplicate pairs "
+            f"inspect: {len(f.paths)} images{failed}; "
+            f"{exact} exact and {len(f.duplicates) - exact} near duplicate pairs "
             f"({len(f.leakage)} across train/test: leakage, {len(f.conflicts)} with different labels), {label_errors} "
             f"(near duplicates from cosine {f.threshold}); {self.seconds:.1f} s -> {self.files['page']}"
         )
@@ -64,7 +65,8 @@ def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
               _name(findings, p["label_b"])] for p in findings.duplicates],
         ),
         "label_issues": (
-            ["rank", "flagged", "row", "path", "split", "label", "suggested", "self_confidence", "suggested_probability"],
+            ["rank", "flagged", "row", "path", "split", "label", "suggested", "self_confidence",
+             "suggested_probability"],
             [[i["rank"], i["flagged"], i["row"], findings.paths[i["row"]], findings.split[i["row"]],
               _name(findings, i["label"]), _name(findings, i["suggested"]), i["self_confidence"],
               i["suggested_probability"]] for i in findings.label_issues],
@@ -105,7 +107,9 @@ def inspect(
     top = whole_number(top, "top (items shown per section)")
     cache = Path(cache)
     folder = Path(out) if out is not None else Path("reports") / f"{cache.stem}-inspect"
-    findings = inspect_caches(cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed)
+    findings = inspect_caches(
+        cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed
+    )
     page = inspection_page(findings, title=f"What the vectors say about {cache.name}", top=top)
     _failed_section(page, findings)
     html = page.render()
@@ -133,13 +137,17 @@ def build_parser():
         EPILOG,
     )
     parser.add_argument("cache", metavar="CACHE", help="a cache file written by transfer_cache.extract")
-    parser.add_argument("--test-cache", default=None, metavar="CACHE", help="a second cache of the same configuration whose images are the test set")
-    parser.add_argument("--out", default=None, metavar="DIR", help="where to write (default reports/<cache name>-inspect)")
+    parser.add_argument("--test-cache", default=None, metavar="CACHE",
+                        help="a second cache of the same configuration whose images are the test set")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="where to write (default reports/<cache name>-inspect)")
     parser.add_argument("--layer", default=None, help="the feature layer, when the cache holds several")
     parser.add_argument("--threshold", type=float, default=None,
-                        help=f"cosine similarity from which two images are near duplicates (default: {NEAR_DUPLICATE_COSINE}, "
+                        help="cosine similarity from which two images are near duplicates "
+                        f"(default: {NEAR_DUPLICATE_COSINE}, "
                         f"or {HOMOGENEOUS_COSINE} for data whose images are all alike, such as 8x8 digits)")
-    parser.add_argument("-k", type=int, default=10, help="neighbours per image for near duplicates and outliers (default 10)")
+    parser.add_argument("-k", type=int, default=10,
+                        help="neighbours per image for near duplicates and outliers (default 10)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds for label errors (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default 0)")
     parser.add_argument("--top", type=int, default=24, help="items shown per section of the page (default 24)")

@@ -73,13 +73,15 @@ def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
         shard_attr = cache.info.shard
         if shard_attr != f"{name.k}/{name.n}":
             raise TransferCacheError(
-                f"{name.path.name} says it is shard {shard_attr or '(none)'!s} inside, but its name says {name.k}/{name.n}; "
+                f"{name.path.name} says it is shard {shard_attr or '(none)'!s} inside, "
+                f"but its name says {name.k}/{name.n}; "
                 "it was renamed or is not a shard file: move it out of this folder and extract that shard again"
             )
         if cache.fingerprint != reference.fingerprint:
             raise TransferCacheError(
                 f"{name.path.name} does not belong with {ref_name.path.name}: its feature configuration differs "
-                f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); move the foreign file out of this folder and "
+                f"(fingerprint {cache.fingerprint}, expected {reference.fingerprint}); "
+                "move the foreign file out of this folder and "
                 "extract that shard again with the same options"
             )
         for label, mine, expected in (("source", cache.info.source, reference.info.source),
@@ -95,7 +97,8 @@ def _check_caches(names: list[ShardName], caches: list[Cache]) -> None:
         for path in cache.paths:
             if path in owner:
                 raise TransferCacheError(
-                    f"image {path} is in both shard {owner[path]}/{len(caches)} and shard {k}/{len(caches)}; shards must "
+                    f"image {path} is in both shard {owner[path]}/{len(caches)} and shard {k}/{len(caches)}; "
+                    "shards must "
                     "not overlap: were they extracted from different versions of the source? Extract all shards again"
                 )
             owner[path] = k
@@ -118,12 +121,16 @@ def merge(
     if shard_paths is not None and isinstance(shard_paths, (str, os.PathLike)):
         shard_paths = [shard_paths]
     if not shard_paths and cache_dir is None:
-        raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
+        raise TransferCacheError(
+            "nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them"
+        )
     whole_number(block_rows, "block_rows")
     names = check_names(_given_shards(shard_paths) if shard_paths else _shards_in(cache_dir))
     target = Path(output) if output is not None else names[0].path.parent / names[0].merged_name
     if parse_shard_name(target) is not None:
-        raise TransferCacheError(f"output {target} has a shard name; choose a name without .shardK-of-N (default: {names[0].merged_name})")
+        raise TransferCacheError(
+            f"output {target} has a shard name; choose a name without .shardK-of-N (default: {names[0].merged_name})"
+        )
 
     caches: list[Cache] = []
     try:
@@ -131,7 +138,9 @@ def merge(
             try:
                 caches.append(open_cache(name.path))
             except TransferCacheError as exc:
-                raise TransferCacheError(f"shard {name.k}/{name.n} ({name.path.name}) cannot be merged: {exc}") from None
+                raise TransferCacheError(
+                    f"shard {name.k}/{name.n} ({name.path.name}) cannot be merged: {exc}"
+                ) from None
         _check_caches(names, caches)
         with cache_lock(target):
             _write_merged(target, caches, block_rows)
@@ -219,12 +228,15 @@ the unsharded name, so a later plain extract of the same source and options is a
 def build_parser():
     parser = _cli.make_parser(
         "python -m transfer_cache.merge",
-        "Check the shard caches of a sharded extraction (all present, one configuration, no overlap) and join them into one cache.",
+        "Check the shard caches of a sharded extraction (all present, one configuration, no overlap) "
+        "and join them into one cache.",
         EPILOG,
     )
     parser.add_argument("shards", nargs="*", metavar="SHARD", help="shard files NAME.shardK-of-N.h5 of one extraction")
     parser.add_argument("--cache-dir", default=None, help="find the shard files in this folder and merge every group")
-    parser.add_argument("--output", default=None, help="merged cache path (default: the unsharded name beside the shards)")
+    parser.add_argument(
+        "--output", default=None, help="merged cache path (default: the unsharded name beside the shards)"
+    )
     parser.add_argument("--remove-shards", action="store_true", help="delete the shard files after a successful merge")
     return parser
 
@@ -236,14 +248,19 @@ def _main(args) -> int:
         jobs = [list(args.shards)]
     else:
         if args.cache_dir is None:
-            raise TransferCacheError("nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them")
+            raise TransferCacheError(
+                "nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them"
+            )
         groups = find_shard_groups(args.cache_dir)
         if not groups:
             raise TransferCacheError(
-                f"no shard files (NAME.shardK-of-N.h5) in {args.cache_dir}; extract with --shard K/N into that folder first"
+                f"no shard files (NAME.shardK-of-N.h5) in {args.cache_dir}; "
+                "extract with --shard K/N into that folder first"
             )
         if args.output and len(groups) > 1:
-            raise TransferCacheError(f"--output names one file but {args.cache_dir} holds {len(groups)} groups of shards; drop --output")
+            raise TransferCacheError(
+                f"--output names one file but {args.cache_dir} holds {len(groups)} groups of shards; drop --output"
+            )
         jobs = [[name.path for name in members] for _, members in sorted(groups.items())]
     from tqdm.auto import tqdm
 
@@ -252,7 +269,9 @@ def _main(args) -> int:
         merged.append(merge(job, output=args.output, remove_shards=args.remove_shards))
     for path in merged:
         with open_cache(path) as cache:
-            print(f"merged {len(cache.info.merged_from)} shards: {len(cache)} rows, {len(cache.failed)} failed -> {path}")
+            print(
+                f"merged {len(cache.info.merged_from)} shards: {len(cache)} rows, {len(cache.failed)} failed -> {path}"
+            )
     return 0
 
 

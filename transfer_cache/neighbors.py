@@ -113,7 +113,8 @@ def _main(args) -> int:
     width = max(len("path"), *(len(item["path"]) for item in found))
     print(f"{'rank':>4}  {'cosine':>6}  {'row':<7}  {'path':<{width}}  label")
     for item in found:
-        print(f"{item['rank']:4d}  {item['similarity']:.4f}  {item['row']:<7d}  {item['path']:<{width}}  {item['label']}")
+        print(f"{item['rank']:4d}  {item['similarity']:.4f}  {item['row']:<7d}  {item['path']:<{width}}  "
+              f"{item['label']}")
     print(f"neighbors: {len(found)} nearest to {args.query} in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -63,7 +63,8 @@ def image_batches(
     load = _item_loader(source, indices, views, augment=augment, size=input_size, resize=resize,
                         crop_fraction=crop_fraction, interpolation=interpolation)
     starts = iter(range(0, len(indices), batch_size))
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="transfer_cache-decode") as pool:
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1,
+                            thread_name_prefix="transfer_cache-decode") as pool:
         pending: deque = deque()
 
         def submit_next() -> None:

@@ -49,7 +49,9 @@ def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)))
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS))
+            )
         elif path.exists():
             found.append(path)
         else:

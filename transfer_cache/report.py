@@ -32,7 +32,8 @@ DEFAULT_SAMPLE = 2000
 # --------------------------------------------------------------------------- static export
 
 
-def save_png(fig, path: str | os.PathLike, *, width: int | None = None, height: int | None = None, scale: float = 1.0) -> Path:
+def save_png(fig, path: str | os.PathLike, *, width: int | None = None, height: int | None = None,
+             scale: float = 1.0) -> Path:
     """Write a figure as a PNG (needs the optional kaleido package, which drives a headless browser)."""
     try:
         import kaleido  # noqa: F401
@@ -160,11 +161,13 @@ def build_parser():
         ),
     )
     parser.add_argument("target", metavar="RUN_OR_CACHE",
-                        help="a run folder written by transfer_cache.fit, the runs folder (all runs on one page), or a cache .h5 file")
+                        help="a run folder written by transfer_cache.fit, the runs folder (all runs on one page), "
+                             "or a cache .h5 file")
     parser.add_argument("--out", metavar="FILE.html", default=None,
                         help="where to write the page (default: RUN/report.html, or reports/<cache name>.html)")
     parser.add_argument("--sample", metavar="N", type=int, default=DEFAULT_SAMPLE,
-                        help=f"at most N points in the PCA, t-SNE and UMAP scatters, drawn with --seed (default {DEFAULT_SAMPLE})")
+                        help=f"at most N points in the PCA, t-SNE and UMAP scatters, drawn with --seed "
+                             f"(default {DEFAULT_SAMPLE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, of t-SNE and of UMAP (default 0)")
     parser.add_argument("--no-tsne", dest="tsne", action="store_false",
                         help="skip the t-SNE map (UMAP is chosen by --umap / --no-umap)")

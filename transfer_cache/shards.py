@@ -129,7 +129,8 @@ def check_names(names: list[ShardName]) -> list[ShardName]:
     for name in names:
         if name.k in seen:
             raise TransferCacheError(
-                f"shard {name.k}/{name.n} is given twice ({seen[name.k].path} and {name.path}); give each shard file once"
+                f"shard {name.k}/{name.n} is given twice ({seen[name.k].path} and {name.path}); "
+                "give each shard file once"
             )
         if name.k >= name.n:
             raise TransferCacheError(

@@ -146,7 +146,8 @@ def stratified_rows(labels: np.ndarray, rows: np.ndarray, test_size: float, seed
     present = counts[counts > 0]
     if present.min() < 2:
         raise TransferCacheError(
-            f"a stratified split needs at least 2 labelled rows per class; class index {int(np.flatnonzero(counts == 1)[0])} "
+            f"a stratified split needs at least 2 labelled rows per class; "
+            f"class index {int(np.flatnonzero(counts == 1)[0])} "
             "has 1; add images to it, or give the source its own train/test split"
         )
     try:
@@ -166,7 +167,8 @@ def unstratified_rows(rows: np.ndarray, test_size: float, seed: int) -> tuple[np
     try:
         train, test = train_test_split(rows, test_size=test_size, random_state=seed)
     except ValueError as exc:
-        raise TransferCacheError(f"cannot split {len(rows)} rows with test_size={test_size}: {exc}; raise --test-size or add images") from None
+        raise TransferCacheError(f"cannot split {len(rows)} rows with test_size={test_size}: {exc}; "
+                                 f"raise --test-size or add images") from None
     return np.sort(train), np.sort(test)
 
 
@@ -197,7 +199,8 @@ def keras_validation_split(paths: Sequence[str], *, validation_split: float, see
     n_val = int(validation_split * len(order))
     if n_val == 0 or n_val == len(order):
         raise TransferCacheError(
-            f"--split keras with validation split {validation_split} keeps {n_val} of {len(order)} files for validation "
+            f"--split keras with validation split {validation_split} keeps {n_val} of {len(order)} files "
+            f"for validation "
             "(Keras takes int(split * files)); give a fraction that leaves files on both sides, e.g. 0.2"
         )
     return order[:-n_val], order[-n_val:]
@@ -225,10 +228,12 @@ def _keras_split(data, test_size: float, seed: int) -> Split:
     n = len(data.paths)
     lost = sum(1 for i in train + val if i >= n)
     if lost:
-        data.notes.append(f"{lost} files Keras would list could not be decoded; they keep their place in the split and are left out")
+        data.notes.append(f"{lost} files Keras would list could not be decoded; "
+                          f"they keep their place in the split and are left out")
     skipped = n - sum(1 for i in train + val if i < n)
     if skipped:
-        data.notes.append(f"{skipped} rows are not .bmp/.gif/.jpeg/.jpg/.png files, which Keras does not list; they are not used")
+        data.notes.append(f"{skipped} rows are not .bmp/.gif/.jpeg/.jpg/.png files, which Keras does not list; "
+                          f"they are not used")
     pick = lambda indices: np.sort(np.asarray([i for i in indices if i < n], dtype=np.int64))  # noqa: E731
     return Split("keras", pick(train), pick(val), np.empty(0, np.int64))
 

@@ -69,7 +69,8 @@ class TrainingData:
         mask = np.zeros(len(rows), dtype=bool)
         for k, cache in enumerate(self.caches):
             where = {int(row): m for m, row in enumerate(cache.view_rows)}
-            mine = [(j, where[int(self.row_of[r])]) for j, r in enumerate(rows) if self.cache_of[r] == k and int(self.row_of[r]) in where]
+            mine = [(j, where[int(self.row_of[r])]) for j, r in enumerate(rows)
+                    if self.cache_of[r] == k and int(self.row_of[r]) in where]
             if not mine:
                 continue
             positions = np.asarray([j for j, _ in mine])
@@ -128,14 +129,16 @@ def _check_fingerprints(caches: list[Cache]) -> None:
             raise TransferCacheError(
                 f"caches have different feature configurations: {first.path} (fingerprint {first.fingerprint}, "
                 f"backbone {first.feature_config.backbone}) vs {other.path} (fingerprint {other.fingerprint}, backbone "
-                f"{other.feature_config.backbone}); extract both with the same --backbone/--layer/--pooling/--input-size"
+                f"{other.feature_config.backbone}); extract both with the same "
+                f"--backbone/--layer/--pooling/--input-size"
             )
 
 
 def load_training_data(cache_paths, test_cache, layer) -> TrainingData:
     paths = [cache_paths] if isinstance(cache_paths, (str, os.PathLike)) else list(cache_paths)
     if not paths:
-        raise TransferCacheError("no cache given; pass one or more cache files made by python -m transfer_cache.extract")
+        raise TransferCacheError("no cache given; "
+                                 "pass one or more cache files made by python -m transfer_cache.extract")
     all_paths = paths + ([test_cache] if test_cache else [])
     caches = _open_all(all_paths)
     try:
@@ -179,7 +182,8 @@ def load_training_data(cache_paths, test_cache, layer) -> TrainingData:
                 "label column in the manifest)"
             )
         if len(class_names) < 2:
-            raise TransferCacheError(f"fit needs at least two classes; the caches hold {len(class_names)} ({', '.join(class_names)})")
+            raise TransferCacheError(f"fit needs at least two classes; "
+                                     f"the caches hold {len(class_names)} ({', '.join(class_names)})")
         return data
     except BaseException:
         for cache in caches:
@@ -221,5 +225,6 @@ def reread_images(data: TrainingData, rows: np.ndarray, size: int, progress: boo
         try:
             out[j] = prepare_image(source.load(index[path]), config=config)
         except ImageError as exc:
-            raise TransferCacheError(f"classifier 'pixels' cannot read image '{path}' of {source.description}: {exc}") from None
+            raise TransferCacheError(f"classifier 'pixels' cannot read image '{path}' of {source.description}: "
+                                     f"{exc}") from None
     return out

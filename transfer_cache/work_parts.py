@@ -28,8 +28,9 @@ class WorkParts:
 
     Each part is an ``.npz`` with the content digests of its rows, one feature array per layer, the
     images that failed in that batch, and what the batch cost (seconds, images computed), so a resumed
-    cache records the cost of every run that made it, not only the last one. Parts are written to a temporary name, fsynced and renamed, so a
-    part that exists is complete; a partial temporary file from a killed run is swept on the next start.
+    cache records the cost of every run that made it, not only the last one. Parts are written to a temporary
+    name, fsynced and renamed, so a part that exists is complete; a partial temporary file from a killed run is
+    swept on the next start.
     """
 
     def __init__(self, cache_path: Path, *, layers: Sequence[str]):

@@ -104,7 +104,8 @@ class Classifier(BaseEstimator, ClassifierMixin):
         """Every declared hyper-parameter, typed (defaults for those not given); unknown names are refused."""
         for key in params:
             if key not in cls.spec:
-                raise TransferCacheError(f"unknown parameter '{key}' for classifier '{cls.name}'; it accepts {', '.join(cls.spec)}")
+                raise TransferCacheError(f"unknown parameter '{key}' for classifier '{cls.name}'; "
+                                         f"it accepts {', '.join(cls.spec)}")
         checked = {key: spec.default for key, spec in cls.spec.items()}
         checked.update({key: coerce(cls.name, key, cls.spec[key], value) for key, value in params.items()})
         return checked
@@ -124,7 +125,8 @@ class Classifier(BaseEstimator, ClassifierMixin):
         if cls.input_kind != "features":
             return ""
         defaults = {key: spec.default for key, spec in cls.spec.items()}
-        steps = [words for key, words in (("unit_length", "unit length"), ("standardize", "standardised")) if defaults.get(key)]
+        steps = [words for key, words in (("unit_length", "unit length"), ("standardize", "standardised"))
+                 if defaults.get(key)]
         return ", then ".join(steps) if steps else "raw vectors"
 
     @property
@@ -173,7 +175,8 @@ class Classifier(BaseEstimator, ClassifierMixin):
             views = np.asarray(views, dtype=np.float32)
             view_mask = np.ones(len(X), bool) if view_mask is None else np.asarray(view_mask, dtype=bool)
             if views.shape[0] != len(X) or view_mask.shape != (len(X),):
-                raise TransferCacheError(f"views must be aligned with X ({len(X)} rows); got {views.shape[0]} rows of views")
+                raise TransferCacheError(f"views must be aligned with X ({len(X)} rows); "
+                                         f"got {views.shape[0]} rows of views")
             if self.is_keras:
                 self._train_views = (views, view_mask)
             else:
@@ -204,11 +207,13 @@ class Classifier(BaseEstimator, ClassifierMixin):
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Classifier":
-        """Read a head of this class written by ``save`` (``load_classifier`` reads any head); joblib heads are pickles."""
+        """Read a head of this class written by ``save`` (``load_classifier`` reads any head); joblib heads are
+        pickles."""
         folder = Path(folder)
         meta = read_meta(folder)
         if meta.get("classifier") != cls.name:
-            raise TransferCacheError(f"{folder} holds a '{meta.get('classifier')}' head, not '{cls.name}'; use load_classifier")
+            raise TransferCacheError(f"{folder} holds a '{meta.get('classifier')}' head, not '{cls.name}'; "
+                                     f"use load_classifier")
         params = {key: tuple(value) if isinstance(value, list) else value for key, value in meta["params"].items()}
         for key, spec in cls.spec.items():  # a head saved before a parameter existed keeps its behaviour of then
             if key not in params and spec.legacy is not None:

@@ -54,7 +54,8 @@ def _stream_dataset(chunks, input_shape: tuple[int, ...], *, batch_size: int, si
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 
 
-def _view_sampler(X: np.ndarray, y: np.ndarray, views: np.ndarray, view_mask: np.ndarray, *, batch_size: int, seed: int):
+def _view_sampler(X: np.ndarray, y: np.ndarray, views: np.ndarray, view_mask: np.ndarray, *, batch_size: int,
+                  seed: int):
     """A Keras PyDataset that, each epoch, replaces every row that has views by one of (clean, view 1..K), seeded."""
     import keras
 
@@ -150,14 +151,17 @@ class _KerasClassifier(Classifier):
         if stream is not None:  # one HDF5 block in memory at a time, a fresh shuffled pass each epoch
             data = _stream_dataset(stream[0], input_shape, batch_size=p["batch_size"], sigmoid=sigmoid)
             history = self.model_.fit(
-                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks, verbose=0
+                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks,
+                verbose=0
             )
         elif train_views is not None:  # one view (or the clean row) of each image per epoch
             data = _view_sampler(
-                self._inputs(X), self._targets(y, sigmoid), *train_views, batch_size=p["batch_size"], seed=int(self.seed)
+                self._inputs(X), self._targets(y, sigmoid), *train_views, batch_size=p["batch_size"],
+                seed=int(self.seed)
             )
             history = self.model_.fit(
-                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks, verbose=0
+                data, validation_data=validation, epochs=p["epochs"], class_weight=weights, callbacks=callbacks,
+                verbose=0
             )
         else:
             history = self.model_.fit(
@@ -244,7 +248,8 @@ class Dense(_KerasClassifier):
         self._train_stream = (chunks, tuple(input_shape))
         self.check_params(self._given)
         try:
-            self._fit(None, np.asarray(y, dtype=np.int64), X_val, None if y_val is None else np.asarray(y_val, dtype=np.int64))
+            self._fit(None, np.asarray(y, dtype=np.int64), X_val,
+                      None if y_val is None else np.asarray(y_val, dtype=np.int64))
         finally:
             self._train_stream = None
         return self
@@ -254,7 +259,8 @@ class Dense(_KerasClassifier):
             return False
         if self.n_classes_ != 2:
             raise TransferCacheError(
-                f"binary=sigmoid needs exactly two classes; this data has {self.n_classes_}; drop --param binary=sigmoid"
+                f"binary=sigmoid needs exactly two classes; this data has {self.n_classes_}; "
+                f"drop --param binary=sigmoid"
             )
         return True
 
@@ -311,7 +317,8 @@ class Pixels(_KerasClassifier):
         p = self._params
         size = p["size"]
         if len(input_shape) != 3 or input_shape[-1] != 3:
-            raise TransferCacheError(f"classifier 'pixels' trains on (N, H, W, 3) images; got rows of shape {input_shape}")
+            raise TransferCacheError(f"classifier 'pixels' trains on (N, H, W, 3) images; "
+                                     f"got rows of shape {input_shape}")
         if size < 2 ** (len(p["filters"]) + 1):
             raise TransferCacheError(
                 f"parameter 'size' of classifier 'pixels' is too small ({size}) for {len(p['filters'])} conv blocks; "

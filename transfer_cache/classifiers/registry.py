@@ -26,7 +26,8 @@ def available() -> list[str]:
 
 
 def classifier_help() -> str:
-    """One line naming every registered head, with its summary and what it does to the vectors (fit's help ends with it)."""
+    """One line naming every registered head, with its summary and what it does to the vectors (fit's help ends
+    with it)."""
     names = []
     for name, klass in CLASSIFIERS.items():
         words = "; ".join(part for part in (klass.summary, klass.vector_steps()) if part)
@@ -58,7 +59,8 @@ def load_classifier(folder: str | os.PathLike) -> Classifier:
     meta = read_meta(Path(folder))
     klass = CLASSIFIERS.get(meta.get("classifier"))
     if klass is None:
-        raise TransferCacheError(f"{Path(folder) / 'classifier.json'} names unknown classifier {meta.get('classifier')!r}")
+        raise TransferCacheError(f"{Path(folder) / 'classifier.json'} names unknown classifier "
+                                 f"{meta.get('classifier')!r}")
     return klass.load(folder)
 
 
@@ -83,21 +85,25 @@ def parse_params(names: str | Sequence[str], items: Sequence[str] | dict | None)
         target, dot, bare = key.partition(".")
         if dot and target in CLASSIFIERS:
             if target not in klasses:
-                raise TransferCacheError(f"--param {key}=... names classifier '{target}', which is not being fitted ({', '.join(names)})")
+                raise TransferCacheError(f"--param {key}=... names classifier '{target}', "
+                                         f"which is not being fitted ({', '.join(names)})")
             targets, key = [target], bare
         else:
             targets = [name for name, klass in klasses.items() if key in klass.spec]
             if not targets:
                 if len(names) == 1:
                     accepted = ", ".join(klasses[names[0]].spec)
-                    raise TransferCacheError(f"unknown parameter '{key}' for classifier '{names[0]}'; it accepts {accepted}")
+                    raise TransferCacheError(f"unknown parameter '{key}' for classifier '{names[0]}'; "
+                                             f"it accepts {accepted}")
                 raise TransferCacheError(
-                    f"unknown parameter '{key}': none of {', '.join(names)} accepts it; use name.key=value for one classifier"
+                    f"unknown parameter '{key}': none of {', '.join(names)} accepts it; "
+                    f"use name.key=value for one classifier"
                 )
         for name in targets:
             klass = klasses[name]
             if key not in klass.spec:
-                raise TransferCacheError(f"unknown parameter '{key}' for classifier '{name}'; it accepts {', '.join(klass.spec)}")
+                raise TransferCacheError(f"unknown parameter '{key}' for classifier '{name}'; "
+                                         f"it accepts {', '.join(klass.spec)}")
             result[name][key] = coerce(name, key, klass.spec[key], value)
     return result
 
@@ -112,7 +118,8 @@ def parse_grid(name: str, items: Sequence[str] | dict | None) -> dict[str, list]
     pairs = list(items.items()) if isinstance(items, dict) else [_split_item(item, "--grid") for item in (items or [])]
     for key, value in pairs:
         if key not in klass.spec:
-            raise TransferCacheError(f"unknown parameter '{key}' for classifier '{name}'; it accepts {', '.join(klass.spec)}")
+            raise TransferCacheError(f"unknown parameter '{key}' for classifier '{name}'; "
+                                     f"it accepts {', '.join(klass.spec)}")
         spec = klass.spec[key]
         if isinstance(value, (list, tuple)) and spec.kind != "ints":
             candidates = list(value)

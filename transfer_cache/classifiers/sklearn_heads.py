@@ -208,10 +208,12 @@ class LinearSVM(_LinearClassifier):
         from sklearn.svm import LinearSVC
 
         p = self._params
-        return LinearSVC(C=p["C"], max_iter=p["max_iter"], class_weight=_sk_class_weight(p["class_weight"]), random_state=self.seed)
+        return LinearSVC(C=p["C"], max_iter=p["max_iter"], class_weight=_sk_class_weight(p["class_weight"]),
+                         random_state=self.seed)
 
     def _temperature(self, X_scaled, y) -> float:
-        """One temperature minimising the log-loss of out-of-fold decision values (3 folds; training ones if too few rows).
+        """One temperature minimising the log-loss of out-of-fold decision values (3 folds; training ones if too
+        few rows).
 
         Out-of-fold values keep separable training data from driving the temperature to zero (all-or-nothing
         probabilities).
@@ -243,7 +245,8 @@ class LinearSVM(_LinearClassifier):
 
 @register
 class SVM(_SklearnClassifier):
-    """RBF support vector machine; probabilities by Platt scaling (CalibratedClassifierCV(SVC, ensemble=False), 5 folds).
+    """RBF support vector machine; probabilities by Platt scaling (CalibratedClassifierCV(SVC, ensemble=False),
+    5 folds).
 
     That is what ``SVC(probability=True)`` did internally; scikit-learn 1.9 deprecates the flag in favour of this.
     """
@@ -262,7 +265,8 @@ class SVM(_SklearnClassifier):
         from sklearn.svm import SVC
 
         p = self._params
-        svc = SVC(C=p["C"], kernel="rbf", gamma=p["gamma"], class_weight=_sk_class_weight(p["class_weight"]), random_state=self.seed)
+        svc = SVC(C=p["C"], kernel="rbf", gamma=p["gamma"], class_weight=_sk_class_weight(p["class_weight"]),
+                  random_state=self.seed)
         return CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False, n_jobs=self.n_jobs)
 
     def _fit(self, X, y, X_val, y_val) -> None:
@@ -271,7 +275,8 @@ class SVM(_SklearnClassifier):
         if smallest < 5:
             raise TransferCacheError(
                 f"classifier 'svm' calibrates its probabilities with 5-fold cross-validation and needs at least 5 "
-                f"training rows per class; the smallest class has {smallest}; label more images or use another classifier"
+                f"training rows per class; the smallest class has {smallest}; "
+                f"label more images or use another classifier"
             )
         super()._fit(X, y, X_val, y_val)
 
@@ -291,7 +296,8 @@ class KNN(_SklearnClassifier):
         from sklearn.neighbors import KNeighborsClassifier
 
         p = self._params
-        return KNeighborsClassifier(n_neighbors=p["n_neighbors"], weights=p["weights"], metric=p["metric"], n_jobs=self.n_jobs)
+        return KNeighborsClassifier(n_neighbors=p["n_neighbors"], weights=p["weights"], metric=p["metric"],
+                                    n_jobs=self.n_jobs)
 
     def _fit(self, X, y, X_val, y_val) -> None:
         if self._params["n_neighbors"] > len(y):
@@ -429,10 +435,12 @@ class SGD(_SklearnClassifier):
                 keep = y_chunk >= 0
                 if not keep.any():
                     continue
-                self.estimator_.partial_fit(self._scaled(np.asarray(X_chunk)[keep]), y_chunk[keep], classes=self.classes_)
+                self.estimator_.partial_fit(self._scaled(np.asarray(X_chunk)[keep]), y_chunk[keep],
+                                            classes=self.classes_)
                 seen[y_chunk[keep]] = True
         if not seen.any():
-            raise TransferCacheError("classifier 'sgd' got no labelled training rows from the stream; label some images first")
+            raise TransferCacheError("classifier 'sgd' got no labelled training rows from the stream; "
+                                     "label some images first")
         self.present_ = np.flatnonzero(seen)
 
     def _proba(self, X) -> np.ndarray:

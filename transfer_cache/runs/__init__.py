@@ -53,7 +53,8 @@ from .write import json_text, jsonable, new_run_id, write_json, write_run
 
 __all__ = [
     "CONFIG", "HISTORY", "INDEX", "INDEX_COLUMNS", "KEPT_INDEX", "METRICS", "MODEL", "PREDICTIONS",
-    "PREDICTION_COLUMNS", "PROBABILITY", "REBUILD_COMMAND", "WHERE", "Run", "RunConfig", "append_index", "as_run", "has_model",
+    "PREDICTION_COLUMNS", "PROBABILITY", "REBUILD_COMMAND", "WHERE", "Run", "RunConfig", "append_index", "as_run",
+    "has_model",
     "history_of", "index_path", "index_row", "is_run_dir", "is_runs_dir", "json_text", "jsonable", "kept_indexes",
     "load_run", "looks_like_index", "metrics_of", "misclassified", "new_run_id", "open_run_cache",
     "prediction_header", "read_index", "read_json", "read_predictions", "read_run", "rebuild_index",

@@ -42,7 +42,8 @@ def probe_batch(size: int):
 def output_order(model) -> list[int]:
     """Keras' export names the outputs output_0, output_1 ... in the model's order; keep that order."""
     names = [output.get_any_name() for output in model.outputs]
-    return sorted(range(len(names)), key=lambda i: int(names[i].rsplit("_", 1)[-1]) if names[i].rsplit("_", 1)[-1].isdigit() else i)
+    return sorted(range(len(names)),
+                  key=lambda i: int(names[i].rsplit("_", 1)[-1]) if names[i].rsplit("_", 1)[-1].isdigit() else i)
 
 
 def difference(got, want) -> float:
@@ -56,7 +57,8 @@ def difference(got, want) -> float:
         if np.shape(g) != np.shape(w):
             return float("inf")
         scale = max(1.0, float(np.abs(w).max(initial=0.0)))
-        worst = max(worst, float(np.nan_to_num(np.abs(np.asarray(g, np.float64) - w), nan=np.inf).max(initial=0.0)) / scale)
+        worst = max(worst,
+                    float(np.nan_to_num(np.abs(np.asarray(g, np.float64) - w), nan=np.inf).max(initial=0.0)) / scale)
     return worst
 
 

@@ -337,7 +337,8 @@ def _wait_for_lock(fd: int, lock_path: Path, folder: Path, timeout: float) -> No
         holder = _holder(lock_path) or holder
         waited = time.monotonic() - started
         if not said and (holder or waited >= 1.0):  # the holder writes its pid right after taking the lock
-            limit = f"up to {timeout:g} s (--lock-timeout)" if timeout > 0 else "until it finishes (--lock-timeout SECONDS gives up sooner)"
+            limit = (f"up to {timeout:g} s (--lock-timeout)" if timeout > 0
+                     else "until it finishes (--lock-timeout SECONDS gives up sooner)")
             _say(f"process {holder or '(unknown)'} is converting the model in {folder}; waiting for it {limit}")
             said = True
         if timeout > 0 and waited >= timeout:

@@ -65,7 +65,8 @@ def resolve_runtime(name: str) -> str:
     if name != AUTO:
         runtime = _RUNTIMES.get(name)
         if runtime is None:
-            raise TransferCacheError(f"runtime must be one of {', '.join(repr(n) for n in runtime_choices())}; got {name!r}")
+            raise TransferCacheError(f"runtime must be one of {', '.join(repr(n) for n in runtime_choices())}; "
+                                     f"got {name!r}")
         if not runtime.available():
             raise TransferCacheError(f"runtime {name!r} is not installed here: {runtime.description}")
         return name

@@ -86,7 +86,8 @@ class SklearnSource(ArraySourceBase):
 
 
 register(SourceKind(
-    name="keras", help=", ".join(f"keras:{name}" for name in KERAS_DATASETS), open=lambda name, allow_outside_root: KerasSource(name),
+    name="keras", help=", ".join(f"keras:{name}" for name in KERAS_DATASETS),
+    open=lambda name, allow_outside_root: KerasSource(name),
     takes="name",
 ))
 register(SourceKind(

@@ -51,7 +51,9 @@ def kind_of(description: str) -> SourceKind | None:
 
 def source_help() -> str:
     """One sentence naming every kind of SOURCE (the CLIs' help and every SOURCE error end with it)."""
-    ordered = sorted(KINDS.values(), key=lambda k: _HELP_ORDER.index(k.name) if k.name in _HELP_ORDER else len(_HELP_ORDER))
+    ordered = sorted(
+        KINDS.values(), key=lambda k: _HELP_ORDER.index(k.name) if k.name in _HELP_ORDER else len(_HELP_ORDER)
+    )
     helps = [kind.help for kind in ordered]
     listed = ", ".join(helps[:-1]) + (f", or {helps[-1]}" if len(helps) > 1 else helps[0])
     return f"SOURCE can be {listed}"
