@@ -8,7 +8,7 @@ What it runs, on N photo-like JPEGs (crops of the scikit-image/scikit-learn phot
 2. the same two runs through ``extract()`` in a child process (``_bench_timing``'s child) for the seconds from process
    start to the first batch's vectors (the command does not print it);
 3. warm runs of this tree against warm runs of another tree (``--main``, default /work/main: its model converted
-   from Keras), the command's wall and images/s, alternated;
+   from Keras), and against this tree running main's converted model, the command's images/s, order alternated;
 4. the two saved models alone, compiled as the runtime compiles them (``COMPILE_CONFIG``, batch 32) in this process,
    images/s on an in-memory batch, repeats interleaved (A B, B A, ...), and whether OpenVINO compiled them to the same
    runtime graph (the same operations, kernels and layouts).
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,18 +88,25 @@ def first_against_warm(folder: Path, work: Path, pairs: int) -> dict:
 
 
 def against_main(folder: Path, work: Path, pairs: int, main: Path) -> dict:
-    ours, theirs = work / "models-warm", work / "models-main"
+    """Warm runs of this tree (its built model) against warm runs of ``main`` (its converted model), and of this tree
+    with main's converted model put in place of the built one (same code, only the model differs; its record and
+    probe still hold). Each pair alternates which goes first."""
+    ours, theirs, swapped = work / "models-warm", work / "models-main", work / "models-swapped"
     _command(folder, work / "prime-main", tree=main, models=theirs)  # main converts its model (TensorFlow) once
+    built_folder = Path(_model_xml(ours)).parent
+    shutil.copytree(Path(_model_xml(theirs)).parent, swapped / "openvino" / built_folder.name)
+    sides = {"built": (HERE, ours), "main_converted": (main, theirs), "converted_here": (HERE, swapped)}
     rows = []
     for i in range(pairs):
-        built = _command(folder, work / f"ours-{i}", tree=HERE, models=ours)
-        converted = _command(folder, work / f"main-{i}", tree=main, models=theirs)
-        rows.append({"built": built, "main_converted": converted,
-                     "rate_ratio": round(built["images_per_second"] / converted["images_per_second"], 3),
-                     "wall_ratio": round(converted["wall_seconds"] / built["wall_seconds"], 3)})
+        order = list(sides) if i % 2 == 0 else list(sides)[::-1]
+        row = {name: _command(folder, work / f"{name}-{i}", tree=sides[name][0], models=sides[name][1])
+               for name in order}
+        for other in ("main_converted", "converted_here"):
+            row[f"rate_ratio_built_over_{other}"] = round(
+                row["built"]["images_per_second"] / row[other]["images_per_second"], 3)
+        rows.append(row)
         print(json.dumps(rows[-1]), file=sys.stderr)
-    return {"pairs": rows, "median_rate_ratio_built_over_main": _median(r["rate_ratio"] for r in rows),
-            "median_wall_ratio_main_over_built": _median(r["wall_ratio"] for r in rows),
+    return {"pairs": rows, **{f"median_{key}": _median(r[key] for r in rows) for key in rows[0] if "ratio" in key},
             "models": {"built": _model_xml(ours), "main_converted": _model_xml(theirs)}}
 
 
