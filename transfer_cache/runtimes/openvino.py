@@ -39,6 +39,7 @@ import numpy as np
 
 from .._atomic import fsync_tree, process_alive, replace_folder
 from .._errors import TransferCacheError
+from . import _openvino_lite as lite_build
 from ._openvino_convert import (
     COMPILE_CONFIG,
     CONVERSION,
@@ -79,9 +80,11 @@ def models_dir() -> Path:
 
 def model_key(config) -> str:
     """The folder name of a ``FeatureConfig``'s converted model: what defines its network, and the conversion method.
-    Kept byte for byte across releases (a new key would convert every user's models again)."""
+    Kept byte for byte across releases (a new key would convert every user's models again); a model built from the
+    weight arrays (``_openvino_lite``) names its builder instead of the conversion."""
     fields = {name: getattr(config, name) for name in MODEL_FIELDS}
-    identity = json.dumps({"conversion": CONVERSION, **fields}, sort_keys=True)
+    method = {"built": lite_build.BUILD} if lite_build.builds(config) else {"conversion": CONVERSION}
+    identity = json.dumps({**method, **fields}, sort_keys=True)
     return f"{config.backbone}-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:16]}"
 
 
@@ -204,9 +207,11 @@ def convert(config, *, lock_timeout: float = 0.0, rejected: str | None = None) -
     """Save the feature model of ``config`` (a ``FeatureConfig``) as an OpenVINO model (once; atomically) and return
     its path.
 
-    The conversion runs in a child process: it needs TensorFlow (this process may never start it), and OpenVINO's
-    converter forks helper processes for its telemetry from background threads, which must not inherit this process's
-    open files (an HDF5 file's lock would outlive its close) or its locks. The child dies with this process; the
+    The embedded EfficientNet-Lite (with its weights file) is built here from its weight arrays, without TensorFlow
+    (``_openvino_lite``: about a second). Any other model is converted in a child process: it needs TensorFlow (this
+    process may never start it), and OpenVINO's converter forks helper processes for its telemetry from background
+    threads, which must not inherit this process's open files (an HDF5 file's lock would outlive its close) or its
+    locks. The child dies with this process; the
     configuration crosses to it as JSON (``as_dict``), rebuilt there by ``transfer_cache._openvino_child``.
     ``rejected``: the record of a model this process found computing other outputs than recorded (replaced even
     though its files match).
@@ -222,27 +227,49 @@ def convert(config, *, lock_timeout: float = 0.0, rejected: str | None = None) -
             temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
             shutil.rmtree(temporary, ignore_errors=True)
             try:
-                with _announced(config.backbone):
-                    done = subprocess.run(
-                        [sys.executable, "-m", "transfer_cache._openvino_child", str(temporary),
-                         json.dumps(config.as_dict()), str(os.getpid())],
-                        capture_output=True, text=True, env=_child_environment(),
-                    )
-                    reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                    if done.returncode == USER_ERROR:
-                        raise TransferCacheError(reason)
-                    if done.returncode != 0 or not (temporary / RECORD).is_file():
-                        raise TransferCacheError(
-                            f"converting the {config.backbone} feature model for OpenVINO failed ({reason}); extract "
-                            f"with {_instead()} instead"
-                        )
-                    fsync_tree(temporary)
-                    replace_folder(temporary, final)  # a damaged earlier conversion goes only once this one is in place
+                if lite_build.builds(config):
+                    _build_here(temporary, config)
+                else:
+                    _convert_in_child(temporary, config)
+                fsync_tree(temporary)
+                replace_folder(temporary, final)  # a damaged earlier conversion goes only once this one is in place
             finally:
                 shutil.rmtree(temporary, ignore_errors=True)
     except OSError as exc:
         raise _unusable(final, exc) from None
     return final / "model.xml"
+
+
+def _build_here(temporary: Path, config) -> None:
+    """Build the model of ``config`` from its weight arrays into ``temporary``, in this process (no TensorFlow; the
+    opset API and ``save_model`` start no helper processes)."""
+    with _announced(config.backbone, built=True):
+        temporary.mkdir(parents=True)
+        try:
+            lite_build.build_into(temporary, config)
+        except RuntimeError as exc:  # OpenVINO's own errors (a full disk is told apart inside)
+            raise TransferCacheError(
+                f"building the {config.backbone} model for OpenVINO failed ({str(exc).strip().splitlines()[-1]}); "
+                f"extract with {_instead()} instead"
+            ) from exc
+
+
+def _convert_in_child(temporary: Path, config) -> None:
+    """Convert the Keras model of ``config`` into ``temporary`` in the child process (see ``convert``)."""
+    with _announced(config.backbone):
+        done = subprocess.run(
+            [sys.executable, "-m", "transfer_cache._openvino_child", str(temporary),
+             json.dumps(config.as_dict()), str(os.getpid())],
+            capture_output=True, text=True, env=_child_environment(),
+        )
+        reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        if done.returncode == USER_ERROR:
+            raise TransferCacheError(reason)
+        if done.returncode != 0 or not (temporary / RECORD).is_file():
+            raise TransferCacheError(
+                f"converting the {config.backbone} feature model for OpenVINO failed ({reason}); extract "
+                f"with {_instead()} instead"
+            )
 
 
 def _unusable(path: Path, exc: OSError) -> TransferCacheError:
@@ -379,13 +406,17 @@ def _say(line: str) -> None:
 
 
 @contextlib.contextmanager
-def _announced(backbone: str):
-    """One line on stderr for the seconds a conversion takes (else silent ones on a new machine): what is converted,
-    then, on the same line, how long it took. With a progress bar on screen, two whole lines through tqdm instead."""
+def _announced(backbone: str, *, built: bool = False):
+    """One line on stderr for the seconds a conversion takes (else silent ones on a new machine): what is converted
+    (``built``: built from its weight arrays), then, on the same line, how long it took. With a progress bar on
+    screen, two whole lines through tqdm instead."""
     from tqdm import tqdm
 
     start = time.perf_counter()
-    head = f"converting {backbone} for OpenVINO (once per machine)..."
+    if built:
+        head = f"building {backbone} for OpenVINO from its weights (once per machine)..."
+    else:
+        head = f"converting {backbone} for OpenVINO (once per machine)..."
     bars = _bars_drawn()
     if bars:
         tqdm.write(head, file=sys.stderr)
@@ -398,7 +429,7 @@ def _announced(backbone: str):
         if not bars:
             sys.stderr.write(" failed\n")
         raise
-    tail = f" converted in {time.perf_counter() - start:.1f} s"
+    tail = f" {'built' if built else 'converted'} in {time.perf_counter() - start:.1f} s"
     if bars:
         tqdm.write(f"...{tail}", file=sys.stderr)
     else:
