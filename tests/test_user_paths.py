@@ -335,3 +335,21 @@ def test_a_mistake_is_one_line_naming_it_with_exit_2(module, argv, words, photos
     for word in words:
         assert fill(word) in lines[0], (word, lines[0])
     assert "delete" not in lines[0].lower()
+
+
+def test_a_glob_that_matched_several_caches_is_explained(tmp_path):
+    """`inspect caches/NAME-*.h5` after a sharded run matches the merged cache and its shard files: argparse's
+    "unrecognized arguments" line says what most likely happened."""
+    import subprocess
+    import sys
+
+    names = [str(tmp_path / f"photos-a8a741.tiny.0123456789abcdef{s}.h5") for s in ("", ".shard0-of-2", ".shard1-of-2")]
+    done = subprocess.run([sys.executable, "-m", "transfer_cache.inspect", *names], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"python -m transfer_cache.inspect: error: unrecognized arguments: {names[1]} {names[2]}: this command takes "
+        "one cache file, and 2 more were given (a pattern such as caches/NAME-*.h5 matches every cache of that "
+        "source, shard files .shardK-of-N.h5 included); give one file"
+    )

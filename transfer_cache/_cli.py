@@ -10,11 +10,23 @@ from ._checks import check_file_target, check_folder  # noqa: F401  (the command
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow_when_imported
 
+_UNRECOGNIZED = "unrecognized arguments: "
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own mistakes use our format and exit code
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {_explained(message)}\n")
+
+
+def _explained(message: str) -> str:
+    """argparse's message, with what a hurried user most likely did when the extra arguments are all cache files: a
+    glob such as caches/NAME-*.h5 that matched several caches (a sharded run's shard files beside its merged cache)."""
+    extra = message[len(_UNRECOGNIZED):].split(" ") if message.startswith(_UNRECOGNIZED) else []
+    if not extra or not all(item.endswith(".h5") for item in extra):
+        return message
+    return (f"{message}: this command takes one cache file, and {len(extra)} more were given (a pattern such as "
+            "caches/NAME-*.h5 matches every cache of that source, shard files .shardK-of-N.h5 included); give one file")
 
 
 def make_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
