@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from ._checks import check_file_target, check_folder  # noqa: F401  (the commands' checks of paths they write)
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow_when_imported
 

@@ -211,8 +211,8 @@ class Cache:
                 f"({NAME_FINGERPRINT.sub(lambda m: m.group(0).replace(m.group(1), self.fingerprint), self.path.name)})"
             )
         self.class_names: list[str] = self._class_names()
-        self.tables: dict[str, dict] = {table.name: self._read_table(table) for table in cache_tables.tables()}
-        for table in cache_tables.tables():  # every declared column under its attribute (cache.labels, ...)
+        self.tables: dict[str, dict] = {table.name: self._read_table(table) for table in cache_tables.TABLES}
+        for table in cache_tables.TABLES:  # every declared column under its attribute (cache.labels, ...)
             for column in table.columns:
                 if column.attribute is not None:
                     values = self.tables[table.name][column.name]
@@ -228,7 +228,7 @@ class Cache:
                     f"cache {self.path} is inconsistent: {dataset.name} holds {dataset.shape[0]} rows of vectors but "
                     f"/labels {n} (layer '{layer}'); {REBUILD}"
                 )
-        for table in cache_tables.tables():
+        for table in cache_tables.TABLES:
             for column in table.columns:
                 if column.check is not None:
                     column.check(self, self.tables[table.name][column.name])

@@ -142,11 +142,6 @@ TABLES: tuple[Table, ...] = (
 )
 
 
-def tables() -> tuple[Table, ...]:
-    """The declared tables (read at call time, so a table declared or patched later is seen by every user)."""
-    return TABLES
-
-
 def table(name: str) -> Table:
     return next(t for t in TABLES if t.name == name)
 

@@ -59,15 +59,6 @@ class Rows:
         self.columns = columns
         self.failed = list(failed)
 
-    def __getattr__(self, name: str):
-        columns = self.__dict__.get("columns", {})
-        if name in columns:
-            return columns[name]
-        raise AttributeError(name)
-
-    def table_columns(self) -> dict:
-        return dict(self.columns)
-
 
 class TableData:
     """What the writer needs for one declared table: its columns, and for a table with vectors a streaming reader
@@ -123,7 +114,7 @@ def write_cache(
     failed_ids = list(failed_ids) or [""] * len(rows.failed)
     failures = [Failure(path, reason, digest) for (path, reason), digest in zip(rows.failed, failed_ids)]
     data = {
-        CLEAN_ROWS: TableData(rows.table_columns(), features=feature_rows, shapes=[tuple(s) for s in feature_shapes]),
+        CLEAN_ROWS: TableData(dict(rows.columns), features=feature_rows, shapes=[tuple(s) for s in feature_shapes]),
         "failed": TableData(table("failed").columns_of(failures)),
     }
     if view_rows is not None and views:
@@ -163,7 +154,7 @@ def write_tables(path: str | os.PathLike, *, attrs: dict, tables: dict, block_ro
         with h5py.File(temporary, "w") as out:
             for key, value in full.items():
                 out.attrs[key] = json.dumps(value) if isinstance(value, (list, dict, tuple)) else value
-            for declared in cache_tables.tables():
+            for declared in cache_tables.TABLES:
                 data = tables.get(declared.name)
                 if data is None and declared.features:
                     continue  # e.g. no augmented views: the group is absent

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic, _cli
+from ._checks import check_file_target
 from ._errors import TransferCacheError
 from ._quiet_tensorflow import quiet_tensorflow
 from .classifiers import CLASSIFIERS, load_classifier
@@ -118,7 +119,7 @@ def _checked_out_path(out_path: Path, *, classifier: str) -> Path:
         out_path.is_dir() and (not any(out_path.iterdir()) or (out_path / FOLDER_DESCRIPTION).exists())
     ):
         raise TransferCacheError(f"{out_path} exists and is not an earlier export; choose another output path")
-    _cli.check_file_target(out_path, "OUT")
+    check_file_target(out_path, "OUT")
     return out_path
 
 

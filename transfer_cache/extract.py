@@ -19,11 +19,9 @@ from .extract_options import (
     feature_config,  # noqa: F401  (extract.feature_config(...) is part of the Python API)
 )
 from .extraction import ExtractResult, check_run_options, extract_here
-from .sharded import ShardedResult, extract_shard, run_sharded, run_sharded_result  # noqa: F401  (Python API)
-from .shards import Shard, wants_sharded_run
+from .sharded import ShardedResult, run_sharded, run_sharded_result, run_shards_typed  # noqa: F401  (Python API)
+from .shards import check_sharded_run, wants_sharded_run
 from .sources import source_help
-
-parse_shard = Shard.parse  # "K/N" -> Shard
 
 
 @_options.takes(ExtractOptions)
@@ -55,13 +53,11 @@ def run_extract(source, opts: ExtractOptions) -> ExtractResult:
             "a sharded extraction needs the source as a spec string or path (each shard opens it itself); got a "
             "Source object: pass the folder, manifest or name you opened it from"
         )
-    per_shard = {name: value for name, value in opts.of_groups("vectors", "run").items()
-                 if name not in ("shard", "progress")}
     workers = opts.workers or 2
-    return run_sharded_result(
-        str(source), shards=opts.shards or workers, engine=opts.engine, scheduler=opts.scheduler, workers=workers,
-        progress=opts.progress, **per_shard,
-    ).as_extract_result()
+    shards = opts.shards or workers
+    check_sharded_run(str(source), shards=shards, engine=opts.engine, workers=workers, retries=2)
+    return run_shards_typed(str(source), opts.replace(shard=None, progress=True), shards=shards, engine=opts.engine,
+                            scheduler=opts.scheduler, workers=workers, progress=opts.progress).as_extract_result()
 
 
 # --------------------------------------------------------------------------- command line

@@ -155,7 +155,7 @@ def resolve(options: ExtractOptions) -> FeatureConfig:
 def for_source(config: FeatureConfig, source) -> FeatureConfig:
     """``config`` as it applies to ``source``'s images: arrays have nothing to decode and are used whole, so their
     caches record "full" whatever was asked (and keep their fingerprints); files decode as ``config`` says."""
-    if getattr(source, "decodes_files", False) or config.decoding == FULL_DECODING:
+    if source.decodes_files or config.decoding == FULL_DECODING:
         return config
     return dataclasses.replace(config, decoding=FULL_DECODING)
 

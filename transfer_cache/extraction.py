@@ -54,10 +54,10 @@ class ExtractResult:
         )
 
 
-def check_run_options(options: ExtractOptions) -> None:
-    """The run options every extraction checks before any work (sharded or not)."""
+def check_run_options(options: ExtractOptions) -> Path:
+    """The run options every extraction checks before any work (sharded or not); returns the cache folder."""
     whole_number(options.batch_size, "batch size")
-    check_folder(options.cache_dir if options.cache_dir is not None else default_cache_dir(), "cache folder",
+    return check_folder(options.cache_dir if options.cache_dir is not None else default_cache_dir(), "cache folder",
                       "--cache-dir")
 
 
@@ -66,7 +66,7 @@ def extract_here(source, options: ExtractOptions) -> ExtractResult:
     from .sources import Source, open_source
 
     started = time.perf_counter()
-    check_run_options(options)
+    folder = check_run_options(options)
     shard = Shard.parse(options.shard)
     config = resolve(options)
     src = source if isinstance(source, Source) else open_source(str(source),
@@ -74,7 +74,6 @@ def extract_here(source, options: ExtractOptions) -> ExtractResult:
     indices = list(range(len(src)))
     if shard is not None:
         indices = shard.select(indices)
-    folder = Path(options.cache_dir) if options.cache_dir is not None else default_cache_dir()
     with _atomic.translated(folder, where="give --cache-dir a folder on a writable disk"):  # read-only: one line
         folder.mkdir(parents=True, exist_ok=True)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cli, _options
+from ._checks import check_folder
 from ._errors import TransferCacheError
 from ._versions import library_versions
 from .classifiers import CLASSIFIERS, classifier_help, make_classifier
@@ -317,7 +318,7 @@ def build_parser(options_class=FitCommand):
 
 def _main(args) -> int:
     begin = time.perf_counter()
-    _cli.check_folder(args.runs_dir, "runs folder", "--runs-dir")
+    check_folder(args.runs_dir, "runs folder", "--runs-dir")
     command = _options.from_args(FitCommand, args)
     results = fit_with(args.caches, command)
     print(format_leaderboard(results))

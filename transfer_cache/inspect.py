@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import _atomic, _cli
-from ._checks import whole_number
+from ._checks import check_folder, whole_number
 from .findings import HOMOGENEOUS_COSINE, NEAR_DUPLICATE_COSINE, Findings, inspect_caches
 from .report import failed_images_section, inspection_page
 
@@ -156,7 +156,7 @@ def build_parser():
 
 def _main(args) -> int:
     if args.out is not None:
-        _cli.check_folder(args.out, "output folder", "--out")
+        check_folder(args.out, "output folder", "--out")
     result = inspect(args.cache, test_cache=args.test_cache, out=args.out, layer=args.layer, threshold=args.threshold,
                      k=args.k, folds=args.folds, seed=args.seed, top=args.top)
     print(result.summary())

@@ -158,7 +158,7 @@ def _write_merged(target: Path, caches: list[Cache], block_rows: int) -> Path:
     """Every declared table of every shard, in shard order, into one cache (``cache.TABLES``: nothing is named here,
     so a table added to the cache format is merged too)."""
     reference = caches[0]
-    tables = {table.name: _merged_table(table, caches) for table in cache_tables.tables()}
+    tables = {table.name: _merged_table(table, caches) for table in cache_tables.TABLES}
     tables = {name: data for name, data in tables.items() if data is not None}
     attrs = {key: value for key, value in reference.config.items() if key not in _PER_FILE_ATTRS}
     attrs["shard"] = ""  # what an unsharded extraction writes

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _atomic, _cli
-from ._checks import whole_number
+from ._checks import check_file_target, whole_number
 from ._errors import ImageError, TransferCacheError
 
 __all__ = ["Prediction", "predict", "collect_images", "main"]
@@ -168,7 +168,7 @@ def _main(args) -> int:
         raise TransferCacheError(f"--top must be a positive integer; got {args.top}")
     whole_number(args.batch_size, "batch size")
     if args.out:
-        _cli.check_file_target(args.out, "--out")
+        check_file_target(args.out, "--out")
     read_description(args.model)  # every mistake a user can make is reported before TensorFlow starts
     images = _image_paths(args.images)
     model = load_exported(args.model)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import _atomic, _cli
+from ._checks import check_file_target
 from ._errors import TransferCacheError
 from .cache_page import cache_page
 from .findings_page import failed_images_section, findings_sections, inspection_page  # noqa: F401  (public here)
@@ -191,7 +192,7 @@ def _main(args) -> int:
         if Path(args.out).is_dir():
             raise TransferCacheError(f"--out {args.out} is a folder; give the page's file name, e.g. "
                                      f"{Path(args.out) / 'report.html'}")
-        _cli.check_file_target(args.out, "--out")
+        check_file_target(args.out, "--out")
     out, page, is_run = _build(args.target, out=args.out, sample=args.sample, seed=args.seed, tsne=args.tsne,
                                progress=not args.quiet, n_jobs=args.n_jobs, umap=args.umap,
                                rebuild_index=args.rebuild_index)

@@ -19,8 +19,8 @@ from .extraction import ExtractResult, extract_here
 from .runtimes import AUTO
 from .shards import all_shards, check_sharded_run
 
-# options a sharded run sets itself for each shard
-_SET_PER_SHARD = ("shard", "progress", "shards", "engine", "scheduler", "workers")
+# options a sharded run sets itself for each shard: which shard, its progress bar, and how the work is cut
+_SET_PER_SHARD = ("shard", "progress", *option_names("engine"))
 
 
 @dataclass
@@ -59,7 +59,7 @@ def extract_shard(source: str, options: ExtractOptions, shard: str) -> dict:
 
 
 def _shard_options(extract_options: dict) -> ExtractOptions:
-    """The options every shard runs with: checked, with the cache folder and the runtime fixed once."""
+    """The keyword options of ``run_sharded``, checked and typed."""
     reserved = [name for name in _SET_PER_SHARD if name in extract_options]
     if reserved:
         raise TransferCacheError(
@@ -70,7 +70,11 @@ def _shard_options(extract_options: dict) -> ExtractOptions:
     if unknown:
         raise TransferCacheError(f"unknown extract option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
                                  f"the options are: {', '.join(option_names('vectors', 'run'))}")
-    options = ExtractOptions(**extract_options)
+    return ExtractOptions(**extract_options)
+
+
+def _fixed_once(options: ExtractOptions) -> ExtractOptions:
+    """The options every shard runs with: the cache folder and the runtime fixed here, once."""
     # every worker must write into the same folder: resolve it here, once
     options = options.replace(cache_dir=str(Path(options.cache_dir or default_cache_dir()).resolve()))
     resolved = resolve(options)
@@ -105,12 +109,22 @@ def run_sharded_result(
     ``extract_options`` are ``extract``'s vector and run options (backbone, layer, pooling, input_size, weights,
     cache_dir, ...); they are checked here, before any worker starts.
     """
+    started = time.perf_counter()
+    check_sharded_run(source, shards=shards, engine=engine, workers=workers, retries=retries)
+    return run_shards_typed(source, _shard_options(extract_options), shards=shards, engine=engine,
+                            scheduler=scheduler, workers=workers, retries=retries, progress=progress,
+                            started=started)
+
+
+def run_shards_typed(source, options: ExtractOptions, *, shards: int, engine: str, scheduler: str | None,
+                     workers: int, retries: int = 2, progress: bool = False,
+                     started: float | None = None) -> ShardedResult:
+    """``run_sharded_result`` for options already typed and checked (``extract``'s sharded path)."""
     from .distributed import run_tasks
     from .merge import merge
 
-    started = time.perf_counter()
-    check_sharded_run(source, shards=shards, engine=engine, workers=workers, retries=retries)
-    options = _shard_options(extract_options)
+    started = time.perf_counter() if started is None else started
+    options = _fixed_once(options)
     specs = [shard.spec for shard in all_shards(shards)]
     outcomes = run_tasks(functools.partial(extract_shard, str(source), options), specs, engine=engine,
                          scheduler=scheduler, workers=workers, retries=retries, progress=progress)
