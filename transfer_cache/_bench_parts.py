@@ -48,7 +48,7 @@ def runtime_rates(
     runtimes within each repeat; every forward pass is built and warmed before any clock starts."""
     from .runtimes import get_runtime
 
-    forwards = {  # a runtime's forward pass reads the configuration as a dict
+    forwards = {
         name: get_runtime(name).forward(dataclasses.replace(config, runtime=name), batch_size=batch_size)
         for name in runtimes
     }

@@ -15,6 +15,7 @@ by the same name on either family.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import importlib.util
 import math
@@ -25,7 +26,7 @@ import numpy as np
 
 from ._checks import one_of
 from ._errors import TransferCacheError
-from ._hashing import file_sha256  # one hashing routine for every file  # one hashing routine for every file
+from ._hashing import file_sha256  # one hashing routine for every file
 from ._torch_legacy import load_state_dict
 
 __all__ = [
@@ -403,9 +404,15 @@ def shape_error(source, key: str, shape, layer_name: str, expected) -> TransferC
 
 def layer_names(variant: str) -> list[str]:
     """Every layer name of the headless network of ``variant`` (no Keras needed)."""
+    return list(_walked_names(variant))
+
+
+@functools.cache
+def _walked_names(variant: str) -> tuple[str, ...]:
+    """The network walked once per variant: the model key asks for its layer names on every forward pass."""
     walk = Plan()
     lite_features(walk, None, variant=variant)
-    return ["input", *walk.names]
+    return ("input", *walk.names)
 
 
 def _assign(model, plan, state, source, variant, skip) -> None:

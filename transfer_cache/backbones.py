@@ -449,16 +449,22 @@ def _has_layer(model, name: str) -> bool:
         return False
 
 
-def build_feature_model_from_config(config):
-    """Rebuild exactly the feature extractor a cache was made with, from its ``feature_config.FeatureConfig`` (read
-    by attribute: that module sits above this one)."""
-    spec = get_spec(config.backbone)
-    _, _, identity = resolve_weights(spec, config.weights)
+def checked_weights(config):
+    """The builder's weights argument for a ``FeatureConfig`` (a file path, "imagenet" or None), refused when the
+    weights are not the ones whose sha256 the configuration records."""
+    argument, _, identity = resolve_weights(get_spec(config.backbone), config.weights)
     if identity != config.weights_sha256:
         raise TransferCacheError(
             f"the weights '{config.weights}' are not the ones this cache was made with "
             f"(sha256 {identity[:12]}... vs {str(config.weights_sha256)[:12]}...); use the original weights file"
         )
+    return argument
+
+
+def build_feature_model_from_config(config):
+    """Rebuild exactly the feature extractor a cache was made with, from its ``feature_config.FeatureConfig`` (read
+    by attribute: that module sits above this one)."""
+    checked_weights(config)
     model, _ = build_feature_model(
         backbone=config.backbone,
         layers=list(config.layers),

@@ -132,15 +132,15 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     """
     run_dir = Path(run_dir)
     out_path = Path(out_path)
-    loaded = read_run(run_dir)
-    run, classifier = loaded, loaded.classifier
+    run = read_run(run_dir)
+    classifier = run.classifier
     if classifier not in CLASSIFIERS:
         raise TransferCacheError(f"{run_dir}/config.json names unknown classifier {classifier!r}")
     out_path = _checked_out_path(out_path, classifier=classifier)
     quiet_tensorflow()  # the work starts here: TensorFlow, with its start-up notices kept off the terminal
     import keras
 
-    head = load_classifier(loaded.model_dir)
+    head = load_classifier(run.model_dir)
     config = _feature_config(run)
 
     if head.exports_as_keras:
@@ -161,10 +161,10 @@ def export_model(run_dir: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     features = _feature_model(config, run.layer)
     # an earlier export at out_path is swapped out only once the new folder is complete
     with _atomic.replacing(out_path, folder=True, where=_WHERE) as temporary:
-        shutil.copytree(loaded.model_dir, temporary)
+        shutil.copytree(run.model_dir, temporary)
         with _atomic.writing(temporary / "feature_model.keras"):
             features.save(temporary / "feature_model.keras")
-        files = ["feature_model.keras"] + sorted(p.name for p in loaded.model_dir.iterdir())
+        files = ["feature_model.keras"] + sorted(p.name for p in run.model_dir.iterdir())
         description = _description(run, config, kind="folder", classifier=classifier, files=files)
         with _atomic.writing(temporary / FOLDER_DESCRIPTION):
             (temporary / FOLDER_DESCRIPTION).write_text(json_text(description), encoding="utf-8")

@@ -14,13 +14,11 @@ Everything else is converted from the Keras model as before (``_openvino_convert
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import _efficientnet_lite as lite
-from .._errors import TransferCacheError
 
 BUILD = "opset-1"  # how the model is built (the key of its folder says it): version 1 of this builder
 PREPROCESSING = "lite"
@@ -38,22 +36,11 @@ def builds(config) -> bool:
 
 
 def weights_file(config) -> Path:
-    """The weights file of ``config``, checked to be the one its ``weights_sha256`` names (the same check as the Keras
-    model's rebuild, ``backbones.build_feature_model_from_config``)."""
-    from .._hashing import file_sha256
+    """The weights file of ``config``, checked to be the one its ``weights_sha256`` names (as the Keras model's
+    rebuild checks it)."""
+    from ..backbones import checked_weights
 
-    named = str(config.weights)
-    source = lite.weights_path(config.backbone) if named.lower() == "imagenet" else Path(named).expanduser()
-    if not source.is_file():  # as backbones.resolve_weights says it
-        raise TransferCacheError(f"weights must be 'imagenet', 'none' or the path of a weights file; "
-                                 f"{config.weights!r} is none of these (no such file)")
-    identity = file_sha256(source)
-    if identity != config.weights_sha256:
-        raise TransferCacheError(
-            f"the weights '{config.weights}' are not the ones this cache was made with "
-            f"(sha256 {identity[:12]}... vs {str(config.weights_sha256)[:12]}...); use the original weights file"
-        )
-    return source
+    return Path(checked_weights(config))
 
 
 class _Pending:
@@ -174,14 +161,12 @@ def build_model(config, source: Path | None = None):
     return ov.Model([node.output(0) for node in outputs], [pixels], f"transfer_cache_{variant}")
 
 
-def build_into(folder: Path, config) -> float:
+def build_into(folder: Path, config) -> None:
     """Build the model of ``config`` and save it in ``folder`` with its record (``_openvino_convert.save_recorded``:
-    read back as a reader will, its outputs on the probe batch, the digests). Returns the seconds it took."""
+    read back as a reader will, its outputs on the probe batch, the digests)."""
     from ._openvino_convert import save_recorded
 
-    started = time.perf_counter()
     source = weights_file(config)
     model = build_model(config, source)
     need = source.stat().st_size + (1 << 20)  # the weights file holds the float32 arrays the model saves
     save_recorded(folder, model, config, expected=None, need=need, method=BUILD)
-    return time.perf_counter() - started

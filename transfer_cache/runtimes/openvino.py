@@ -177,6 +177,9 @@ def _compiled(core, converted: _Converted, *, size: int, batch_size: int):
     """Compile a verified model and run its probe batch as the warm-up call (the first call allocates; a zero batch
     was run there before, so the check costs no extra forward pass at batch sizes >= 2). Returns the forward pass and
     how far the probe's outputs are from the recorded ones; no forward pass when they are out of tolerance."""
+    probe = converted.probe
+    if probe.ndim != 4 or probe.shape[1:] != (size, size, 3):  # before compiling: a probe of another model
+        return None, float("inf")
     try:
         model = core.read_model(converted.xml, converted.weights)
     except RuntimeError:
@@ -192,9 +195,6 @@ def _compiled(core, converted: _Converted, *, size: int, batch_size: int):
         return [results[output] for output in outputs]
 
     forward = padded(infer, batch_size)
-    probe = converted.probe
-    if probe.ndim != 4 or probe.shape[1:] != (size, size, 3):
-        return None, float("inf")
     chunks = [forward(probe[i : i + batch_size]) for i in range(0, len(probe), batch_size)]
     off = difference([np.concatenate(parts) for parts in zip(*chunks)], converted.expected)
     return (forward, off) if off <= converted.tolerance else (None, off)
