@@ -277,6 +277,10 @@ class Findings:
     def conflicts(self) -> list[dict]:
         return [pair for pair in self.duplicates if pair["conflict"]]
 
+    def label_name(self, label: int) -> str:
+        """A label's class name; "unlabelled" for -1 (or a label outside the class names)."""
+        return self.class_names[label] if 0 <= label < len(self.class_names) else "unlabelled"
+
 
 def inspect_caches(
     cache,

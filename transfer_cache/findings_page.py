@@ -26,10 +26,6 @@ def failed_images_section(page: Page, rows, *, header=("path", "reason"), shown:
     page.table(list(rows)[:shown], header=header)
 
 
-def _label_name(findings, label: int) -> str:
-    return findings.class_names[label] if 0 <= label < len(findings.class_names) else "unlabelled"
-
-
 class _Thumbnails:
     """Thumbnails of rows, re-read through each row's cache's source (a row whose image is gone shows its path)."""
 
@@ -44,7 +40,7 @@ class _Thumbnails:
                 self._finders[origin] = ImageFinder(cache)
         path = self.findings.paths[row]
         caption = html.escape(f"{path} ({self.findings.split[row] or 'no split'}, "
-                              f"{_label_name(self.findings, int(self.findings.labels[row]))})")
+                              f"{self.findings.label_name(int(self.findings.labels[row]))})")
         try:
             image = self._finders[origin].load(path)
         except (ImageError, TransferCacheError, OSError):
@@ -86,8 +82,8 @@ def findings_sections(page: Page, findings, *, top: int = 24, similar: int = 4) 
     if flagged:
         page.note("Out-of-fold probabilities of a cross-validated logistic regression; the confident-learning rule "
                   "flags a row when another class is confidently more likely than its label.")
-        page.table([[thumb(i["row"]), html.escape(_label_name(findings, i["label"])),
-                     html.escape(_label_name(findings, i["suggested"])), f"{i['self_confidence']:.3f}",
+        page.table([[thumb(i["row"]), html.escape(findings.label_name(i["label"])),
+                     html.escape(findings.label_name(i["suggested"])), f"{i['self_confidence']:.3f}",
                      f"{i['suggested_probability']:.3f}"] for i in flagged[:top]],
                    header=("image", "label", "suggested", "p(label)", "p(suggested)"), escape=False)
     page.heading("Outliers: farthest from every other image")

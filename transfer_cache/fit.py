@@ -25,9 +25,9 @@ from . import _cli, _options
 from ._checks import check_folder
 from ._errors import TransferCacheError
 from ._versions import library_versions
-from .classifiers import CLASSIFIERS, classifier_help, make_classifier
+from .classifiers import CLASSIFIERS, classifier_help
 from .fit_options import TITLES, FitCommand, FitOptions, Heads, check
-from .runs import INDEX_COLUMNS, append_index, index_path, kept_indexes, new_run_id, write_run  # noqa: F401
+from .runs import INDEX_COLUMNS, append_index, index_path, kept_indexes, new_run_id, prediction_header, write_run  # noqa: F401
 from .splits import Split, choose_split, keras_file_order, keras_validation_split
 from .training import Inputs, Outcome, takes_views, train_one
 from .training_data import TrainingData, load_training_data
@@ -90,8 +90,6 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[st
 
 def _prediction_rows(data: TrainingData, rows: np.ndarray, proba: np.ndarray):
     """predictions.csv: (header, rows) for every predicted row, in the columns ``runs`` declares."""
-    from .runs import prediction_header
-
     names = data.class_names
     pred = np.argmax(proba, axis=1)
     header = prediction_header(names)
@@ -139,7 +137,7 @@ def _record_run(name: str, outcome: Outcome, *, data: TrainingData, split: Split
         "class_names": data.class_names,
         "fingerprint": data.caches[0].fingerprint,
         "source": data.info.source,
-        "feature_config": {key: value for key, value in data.config.items()},
+        "feature_config": dict(data.config),
         "notes": list(data.notes) + list(outcome.extra.get("notes", [])),
     }
     config.update({key: value for key, value in outcome.extra.items() if key not in metrics and key != "notes"})
@@ -213,7 +211,7 @@ def _fit_each(heads: Heads, *, data: TrainingData, split: Split, options: FitOpt
             warnings.simplefilter("always", ConvergenceWarning)
             outcome = train_one(name, params, heads.grids.get(name), data=data, split=split, inputs=inputs,
                                 options=options)
-        if takes_views(make_classifier(name, params, seed=options.seed), data):
+        if takes_views(outcome.model, data):
             outcome.extra["augmented_views"] = data.caches[0].n_views
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):
             message = f"{name} did not converge within its iteration limit; consider raising max_iter (or epochs)"

@@ -39,10 +39,6 @@ class InspectResult:
         )
 
 
-def _name(findings: Findings, label: int) -> str:
-    return findings.class_names[label] if 0 <= label < len(findings.class_names) else "unlabelled"
-
-
 def _failed_section(page, findings: Findings) -> None:
     """The failed images of the inspected caches, naming the cache only when a test cache was given too."""
     two_caches = len(set(findings.origin) | {origin for _, _, origin in findings.failed}) > 1
@@ -61,19 +57,19 @@ def write_findings(findings: Findings, folder: Path) -> dict[str, Path]:
             ["cosine", "kind", "leakage", "conflict", "row_a", "path_a", "split_a", "label_a", "row_b", "path_b",
              "split_b", "label_b"],
             [[p["cosine"], p["kind"], p["leakage"], p["conflict"], p["row_a"], findings.paths[p["row_a"]], p["split_a"],
-              _name(findings, p["label_a"]), p["row_b"], findings.paths[p["row_b"]], p["split_b"],
-              _name(findings, p["label_b"])] for p in findings.duplicates],
+              findings.label_name(p["label_a"]), p["row_b"], findings.paths[p["row_b"]], p["split_b"],
+              findings.label_name(p["label_b"])] for p in findings.duplicates],
         ),
         "label_issues": (
             ["rank", "flagged", "row", "path", "split", "label", "suggested", "self_confidence",
              "suggested_probability"],
             [[i["rank"], i["flagged"], i["row"], findings.paths[i["row"]], findings.split[i["row"]],
-              _name(findings, i["label"]), _name(findings, i["suggested"]), i["self_confidence"],
+              findings.label_name(i["label"]), findings.label_name(i["suggested"]), i["self_confidence"],
               i["suggested_probability"]] for i in findings.label_issues],
         ),
         "outliers": (
             ["rank", "row", "path", "split", "label", "knn_distance", "class_knn_distance"],
-            [[o["rank"], o["row"], findings.paths[o["row"]], findings.split[o["row"]], _name(findings, o["label"]),
+            [[o["rank"], o["row"], findings.paths[o["row"]], findings.split[o["row"]], findings.label_name(o["label"]),
               o["knn_distance"], "" if o["class_knn_distance"] is None else o["class_knn_distance"]]
              for o in findings.outliers],
         ),

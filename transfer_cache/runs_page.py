@@ -58,7 +58,7 @@ def _leaderboard(runs_dir: Path, rows: list[dict]) -> tuple[list, list]:
     for row in sorted(rows, key=lambda r: -np.nan_to_num(r["accuracy"], nan=-1.0)):
         run_dir = Path(row["run_dir"]) if Path(row["run_dir"]).is_dir() else runs_dir / row["run_id"]
         try:
-            run = read_run(run_dir)
+            run = read_run(run_dir, with_predictions=False)
             layer = "" if run.layer is None else run.layer
             cache_path = str(run_cache_path(run))
         except TransferCacheError:

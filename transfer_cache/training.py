@@ -176,7 +176,8 @@ def grid_search(
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     labels = data.labels[train]
-    smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+    counts = np.bincount(labels)
+    smallest = int(counts[counts > 0].min())
     if smallest < cv:
         raise TransferCacheError(
             f"--grid searches with {cv}-fold cross-validation, but the smallest class has {smallest} training rows; "

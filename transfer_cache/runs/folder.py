@@ -161,8 +161,9 @@ _RECORDED = {f.name for f in fields(RunConfig)}
 _NOT_A_RUN = "pass a folder under runs/ written by python -m transfer_cache.fit"
 
 
-def read_run(run_dir: str | os.PathLike) -> Run:
-    """Read a run folder; a missing folder or file is one line saying so."""
+def read_run(run_dir: str | os.PathLike, *, with_predictions: bool = True) -> Run:
+    """Read a run folder; a missing folder or file is one line saying so. ``with_predictions=False`` leaves out
+    predictions.csv and history.json (a page listing many runs needs only what their config records)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TransferCacheError(f"run folder {run_dir} does not exist; {_NOT_A_RUN}")
@@ -170,6 +171,8 @@ def read_run(run_dir: str | os.PathLike) -> Run:
         if not (run_dir / name).is_file():
             raise TransferCacheError(f"{run_dir} is not a run folder: {name} is missing; {_NOT_A_RUN}")
     config, metrics = read_json(run_dir / CONFIG), read_json(run_dir / METRICS)
+    if not with_predictions:
+        return Run(run_dir, config, metrics)
     predictions = read_predictions(run_dir / PREDICTIONS) if (run_dir / PREDICTIONS).is_file() else None
     history = read_json(run_dir / HISTORY) if (run_dir / HISTORY).is_file() else None
     return Run(run_dir, config, metrics, predictions, history)
