@@ -79,7 +79,7 @@ def cache_attrs(config: FeatureConfig, src, shard: Shard | None, *, seconds: flo
         extraction_computed=computed,
     )
     attrs = config.as_dict()
-    attrs.update(class_names=list(src.class_names), **{k: v for k, v in info.as_attrs().items() if k != "merged_from"})
+    attrs.update(class_names=list(src.class_names), **info.as_attrs())
     return attrs
 
 

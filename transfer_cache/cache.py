@@ -98,7 +98,8 @@ class CacheInfo:
         return cls(**{name: attrs[name] for name in names if attrs.get(name) is not None})
 
     def as_attrs(self) -> dict:
-        return dataclasses.asdict(self)
+        """The attributes to write; ``merged_from`` only on a merged cache."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "merged_from" or v}
 
 
 # --------------------------------------------------------------------------- locking

@@ -51,13 +51,19 @@ def _given_shards(shard_paths) -> list[ShardName]:
     return names
 
 
-def _shards_in(cache_dir) -> list[ShardName]:
-    """The shard files of the one extraction whose shards ``cache_dir`` holds."""
+def _groups_in(cache_dir) -> dict[str, list[ShardName]]:
+    """The groups of shard files in ``cache_dir``; none is one line saying how to make them."""
     groups = find_shard_groups(cache_dir)
     if not groups:
         raise TransferCacheError(
             f"no shard files (NAME.shardK-of-N.h5) in {cache_dir}; extract with --shard K/N into that folder first"
         )
+    return groups
+
+
+def _shards_in(cache_dir) -> list[ShardName]:
+    """The shard files of the one extraction whose shards ``cache_dir`` holds."""
+    groups = _groups_in(cache_dir)
     if len(groups) > 1:
         raise TransferCacheError(
             f"{cache_dir} holds the shards of {len(groups)} extractions ({', '.join(sorted(groups))}); give the shard "
@@ -251,12 +257,7 @@ def _main(args) -> int:
             raise TransferCacheError(
                 "nothing to merge: give the shard files (NAME.shardK-of-N.h5 ...) or --cache-dir DIR to find them"
             )
-        groups = find_shard_groups(args.cache_dir)
-        if not groups:
-            raise TransferCacheError(
-                f"no shard files (NAME.shardK-of-N.h5) in {args.cache_dir}; "
-                "extract with --shard K/N into that folder first"
-            )
+        groups = _groups_in(args.cache_dir)
         if args.output and len(groups) > 1:
             raise TransferCacheError(
                 f"--output names one file but {args.cache_dir} holds {len(groups)} groups of shards; drop --output"
