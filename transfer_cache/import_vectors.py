@@ -94,7 +94,8 @@ def _open(parquet) -> tuple[Path, object]:
 
 
 def _vector_field(pf, column: str, path: Path) -> int | None:
-    """The vector column's fixed length (None for lists of any length), refused when it holds no lists of floats."""
+    """The vector length the file declares (a fixed-size list), or that its first row has (lists of any length: the
+    others are checked as they are read); refused when the column holds no lists of floats."""
     import pyarrow as pa
 
     schema = pf.schema_arrow
@@ -110,7 +111,10 @@ def _vector_field(pf, column: str, path: Path) -> int | None:
             f"column '{column}' of {path} holds {kind}; expected one list of floats per row (a fixed-size list of "
             "float32, as export_vectors writes it)"
         )
-    return kind.list_size if pa.types.is_fixed_size_list(kind) else None
+    if pa.types.is_fixed_size_list(kind):
+        return kind.list_size
+    first = pf.read_row_group(0, columns=[column]).column(0)[0] if pf.num_row_groups else None
+    return len(first) if first is not None and first.is_valid else None
 
 
 # --------------------------------------------------------------------------- the plan: a file of ours, or not
@@ -167,10 +171,10 @@ def _foreign_config(given: dict, path: Path) -> FeatureConfig:
 def _foreign_plan(pf, path: Path, *, fixed: int | None, given: dict, source, images_root, progress: bool) -> _Plan:
     """A file from elsewhere: the configuration the user gives; rows from the file, or from ``source``."""
     config = _foreign_config(given, path)
-    row_shape = _checked_shape(_made_shape(config), fixed, config, path)
     columns = read_columns(pf, path)
     paths = checked_paths(columns, path)
     ids = given_ids(columns, path)
+    row_shape = _checked_shape(_made_shape(config), fixed, config, path)  # before images are read for their ids
     if source is not None:
         if images_root is not None:
             raise TransferCacheError("--source knows where its images are; drop --images-root")
@@ -217,7 +221,7 @@ def _wrong_length(path: Path, length: int, config: FeatureConfig, row_shape: tup
 
 
 def _checked_shape(row_shape: tuple, fixed: int | None, config: FeatureConfig, path: Path) -> tuple:
-    """``row_shape``, when the file's fixed vector length (None: checked row by row) agrees with it."""
+    """``row_shape``, when the file's vector length (None: unknown, checked row by row) agrees with it."""
     if fixed is not None and fixed != int(np.prod(row_shape)):
         raise _wrong_length(path, fixed, config, row_shape)
     return row_shape

@@ -1,0 +1,492 @@
+"""Vectors out to Parquet and back: export_vectors and import_vectors on real caches and real Parquet files.
+
+The files are read back with pyarrow, DuckDB and pandas (when installed), never through the package; the caches
+with h5py. Files from elsewhere are written here with pyarrow as another tool would write them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from transfer_cache import TransferCacheError
+from transfer_cache.cache import cache_filename, fingerprint, open_cache
+from transfer_cache.export_vectors import export_vectors
+from transfer_cache.export_vectors import main as export_main
+from transfer_cache.import_vectors import import_vectors
+from transfer_cache.import_vectors import main as import_main
+
+from conftest import make_class_folder, synthetic_attrs, write_synthetic_cache
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+TINY = {"backbone": "tiny", "weights": "none"}
+
+
+def _cache(folder: Path, *, n: int = 23, dims=(8,), dtype: str = "float32", seed: int = 0) -> Path:
+    """A real cache named as extract names it: labelled, unlabelled and split rows, one failed image."""
+    rng = np.random.default_rng(seed)
+    layers = ["conv3"] if len(dims) == 1 else [f"conv{k + 1}" for k in range(len(dims))]
+    attrs = dict(class_names=("cat", "dog", "fox"), layers=layers, dtype=dtype)
+    name = cache_filename(source_name="digits", source_description="sklearn:digits", backbone="tiny",
+                          fingerprint=fingerprint(synthetic_attrs(**attrs)))
+    features = [rng.normal(size=(n, d)).astype(dtype) for d in dims]
+    labels = rng.integers(-1, 3, size=n)
+    split = [("train", "val", "test", "")[i % 4] for i in range(n)]
+    ids = [hashlib.sha256(f"image {i}".encode()).hexdigest() for i in range(n)]
+    return write_synthetic_cache(folder / name, features=features if len(dims) > 1 else features[0], labels=labels,
+                                 ids=ids, split=split, failed=[("broken.png", "cannot decode: truncated")],
+                                 failed_ids=["ab" * 32], **attrs)
+
+
+def _h5(path: Path, layer: str | None = None) -> dict:
+    """The cache as stored, read with h5py alone (the oracle)."""
+    with h5py.File(path, "r") as f:
+        node = f["features"] if layer is None else f["features"][layer]
+        return {
+            "ids": [v.decode() for v in f["ids"][()]],
+            "paths": [v.decode() for v in f["paths"][()]],
+            "labels": f["labels"][()].tolist(),
+            "split": [v.decode() for v in f["split"][()]],
+            "vectors": node[()],
+            "class_names": json.loads(f.attrs["class_names"]),
+            "failed": [v.decode() for v in f["failed/paths"][()]],
+            "failed_ids": [v.decode() for v in f["failed/ids"][()]],
+            "fingerprint": str(f.attrs["fingerprint"]),
+        }
+
+
+# --------------------------------------------------------------------------- the file, as other tools read it
+
+
+def test_the_file_has_the_declared_columns_and_the_cache_in_its_metadata(tmp_path):
+    cache = _cache(tmp_path)
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    table = pq.read_table(out)
+    assert [(f.name, str(f.type)) for f in table.schema] == [
+        ("id", "string"), ("path", "string"), ("label", "int64"), ("class", "string"), ("split", "string"),
+        ("vector", "fixed_size_list<element: float>[8]"),
+    ]
+    stored = _h5(cache)
+    assert table.column("id").to_pylist() == stored["ids"]
+    assert table.column("path").to_pylist() == stored["paths"]
+    assert table.column("label").to_pylist() == stored["labels"]
+    assert table.column("class").to_pylist() == [stored["class_names"][k] if k >= 0 else None
+                                                 for k in stored["labels"]]
+    assert table.column("split").to_pylist() == stored["split"]
+    vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
+    np.testing.assert_array_equal(vectors, stored["vectors"])
+    meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
+    assert meta["transfer_cache.fingerprint"] == meta["transfer_cache.cache_fingerprint"] == stored["fingerprint"]
+    assert meta["transfer_cache.class_names"] == ["cat", "dog", "fox"]
+    assert meta["transfer_cache.feature_config"]["backbone"] == "tiny"
+    assert meta["transfer_cache.failed"] == [["broken.png", "cannot decode: truncated", "ab" * 32]]
+
+
+def test_duckdb_reads_the_file_without_the_package(tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    cache = _cache(tmp_path, n=40)
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    stored = _h5(cache)
+    connection = duckdb.connect()
+    counts = dict(connection.execute(f"SELECT label, count(*) FROM '{out}' GROUP BY label").fetchall())
+    labels = np.asarray(stored["labels"])
+    assert counts == {k: int((labels == k).sum()) for k in set(labels.tolist())}
+    (row,) = connection.execute(f"SELECT id, len(vector), vector FROM '{out}' WHERE path = 'img_00017.png'").fetchall()
+    assert row[0] == stored["ids"][17] and row[1] == 8
+    np.testing.assert_array_equal(np.asarray(row[2], dtype=np.float32), stored["vectors"][17])
+
+
+def test_pandas_reads_the_file_without_the_package(tmp_path):
+    pd = pytest.importorskip("pandas")
+    cache = _cache(tmp_path)
+    frame = pd.read_parquet(export_vectors(cache, tmp_path / "v.parquet").path)
+    stored = _h5(cache)
+    assert list(frame.columns) == ["id", "path", "label", "class", "split", "vector"]
+    np.testing.assert_array_equal(np.stack(frame["vector"].to_list()).astype(np.float32), stored["vectors"])
+
+
+def test_the_file_is_written_in_row_groups_of_a_block_of_the_cache(tmp_path, monkeypatch):
+    import transfer_cache.export_vectors as module
+
+    monkeypatch.setattr(module, "block_rows", lambda dataset: 7)  # the reader's block: 7 rows instead of 64 MB
+    cache = _cache(tmp_path, n=23)
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    metadata = pq.ParquetFile(out).metadata
+    assert [metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)] == [7, 7, 7, 2]
+    np.testing.assert_array_equal(np.asarray(pq.read_table(out).column("vector").to_pylist(), dtype=np.float32),
+                                  _h5(cache)["vectors"])
+
+
+def test_a_cache_of_several_layers_exports_the_layer_asked_for(tmp_path):
+    cache = _cache(tmp_path, dims=(4, 6))
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"cache {cache} holds several layers (conv1, conv2); choose one with --layer NAME")):
+        export_vectors(cache, tmp_path / "v.parquet")
+    out = export_vectors(cache, tmp_path / "v.parquet", layer="conv2").path
+    table = pq.read_table(out)
+    np.testing.assert_array_equal(np.asarray(table.column("vector").to_pylist(), dtype=np.float32),
+                                  _h5(cache, "conv2")["vectors"])
+    meta = {k.decode(): json.loads(v) for k, v in table.schema.metadata.items()}
+    one_layer = synthetic_attrs(class_names=("cat", "dog", "fox"), layers=["conv2"])
+    assert meta["transfer_cache.fingerprint"] == fingerprint(one_layer) != meta["transfer_cache.cache_fingerprint"]
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_an_exported_file_becomes_the_same_cache_again(tmp_path, dtype):
+    cache = _cache(tmp_path / "first", dtype=dtype)
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    result = import_vectors(out, cache_dir=tmp_path / "second")
+    assert result.path == tmp_path / "second" / cache.name
+    before, after = _h5(cache), _h5(result.path)
+    vectors_before, vectors_after = before.pop("vectors"), after.pop("vectors")
+    assert after == before
+    assert vectors_after.dtype == vectors_before.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(vectors_after, vectors_before)
+    with open_cache(result.path) as imported:
+        assert imported.info.source == "sklearn:digits"
+    assert result.summary() == (f"imported 23 rows of 8 values (3 classes, fingerprint {before['fingerprint']}) -> "
+                                f"{result.path}")
+
+
+def test_one_layer_of_several_becomes_a_cache_of_that_layer(tmp_path):
+    cache = _cache(tmp_path / "first", dims=(4, 6))
+    out = export_vectors(cache, tmp_path / "v.parquet", layer="conv1").path
+    result = import_vectors(out, cache_dir=tmp_path / "second")
+    expected = fingerprint(synthetic_attrs(class_names=("cat", "dog", "fox"), layers=["conv1"]))
+    assert result.path.name == cache.name.replace(_h5(cache, "conv1")["fingerprint"], expected)
+    with open_cache(result.path) as imported:
+        assert imported.layers == ["conv1"] and imported.fingerprint == expected
+        np.testing.assert_array_equal(imported.features[:], _h5(cache, "conv1")["vectors"])
+
+
+def test_the_commands_end_in_one_summary_line(tmp_path, capsys):
+    cache = _cache(tmp_path / "first")
+    assert export_main([str(cache), str(tmp_path / "out" / "v.parquet"), "--quiet"]) == 0
+    fp = _h5(cache)["fingerprint"]
+    assert capsys.readouterr().out == (f"exported 23 rows of 8 float32 (layer 'conv3', fingerprint {fp}) -> "
+                                       f"{tmp_path / 'out' / 'v.parquet'}\n")
+    assert import_main([str(tmp_path / "out" / "v.parquet"), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    assert capsys.readouterr().out == (f"imported 23 rows of 8 values (3 classes, fingerprint {fp}) -> "
+                                       f"{tmp_path / 'c' / cache.name}\n")
+
+
+def test_an_existing_cache_is_replaced_only_with_overwrite(tmp_path, capsys):
+    cache = _cache(tmp_path / "first")
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    import_vectors(out, cache_dir=tmp_path / "c")
+    target = tmp_path / "c" / cache.name
+    assert import_main([str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"python -m transfer_cache.import_vectors: error: cache {target} already exists; import_vectors replaces a "
+        "cache only when given --overwrite (python -m transfer_cache.extract reuses the one there)\n")
+    assert import_vectors(out, cache_dir=tmp_path / "c", overwrite=True).path == target
+
+
+# --------------------------------------------------------------------------- export's mistakes
+
+
+def test_export_mistakes_are_one_line(tmp_path, monkeypatch):
+    cache = _cache(tmp_path)
+    missing = tmp_path / "missing.h5"
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"cache file {missing} does not exist; run python -m transfer_cache.extract first")):
+        export_vectors(missing, tmp_path / "v.parquet")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{tmp_path / 'folder'} is a folder; give the Parquet file to write, e.g. "
+            f"{tmp_path / 'folder' / 'vectors.parquet'}")):
+        export_vectors(cache, tmp_path / "folder")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"cannot write {tmp_path / 'a_file' / 'v.parquet'}: {tmp_path / 'a_file'} is a file, not a folder; "
+            "choose another OUT path")):
+        export_vectors(cache, tmp_path / "a_file" / "v.parquet")
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # as if it were not installed
+    with pytest.raises(TransferCacheError, match=re.escape(
+            'reading and writing Parquet needs pyarrow, which is not installed; pip install "pyarrow>=14.0" '
+            '(or pip install "transfer_cache[parquet]")')):
+        export_vectors(cache, tmp_path / "v.parquet")
+    assert not (tmp_path / "v.parquet").exists()
+
+
+def test_an_existing_file_is_replaced_once_the_new_one_is_complete(tmp_path):
+    out = tmp_path / "new" / "folder" / "v.parquet"  # folders that do not exist yet are created
+    export_vectors(_cache(tmp_path / "a", n=5), out)
+    export_vectors(_cache(tmp_path / "b", n=9, seed=1), out)
+    assert pq.read_table(out).num_rows == 9
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.parquet"]  # no temporary left
+
+
+# --------------------------------------------------------------------------- import's mistakes (any file)
+
+
+def _exported(tmp_path: Path, n: int = 12) -> Path:
+    return export_vectors(_cache(tmp_path / "first", n=n), tmp_path / "v.parquet").path
+
+
+def _rewritten(original: Path, out: Path, *, vectors=None, **columns) -> Path:
+    """The file ``original`` with some columns replaced (None drops one), written as another tool would."""
+    table = pq.read_table(original)
+    data = {name: table.column(name) for name in table.column_names}
+    if vectors is not None:
+        data["vector"] = vectors
+    for name, values in columns.items():
+        if values is None:
+            data.pop(name)
+        else:
+            data[name] = values
+    pq.write_table(pa.table(data).replace_schema_metadata(table.schema.metadata), out)
+    return out
+
+
+def test_a_vector_with_nan_or_infinity_is_refused_naming_its_row(tmp_path):
+    source = _exported(tmp_path)
+    for value, word in ((np.nan, "NaN"), (np.inf, "infinity")):
+        vectors = np.asarray(pq.read_table(source).column("vector").to_pylist(), dtype=np.float32)
+        vectors[9, 3] = value
+        bad = _rewritten(source, tmp_path / "bad.parquet",
+                         vectors=pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 8))
+        with pytest.raises(TransferCacheError, match=re.escape(
+                f"row 9 of {bad} (img_00009.png) holds {word} in its vector; a cache holds finite vectors: fix or "
+                "drop that row")):
+            import_vectors(bad, cache_dir=tmp_path / "c")
+        assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*.h5"))
+
+
+def test_ragged_vectors_are_refused_naming_the_first_odd_row(tmp_path):
+    source = _exported(tmp_path)
+    vectors = pq.read_table(source).column("vector").to_pylist()
+    vectors[5] = vectors[5][:7]
+    bad = _rewritten(source, tmp_path / "bad.parquet", vectors=pa.array(vectors, type=pa.list_(pa.float32())))
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 5 of {bad} (img_00005.png) holds a vector of 7 values but row 0 one of 8; every vector must have "
+            "the same length")):
+        import_vectors(bad, cache_dir=tmp_path / "c")
+
+
+def test_vectors_of_the_wrong_length_are_refused_before_any_work(tmp_path):
+    source = _exported(tmp_path)
+    vectors = np.asarray(pq.read_table(source).column("vector").to_pylist(), dtype=np.float32)[:, :5]
+    bad = _rewritten(source, tmp_path / "bad.parquet",
+                     vectors=pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 5))
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{bad} holds vectors of 5 values, but tiny (layer conv3, pooling avg, input size 32) makes vectors of "
+            "8; give the extract options that made these vectors (--backbone, --layer, --pooling, --input-size)")):
+        import_vectors(bad, cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("columns, message", [
+    (dict(vector=None), "{bad} has no column 'vector' (its columns: id, path, label, class, split); name the column "
+                        "of vectors 'vector' or give it with --vector-column NAME"),
+    (dict(path=None), "{bad} has no column 'path' (its columns: id, label, class, split, vector); expected 'path' "
+                      "and 'vector' (and optionally 'id', 'label', 'class', 'split'), as python -m "
+                      "transfer_cache.export_vectors writes them"),
+    (dict(vector=pa.array(["1,2"] * 12)),
+     "column 'vector' of {bad} holds string; expected one list of floats per row (a fixed-size list of float32, as "
+     "export_vectors writes it)"),
+    (dict(id=pa.array(["not-a-digest"] * 12)),
+     "row 0 of {bad} (img_00000.png) has id 'not-a-digest'; an id is the sha256 of the image's file, 64 hex "
+     "digits: fix the column, or drop it and give --images-root so the ids are computed from the files"),
+    (dict(split=pa.array(["train"] * 11 + ["holdout"])),
+     "row 11 of {bad} (img_00011.png) has split 'holdout'; a split is one of train, val, test (or valid, "
+     "validation) or empty"),
+])
+def test_a_file_with_wrong_columns_is_refused_in_one_line(tmp_path, columns, message):
+    bad = _rewritten(_exported(tmp_path), tmp_path / "bad.parquet", **columns)
+    with pytest.raises(TransferCacheError, match=re.escape(message.format(bad=bad))):
+        import_vectors(bad, cache_dir=tmp_path / "c")
+
+
+def test_an_exported_file_refuses_options_that_would_contradict_it(tmp_path):
+    source = _exported(tmp_path)
+    fp = pq.read_table(source).schema.metadata[b"transfer_cache.fingerprint"].decode().strip('"')
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{source} was written by export_vectors and carries the feature configuration of its vectors "
+            f"(fingerprint {fp}) and their source; drop --backbone, --input-size, --source")):
+        import_vectors(source, cache_dir=tmp_path / "c", backbone="tiny", input_size=64, source="photos")
+
+
+def test_damaged_metadata_is_named(tmp_path):
+    source = _exported(tmp_path)
+    table = pq.read_table(source)
+    metadata = {k: v for k, v in table.schema.metadata.items() if k != b"transfer_cache.class_names"}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp_path / "bad.parquet")
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{tmp_path / 'bad.parquet'} is damaged: its metadata lacks transfer_cache.class_names; export the cache "
+            "again")):
+        import_vectors(tmp_path / "bad.parquet", cache_dir=tmp_path / "c")
+
+
+def test_a_missing_or_foreign_input_file_is_named(tmp_path):
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{tmp_path / 'none.parquet'} does not exist; give a Parquet file of vectors, e.g. one written by python "
+            "-m transfer_cache.export_vectors CACHE OUT.parquet")):
+        import_vectors(tmp_path / "none.parquet", cache_dir=tmp_path / "c")
+    (tmp_path / "text.parquet").write_text("id,path\n")
+    with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path / 'text.parquet'} is not a Parquet file (")):
+        import_vectors(tmp_path / "text.parquet", cache_dir=tmp_path / "c")
+
+
+# --------------------------------------------------------------------------- files from elsewhere
+
+
+def _foreign(tmp_path: Path, images: Path, *, dim: int = 32, **columns) -> Path:
+    """A file another tool wrote for the images under ``images``: paths relative to that folder, seeded vectors."""
+    paths = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))
+    rng = np.random.default_rng(3)
+    data = {"path": paths, "embedding": rng.normal(size=(len(paths), dim)).astype(np.float32).tolist(), **columns}
+    out = tmp_path / "theirs.parquet"
+    pq.write_table(pa.table(data), out)
+    return out
+
+
+def test_a_file_from_elsewhere_needs_the_options_that_made_it(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2)
+    theirs = _foreign(tmp_path, images)
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{theirs} does not say which feature configuration made its vectors (export_vectors did not write it); "
+            "give the extract options that made them: --backbone NAME at least, and --layer, --pooling, "
+            "--input-size, --weights as they were")):
+        import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding")
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{theirs} holds one vector per image and no augmented views; drop --augment")):
+        import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", augment=2, **TINY)
+
+
+def test_a_file_from_elsewhere_gets_ids_from_its_images_and_classes_from_its_names(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2, classes=("dog", "cat"))
+    names = ["cat", "cat", "dog", "dog"]  # sorted paths: cat/..., dog/...
+    theirs = _foreign(tmp_path, images, **{"class": names})
+    result = import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images, **TINY)
+    stored = _h5(result.path)
+    table = pq.read_table(theirs)
+    expected_ids = [hashlib.sha256((images / p).read_bytes()).hexdigest() for p in table.column("path").to_pylist()]
+    assert stored["ids"] == expected_ids
+    assert stored["class_names"] == ["cat", "dog"] and stored["labels"] == [0, 0, 1, 1]
+    np.testing.assert_array_equal(stored["vectors"], np.asarray(table.column("embedding").to_pylist(), np.float32))
+    with open_cache(result.path) as imported:
+        assert imported.info.source_kind == "parquet" and imported.info.source == f"parquet:{theirs.resolve()}"
+
+
+def test_a_file_from_elsewhere_keeps_its_label_numbering_and_is_checked(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2, classes=("dog", "cat"))
+    theirs = _foreign(tmp_path, images, label=[1, 1, 0, -1], **{"class": ["cat", "cat", "dog", None]})
+    result = import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images, **TINY)
+    stored = _h5(result.path)
+    assert stored["class_names"] == ["dog", "cat"] and stored["labels"] == [1, 1, 0, -1]
+    bad = _foreign(tmp_path, images, label=[1, 0, 0, 1], **{"class": ["cat", "cat", "dog", "cat"]})
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 2 of {bad} (dog/dog_000.png) names label 0 'dog', but an earlier row names it 'cat'; "
+            "each label index has one class name")):
+        import_vectors(bad, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images, **TINY)
+
+
+def test_a_file_from_elsewhere_of_the_wrong_length_is_refused_before_its_images_are_read(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2)
+    theirs = _foreign(tmp_path, images, dim=1280)
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{theirs} holds vectors of 1280 values, but tiny (layer conv3, pooling avg, input size 32) makes vectors "
+            "of 32; give the extract options that made these vectors (--backbone, --layer, --pooling, --input-size)")):
+        import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", images_root=tmp_path / "nowhere",
+                       **TINY)
+    flat = _foreign(tmp_path, images, dim=8 * 8 * 32)  # pooling flatten at 32 px: an 8 x 8 map of 32 channels
+    result = import_vectors(flat, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images,
+                            pooling="flatten", **TINY)
+    with open_cache(result.path) as imported:
+        assert imported.features.shape == (6, 8 * 8 * 32) and imported.feature_config.pooling == "flatten"
+
+
+def test_ids_that_cannot_be_computed_say_how_to_give_them(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2)
+    theirs = _foreign(tmp_path, images)
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 0 of {theirs} has no id column to say which image cat/cat_000.png is, and "
+            f"{tmp_path / 'cat' / 'cat_000.png'} cannot be read (No such file or directory); give --images-root "
+            "FOLDER, the folder its paths are relative to, or an 'id' column (sha256 of each image's file)")):
+        import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", **TINY)
+
+
+# --------------------------------------------------------------------------- a later extract finds the cache
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    """A real extraction of a small folder with the tiny backbone (the reference runtime: no model conversion)."""
+    from transfer_cache.extract import extract
+
+    root = tmp_path_factory.mktemp("extracted")
+    images = make_class_folder(root / "images", per_class=3, splits=("train", "test"))
+    (images / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    result = extract(str(images), cache_dir=root / "caches", runtime="tensorflow", progress=False, **TINY)
+    assert result.failed and not result.hit
+    return images, result.path
+
+
+def _extract_again(images: Path, cache_dir: Path):
+    from transfer_cache.extract import extract
+
+    return extract(str(images), cache_dir=cache_dir, runtime="tensorflow", progress=False, **TINY)
+
+
+def test_an_imported_export_is_a_hit_for_extract(extracted, tmp_path):
+    images, cache = extracted
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    imported = import_vectors(out, cache_dir=tmp_path / "caches").path
+    assert imported.name == cache.name
+    again = _extract_again(images, tmp_path / "caches")
+    assert again.hit and again.path == imported and again.computed == 0
+
+
+def test_vectors_from_elsewhere_named_by_their_source_are_reused_by_extract(extracted, tmp_path):
+    images, cache = extracted
+    table = pq.read_table(export_vectors(cache, tmp_path / "v.parquet").path)
+    theirs = tmp_path / "theirs.parquet"  # what another tool keeps: paths and vectors, no ids, labels or metadata
+    pq.write_table(pa.table({"path": table.column("path"), "vector": table.column("vector")}), theirs)
+    imported = import_vectors(theirs, cache_dir=tmp_path / "caches", source=str(images), runtime="tensorflow",
+                              **TINY).path
+    assert imported.name == cache.name
+    after, before = _h5(imported), _h5(cache)
+    np.testing.assert_array_equal(after.pop("vectors"), before.pop("vectors"))
+    assert before.pop("failed") == ["train/cat/broken.png"] and after.pop("failed") == []  # the file does not say
+    before.pop("failed_ids"), after.pop("failed_ids")
+    assert after == before  # ids computed from the images, labels, splits and classes from the source
+    again = _extract_again(images, tmp_path / "caches")  # tries the one image the file did not hold, reuses the rest
+    assert not again.hit and again.computed == 0 and again.reused == len(table) and len(again.failed) == 1
+    assert _extract_again(images, tmp_path / "caches").hit
+    # only some of the images: the cache holds those, and extract computes the rest only
+    half = tmp_path / "half.parquet"
+    pq.write_table(pa.table({"path": table.column("path"), "vector": table.column("vector")}).slice(0, 5), half)
+    import_vectors(half, cache_dir=tmp_path / "half", source=str(images), runtime="tensorflow", **TINY)
+    partial = _extract_again(images, tmp_path / "half")
+    assert not partial.hit and partial.computed == len(table) - 5 and partial.reused == 5
+
+
+def test_a_source_that_disagrees_with_the_file_is_named(extracted, tmp_path):
+    images, cache = extracted
+    table = pq.read_table(export_vectors(cache, tmp_path / "v.parquet").path)
+    wrong = table.column("split").to_pylist()
+    wrong[2] = "test" if wrong[2] != "test" else "train"
+    theirs = tmp_path / "theirs.parquet"
+    pq.write_table(pa.table({"path": table.column("path"), "split": wrong, "vector": table.column("vector")}), theirs)
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 2 of {theirs} ({table.column('path')[2]}) has split {wrong[2]!r}, but folder:{images} says "
+            f"{table.column('split')[2].as_py()!r}; the source's labels and splits are kept in the cache: fix the "
+            "file or give the right --source")):
+        import_vectors(theirs, cache_dir=tmp_path / "caches", source=str(images), **TINY)
+    outside = tmp_path / "outside.parquet"
+    pq.write_table(pa.table({"path": ["elsewhere.png"], "vector": table.column("vector").slice(0, 1)}), outside)
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 0 of {outside} (elsewhere.png) is not an image of folder:{images} (the paths must be as that source "
+            f"lists them, e.g. {table.column('path')[0]})")):
+        import_vectors(outside, cache_dir=tmp_path / "caches", source=str(images), **TINY)
