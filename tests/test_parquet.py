@@ -114,8 +114,9 @@ def test_pandas_reads_the_file_without_the_package(tmp_path):
 
 
 def test_the_file_is_written_in_row_groups_of_a_block_of_the_cache(tmp_path, monkeypatch):
-    import transfer_cache.export_vectors as module
+    import importlib
 
+    module = importlib.import_module("transfer_cache.export_vectors")  # tc.export_vectors is the function
     monkeypatch.setattr(module, "block_rows", lambda dataset: 7)  # the reader's block: 7 rows instead of 64 MB
     cache = _cache(tmp_path, n=23)
     out = export_vectors(cache, tmp_path / "v.parquet").path
@@ -218,6 +219,10 @@ def test_export_mistakes_are_one_line(tmp_path, monkeypatch):
             '(or pip install "transfer_cache[parquet]")')):
         export_vectors(cache, tmp_path / "v.parquet")
     assert not (tmp_path / "v.parquet").exists()
+    (tmp_path / "v.parquet").write_bytes(b"PAR1")
+    with pytest.raises(TransferCacheError, match=re.escape("reading and writing Parquet needs pyarrow, which is not "
+                                                           "installed; pip install")):
+        import_vectors(tmp_path / "v.parquet", cache_dir=tmp_path / "c")
 
 
 def test_an_existing_file_is_replaced_once_the_new_one_is_complete(tmp_path):
