@@ -308,17 +308,26 @@ def _attrs(plan: _Plan) -> dict:
     return {**plan.config.as_dict(), **attrs, "class_names": list(plan.rows.class_names)}
 
 
-def _write(plan: _Plan, pf, *, target: Path, column: str, path: Path, overwrite: bool) -> None:
+def _write(plan: _Plan, pf, *, target: Path, column: str, path: Path, overwrite: bool, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
     rows = plan.rows
     stream = _VectorStream(pf, column=column, path=path, paths=rows.paths, row_shape=plan.row_shape,
                            config=plan.config)
-    with cache_lock(target):
+
+    def counted(start: int, stop: int) -> list[np.ndarray]:
+        block = stream(start, stop)
+        bar.update(stop - start)
+        return block
+
+    with cache_lock(target), tqdm(total=len(rows.ids), desc="importing", unit="row", disable=not progress,
+                                  file=sys.stderr, leave=False) as bar:
         if target.exists() and not overwrite:
             raise TransferCacheError(
                 f"cache {target} already exists; import_vectors replaces a cache only when given --overwrite "
                 "(python -m transfer_cache.extract reuses the one there)"
             )
-        write_cache(target, attrs=_attrs(plan), feature_rows=stream, feature_shapes=[plan.row_shape],
+        write_cache(target, attrs=_attrs(plan), feature_rows=counted, feature_shapes=[plan.row_shape],
                     rows=Rows(**rows.columns(), failed=[(p, reason) for p, reason, _ in rows.failed]),
                     failed_ids=[digest for _, _, digest in rows.failed])
     with open_cache(target) as check:  # the file is the cache that was planned, or nothing is claimed
@@ -353,7 +362,7 @@ def import_vectors(parquet, *, cache_dir=None, source=None, images_root=None, ve
     target = folder / plan.name
     with _atomic.translated(folder, where="give --cache-dir a folder on a writable disk"):
         folder.mkdir(parents=True, exist_ok=True)
-    _write(plan, pf, target=target, column=vector_column, path=path, overwrite=overwrite)
+    _write(plan, pf, target=target, column=vector_column, path=path, overwrite=overwrite, progress=progress)
     return VectorsImport(path=target, rows=len(plan.rows.ids), dim=dim, classes=len(plan.rows.class_names),
                          fingerprint=plan.config.fingerprint)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def file_ids(paths: list[str], root: Path, path: Path, progress: bool) -> list[s
     from tqdm.auto import tqdm
 
     ids = []
-    for row, name in enumerate(tqdm(paths, desc="hashing", unit="image", disable=not progress, leave=False)):
+    for row, name in enumerate(tqdm(paths, desc="hashing", unit="image", disable=not progress, leave=False,
+                                    file=sys.stderr)):
         target = Path(name) if os.path.isabs(name) else root / name
         try:
             ids.append(file_sha256(target))
