@@ -397,6 +397,36 @@ def test_a_file_from_elsewhere_keeps_its_label_numbering_and_is_checked(tmp_path
         import_vectors(bad, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images, **TINY)
 
 
+@pytest.mark.parametrize("columns, message", [
+    (dict(label=[0.0, 0.0, 1.0, 1.0]),
+     "row 0 of {bad} (cat/cat_000.png) has label 0.0; a label is a class index 0, 1, ... or -1 (unlabelled)"),
+    ({"class": [1, 1, 2, 2]},
+     "row 0 of {bad} (cat/cat_000.png) has class 1; the 'class' column holds class names (text), and 'label' their "
+     "indices"),
+    ({"label": [-1, 0, 0, 1], "class": ["cat", "cat", "dog", "dog"]},
+     "row 0 of {bad} (cat/cat_000.png) has label -1 and class 'cat'; an unlabelled row has label -1 and no class, a "
+     "labelled one both"),
+    ({"label": [0, 0, 2, 2], "class": ["cat", "cat", "fox", "fox"]},
+     "{bad} uses labels up to 2 but no row names class 1; labels must number the classes 0, 1, ... without gaps (or "
+     "drop the label column and the classes are numbered by name)"),
+])
+def test_labels_and_classes_of_a_file_from_elsewhere_are_checked_before_any_work(tmp_path, columns, message):
+    images = make_class_folder(tmp_path / "images", per_class=2, classes=("dog", "cat"))
+    bad = _foreign(tmp_path, images, **columns)
+    with pytest.raises(TransferCacheError, match=re.escape(message.format(bad=bad))):
+        import_vectors(bad, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images, **TINY)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_label_column_alone_numbers_the_classes(tmp_path):
+    images = make_class_folder(tmp_path / "images", per_class=2, classes=("dog", "cat"))
+    theirs = _foreign(tmp_path, images, label=[0, 0, 1, -1], split=["train", "Validation", "test", None])
+    stored = _h5(import_vectors(theirs, cache_dir=tmp_path / "c", vector_column="embedding", images_root=images,
+                                **TINY).path)
+    assert stored["class_names"] == ["0", "1"] and stored["labels"] == [0, 0, 1, -1]
+    assert stored["split"] == ["train", "val", "test", ""]
+
+
 def test_a_file_from_elsewhere_of_the_wrong_length_is_refused_before_its_images_are_read(tmp_path):
     images = make_class_folder(tmp_path / "images", per_class=2)
     theirs = _foreign(tmp_path, images, dim=1280)

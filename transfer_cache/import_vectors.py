@@ -170,12 +170,12 @@ def _foreign_config(given: dict, path: Path) -> FeatureConfig:
 
 
 def _foreign_plan(pf, path: Path, *, fixed: int | None, given: dict, source, images_root, progress: bool) -> _Plan:
-    """A file from elsewhere: the configuration the user gives; rows from the file, or from ``source``."""
+    """A file from elsewhere: the configuration the user gives; rows from the file, or from ``source``. Every column
+    is checked, then the vector length, before any image is read for its id."""
     config = _foreign_config(given, path)
     columns = read_columns(pf, path)
     paths = checked_paths(columns, path)
     ids = given_ids(columns, path)
-    row_shape = _checked_shape(_made_shape(config), fixed, config, path)  # before images are read for their ids
     if source is not None:
         if images_root is not None:
             raise TransferCacheError("--source knows where its images are; drop --images-root")
@@ -184,8 +184,8 @@ def _foreign_plan(pf, path: Path, *, fixed: int | None, given: dict, source, ima
         src = open_source(str(source))
         config = for_source(config, src)
         records, labels, splits = source_rows(columns, src, path)
-        ids = ids or _source_ids(src, records, path)
-        rows = ImportedRows(ids=ids, paths=paths, labels=labels, split=splits, class_names=list(src.class_names),
+        rows = ImportedRows(ids=ids or [], paths=paths, labels=labels, split=splits,
+                            class_names=list(src.class_names),
                             failed=[(failed_path, reason, "") for failed_path, reason in src.failed])
         info = CacheInfo(source=src.description, source_kind=src.kind, source_root=str(src.root or ""))
         name = cache_filename(source_name=src.name, source_description=src.description, backbone=config.backbone,
@@ -193,12 +193,14 @@ def _foreign_plan(pf, path: Path, *, fixed: int | None, given: dict, source, ima
     else:
         root = Path(images_root) if images_root is not None else path.parent
         labels, class_names = labels_from_file(columns, path)
-        ids = ids or file_ids(paths, root, path, progress)
-        rows = ImportedRows(ids=ids, paths=paths, labels=labels, split=checked_splits(columns, path),
+        rows = ImportedRows(ids=ids or [], paths=paths, labels=labels, split=checked_splits(columns, path),
                             class_names=class_names)
         info = CacheInfo(source=f"parquet:{path.resolve()}", source_kind="parquet", source_root=str(root))
         name = cache_filename(source_name=path.stem, source_description=info.source, backbone=config.backbone,
                               fingerprint=config.fingerprint)
+    row_shape = _checked_shape(_made_shape(config), fixed, config, path)
+    if ids is None:  # the images themselves, read once every other check has passed
+        rows.ids = _source_ids(src, records, path) if source is not None else file_ids(paths, root, path, progress)
     return _Plan(config=config, rows=rows, row_shape=row_shape, info=info, name=name)
 
 

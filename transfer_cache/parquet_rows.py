@@ -72,7 +72,7 @@ def checked_splits(columns: dict, path: Path) -> list[str]:
     values = columns.get(COLUMNS.split) or [""] * len(columns[COLUMNS.path])
     splits = []
     for row, value in enumerate(values):
-        split = normalise_split(value or "")
+        split = normalise_split(value or "") if isinstance(value, (str, type(None))) else None
         if split is None:
             raise TransferCacheError(
                 f"{_where(path, columns, row)} has split {value!r}; a split is one of {', '.join(SPLITS)} "
@@ -129,6 +129,10 @@ def labels_from_file(columns: dict, path: Path) -> tuple[list[int], list[str]]:
     if COLUMNS.label_name not in columns:
         return labels, [str(k) for k in range(max(labels, default=-1) + 1)]
     names = columns[COLUMNS.label_name]
+    for row, name in enumerate(names):
+        if name is not None and not isinstance(name, str):
+            raise TransferCacheError(f"{_where(path, columns, row)} has class {name!r}; the '{COLUMNS.label_name}' "
+                                     f"column holds class names (text), and '{COLUMNS.label}' their indices")
     if COLUMNS.label not in columns:
         found = sorted({name for name in names if name is not None}, key=class_sort_key(
             [name for name in names if name is not None]))
