@@ -117,7 +117,7 @@ def test_the_file_is_written_in_row_groups_of_a_block_of_the_cache(tmp_path, mon
     import importlib
 
     module = importlib.import_module("transfer_cache.export_vectors")  # tc.export_vectors is the function
-    monkeypatch.setattr(module, "block_rows", lambda dataset: 7)  # the reader's block: 7 rows instead of 64 MB
+    monkeypatch.setattr(module, "_ROW_GROUP_BYTES", 7 * 8 * 4)  # 7 rows of 8 float32 instead of 16 MB
     cache = _cache(tmp_path, n=23)
     out = export_vectors(cache, tmp_path / "v.parquet").path
     metadata = pq.ParquetFile(out).metadata

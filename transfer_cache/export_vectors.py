@@ -4,7 +4,7 @@ One row per image (``parquet_vectors.COLUMNS``: id, path, label, class, split, a
 of float32), so pandas, DuckDB, Polars or Spark read it without this package. The feature configuration that made
 the vectors, the class names and the failed images go into the file's key-value metadata, so
 ``python -m transfer_cache.import_vectors`` makes the same cache of it again. The cache is read and the file written
-one row group at a time (``Cache.read_rows`` blocks of about 64 MB), so memory stays flat however many rows there
+one row group at a time (``Cache.read_rows`` blocks of about 16 MB), so memory stays flat however many rows there
 are; the file is written under a temporary name and renamed when complete, like every file the package writes.
 """
 
@@ -20,12 +20,21 @@ import numpy as np
 from . import _atomic, _cli
 from ._checks import check_file_target
 from ._errors import TransferCacheError
-from .cache import Cache, block_rows, open_cache
+from .cache import Cache, open_cache
 from .parquet_vectors import COLUMNS, FORMAT, FORMAT_VERSION, require_pyarrow, schema
 
 __all__ = ["export_vectors", "VectorsExport"]
 
 _WHERE = "choose an OUT path on another disk"
+# the text columns repeat (classes, splits): dictionary-encoded; the vectors never do, and trying costs a pass
+_DICTIONARY = [COLUMNS.label_name, COLUMNS.split]
+# vectors per row group: about 16 MB. The peak memory is about 8 times that (the block read, its Arrow table, the
+# encoded and compressed pages): 300 MB for 200 000 x 1280 float32 against 620 MB with 64 MB, at the same speed
+_ROW_GROUP_BYTES = 16 << 20
+
+
+def _group_rows(dim: int) -> int:
+    return max(1, _ROW_GROUP_BYTES // (4 * dim))
 
 
 @dataclass(frozen=True)
@@ -107,11 +116,11 @@ def export_vectors(cache, out, *, layer: str | None = None, progress: bool = Fal
         n, dim = len(opened), int(np.prod(dataset.shape[1:]))
         metadata = file_metadata(opened, chosen)
         table_schema = schema(pa, dim, metadata)
-        step = block_rows(dataset)
+        step = _group_rows(dim)
         with _atomic.replacing(out, where=_WHERE) as temporary, _atomic.writing(temporary), \
                 tqdm(total=n, desc="exporting", unit="row", disable=not progress, file=sys.stderr,
                      leave=False) as bar:
-            with pq.ParquetWriter(temporary, table_schema) as writer:
+            with pq.ParquetWriter(temporary, table_schema, use_dictionary=_DICTIONARY) as writer:
                 for start in range(0, n, step):
                     stop = min(n, start + step)
                     vectors = opened.read_rows(np.arange(start, stop), layer=chosen).reshape(stop - start, dim)
