@@ -208,6 +208,11 @@ def test_export_mistakes_are_one_line(tmp_path, monkeypatch):
             f"{tmp_path / 'folder'} is a folder; give the Parquet file to write, e.g. "
             f"{tmp_path / 'folder' / 'vectors.parquet'}")):
         export_vectors(cache, tmp_path / "folder")
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"{cache} exists and is not a Parquet file; export_vectors replaces only a Parquet file: choose another "
+            "OUT path")):
+        export_vectors(cache, cache)  # the arguments swapped, or a cache's name typed as OUT: the cache stays
+    assert _h5(cache)["ids"]
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(TransferCacheError, match=re.escape(
             f"cannot write {tmp_path / 'a_file' / 'v.parquet'}: {tmp_path / 'a_file'} is a file, not a folder; "
@@ -215,7 +220,7 @@ def test_export_mistakes_are_one_line(tmp_path, monkeypatch):
         export_vectors(cache, tmp_path / "a_file" / "v.parquet")
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)  # as if it were not installed
     with pytest.raises(TransferCacheError, match=re.escape(
-            'reading and writing Parquet needs pyarrow, which is not installed; pip install "pyarrow>=14.0" '
+            'reading and writing Parquet needs pyarrow, which is not installed; pip install "pyarrow>=14.0.1" '
             '(or pip install "transfer_cache[parquet]")')):
         export_vectors(cache, tmp_path / "v.parquet")
     assert not (tmp_path / "v.parquet").exists()
@@ -341,3 +346,18 @@ def test_a_missing_or_foreign_input_file_is_named(tmp_path):
     (tmp_path / "text.parquet").write_text("id,path\n")
     with pytest.raises(TransferCacheError, match=re.escape(f"{tmp_path / 'text.parquet'} is not a Parquet file (")):
         import_vectors(tmp_path / "text.parquet", cache_dir=tmp_path / "c")
+
+
+def test_vectors_of_a_feature_map_keep_their_shape_through_the_file(tmp_path):
+    """pooling none stores (h, w, c) per image: the file holds it flat and says the shape; import restores it."""
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(6, 2, 2, 3)).astype(np.float32)
+    attrs = dict(class_names=("cat", "dog"), pooling="none")
+    name = cache_filename(source_name="maps", source_description="maps", backbone="tiny",
+                          fingerprint=fingerprint(synthetic_attrs(**attrs)))
+    cache = write_synthetic_cache(tmp_path / "first" / name, features=maps, labels=[0, 1, 0, 1, -1, 0], **attrs)
+    out = export_vectors(cache, tmp_path / "v.parquet").path
+    assert str(pq.read_schema(out).field("vector").type) == "fixed_size_list<element: float>[12]"
+    with open_cache(import_vectors(out, cache_dir=tmp_path / "second").path) as imported:
+        assert imported.features.shape == (6, 2, 2, 3)
+        np.testing.assert_array_equal(imported.features[:], maps)

@@ -26,6 +26,7 @@ from .parquet_vectors import COLUMNS, FORMAT, FORMAT_VERSION, require_pyarrow, s
 __all__ = ["export_vectors", "VectorsExport"]
 
 _WHERE = "choose an OUT path on another disk"
+_PARQUET_MAGIC = b"PAR1"  # the first four bytes of every Parquet file
 # the text columns repeat (classes, splits): dictionary-encoded; the vectors never do, and trying costs a pass
 _DICTIONARY = [COLUMNS.label_name, COLUMNS.split]
 # vectors per row group: about 16 MB. The peak memory is about 8 times that (the block read, its Arrow table, the
@@ -53,10 +54,17 @@ class VectorsExport:
 
 
 def _checked_out(out) -> Path:
-    """The Parquet file to write: not a folder, under a folder that is one (a missing folder is created)."""
+    """The Parquet file to write: not a folder, under a folder that is one (a missing folder is created), and when
+    it exists a Parquet file (derived data, replaced), never another kind of file such as a cache."""
     out = Path(out)
     if out.is_dir():
         raise TransferCacheError(f"{out} is a folder; give the Parquet file to write, e.g. {out / 'vectors.parquet'}")
+    if out.is_file():
+        with open(out, "rb") as handle:
+            magic = handle.read(4)
+        if magic != _PARQUET_MAGIC:
+            raise TransferCacheError(f"{out} exists and is not a Parquet file; export_vectors replaces only a Parquet "
+                                     "file: choose another OUT path")
     return check_file_target(out, "OUT")
 
 

@@ -17,8 +17,9 @@ from ._errors import TransferCacheError
 
 FORMAT = "transfer_cache.vectors"
 FORMAT_VERSION = 1
-#: the lowest pyarrow whose Parquet writer and fixed-size lists these files were tested with
-PYARROW_MINIMUM = "14.0"
+#: the first pyarrow that reads a Parquet file from elsewhere safely (14.0.1 fixed CVE-2023-47248: a crafted file
+#: could run code while its extension types were read)
+PYARROW_MINIMUM = "14.0.1"
 INSTALL = f'pip install "pyarrow>={PYARROW_MINIMUM}" (or pip install "transfer_cache[parquet]")'
 
 
