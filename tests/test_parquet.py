@@ -285,6 +285,16 @@ def test_ragged_vectors_are_refused_naming_the_first_odd_row(tmp_path):
         import_vectors(bad, cache_dir=tmp_path / "c")
 
 
+def test_a_row_without_a_vector_is_refused_naming_it(tmp_path):
+    source = _exported(tmp_path)
+    vectors = pq.read_table(source).column("vector").to_pylist()
+    vectors[4] = None
+    bad = _rewritten(source, tmp_path / "bad.parquet", vectors=pa.array(vectors, type=pa.list_(pa.float32())))
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"row 4 of {bad} (img_00004.png) has no vector (null); every row needs one")):
+        import_vectors(bad, cache_dir=tmp_path / "c")
+
+
 def test_vectors_of_the_wrong_length_are_refused_before_any_work(tmp_path):
     source = _exported(tmp_path)
     vectors = np.asarray(pq.read_table(source).column("vector").to_pylist(), dtype=np.float32)[:, :5]
