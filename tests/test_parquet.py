@@ -241,6 +241,10 @@ def test_an_existing_file_is_replaced_once_the_new_one_is_complete(tmp_path):
 # --------------------------------------------------------------------------- import's mistakes (any file)
 
 
+def _cache_name(tmp_path: Path) -> str:
+    return next((tmp_path / "first").glob("*.h5")).name
+
+
 def _exported(tmp_path: Path, n: int = 12) -> Path:
     return export_vectors(_cache(tmp_path / "first", n=n), tmp_path / "v.parquet").path
 
@@ -271,7 +275,8 @@ def test_a_vector_with_nan_or_infinity_is_refused_naming_its_row(tmp_path):
                 f"row 9 of {bad} (img_00009.png) holds {word} in its vector; a cache holds finite vectors: fix or "
                 "drop that row")):
             import_vectors(bad, cache_dir=tmp_path / "c")
-        assert not (tmp_path / "c").exists() or not any((tmp_path / "c").glob("*.h5"))
+        left = sorted(p.name for p in (tmp_path / "c").iterdir())
+        assert left == [f".{_cache_name(tmp_path)}.lock"]  # no cache, no temporary: only the (released) lock
 
 
 def test_ragged_vectors_are_refused_naming_the_first_odd_row(tmp_path):
