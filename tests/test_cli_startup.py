@@ -112,6 +112,19 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
             (["missing.shard0-of-2.h5"],
              "shard file missing.shard0-of-2.h5 does not exist; extract that shard first (--shard 0/2)"),
         ],
+        "export_vectors": [
+            (["missing.h5", "v.parquet"], "cache file missing.h5 does not exist; run python -m transfer_cache.extract "
+                                          "first"),
+            (["missing.h5", "a_file/v.parquet"],
+             "cannot write a_file/v.parquet: a_file is a file, not a folder; choose another OUT path"),
+        ],
+        "import_vectors": [
+            (["missing.parquet"], "missing.parquet does not exist; give a Parquet file of vectors, e.g. one written by "
+                                  "python -m transfer_cache.export_vectors CACHE OUT.parquet"),
+            (["missing.parquet", "--cache-dir", "a_file"],
+             "cache folder a_file is a file, not a folder; give --cache-dir a folder path (it is created when "
+             "missing)"),
+        ],
         "bench": [
             (["--parts", "nope"],
              "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; "

@@ -73,6 +73,12 @@ REFERENCE: dict[str, list[str] | None] = {
     "python -m transfer_cache.merge --cache-dir caches": ["merge", "--cache-dir", "{cache_dir}"],
     "python -m transfer_cache.extract photos --shards 2 --engine dask --workers 2": None,
     "python -m transfer_cache.bench --json bench.json": None,
+    "python -m transfer_cache.export_vectors caches/photos-*.h5 vectors.parquet":
+        ["export_vectors", "{cache}", "vectors.parquet"],
+    "python -m transfer_cache.import_vectors vectors.parquet --cache-dir elsewhere":
+        ["import_vectors", "vectors.parquet", "--cache-dir", "elsewhere"],
+    "python -m transfer_cache.import_vectors theirs.parquet --backbone efficientnet_lite0 --source photos":
+        ["import_vectors", "theirs.parquet", *TINY, "--source", "{photos}"],
 }
 OFFLINE = {
     "pip install -e . && python -m transfer_cache.extract sklearn:digits":
@@ -136,9 +142,24 @@ def test_a_reference_command_of_the_readme_runs(line, photos, tiny_cache, tiny_r
     if module == "merge":  # the shards it joins, as the two README lines before it wrote them
         for shard in ("0/2", "1/2"):
             assert run_main("extract", [str(photos), *TINY, "--shard", shard, "--quiet"], capsys)[0] == 0
+    if module == "import_vectors":  # the file it reads: the README line before it exported it, or another tool
+        _vectors_file(tiny_cache, argv[0])
     code, out, err = run_main(module, argv + ["--runs-dir", "runs"] * (module == "fit"), capsys)
     assert code == 0, err[-3000:]
     assert out.strip(), "every command ends with a one-line summary"
+
+
+def _vectors_file(cache, name: str) -> None:
+    """``name`` in the working folder: the cache exported, or (theirs.parquet) only its paths and vectors, as another
+    tool would keep them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transfer_cache.export_vectors import export_vectors
+
+    table = pq.read_table(export_vectors(cache, "vectors.parquet").path)
+    if name == "theirs.parquet":
+        pq.write_table(pa.table({"path": table.column("path"), "vector": table.column("vector")}), name)
 
 
 def test_the_readme_tour_runs_as_written(tmp_path):

@@ -34,6 +34,8 @@ _LAZY = {
     "predict": "predict",
     "write_report": "report",
     "merge": "merge",
+    "export_vectors": "export_vectors",
+    "import_vectors": "import_vectors",
 }
 
 __all__ = ["__version__", "ImageError", "TransferCacheError", *_LAZY]

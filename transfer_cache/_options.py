@@ -47,10 +47,14 @@ def cli_flag(f: dataclasses.Field) -> str:
     return flag.flag or "--" + f.name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, options_class, titles: Mapping[str, str] | None = None) -> None:
-    """One flag per option, as declared; under a heading per group when ``titles`` names the groups."""
+def add_arguments(parser: argparse.ArgumentParser, options_class, titles: Mapping[str, str] | None = None, *,
+                  only: tuple[str, ...] = ()) -> None:
+    """One flag per option, as declared; under a heading per group when ``titles`` names the groups; ``only`` keeps
+    the options of those groups (another command taking some of them, worded as declared)."""
     groups = {name: parser.add_argument_group(title) for name, title in (titles or {}).items()}
     for f, flag in declared(options_class):
+        if only and flag.group not in only:
+            continue
         keywords: dict[str, Any] = {"dest": f.name, "help": flag.help, **flag.argparse}
         if keywords.get("action") not in ("store_true", "store_false"):
             keywords.setdefault("default", f.default)
