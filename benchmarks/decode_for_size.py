@@ -9,8 +9,9 @@
    crops of part 2 at their default configuration. Target: >= 0.995 for every image.
 2. Speed. ``python -m transfer_cache.extract`` on 192 phone-size JPEGs (seeded crops of the same photographs,
    ``_bench_images.write_test_images`` at 4032x3024) against the same crops at 500x375, in alternated pairs
-   (A B A B ...), each run a fresh process with a fresh ``--cache-dir``, with ``TRANSFER_CACHE_MODELS`` a models
-   folder warmed first (the conversion is not timed). Printed per pair: wall images/s of each (192 / the process's
+   (A B, B A, ...), each run a fresh process with a fresh cache folder, with ``TRANSFER_CACHE_MODELS`` a models
+   folder made first (the conversion is not timed): the bench's ``phone`` part (``python -m transfer_cache.bench
+   --parts phone``), printed pair by pair. Printed per pair: wall images/s of each (192 / the process's
    wall time) and extract's own images/s (its summary line), and the ratios; then the medians. Target: >= 0.70.
    ``--decoding full`` measures the same pairs with the old decoding.
 
@@ -26,12 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +57,10 @@ def phone_photos(folder: Path) -> dict[str, list[Path]]:
 
 
 def photo_sets(work: Path, count: int) -> tuple[Path, Path]:
-    """The same ``count`` seeded crops at 4032x3024 and at 500x375 (written once, kept in ``work``)."""
-    from transfer_cache._bench_images import write_test_images
+    """The same ``count`` seeded crops at 4032x3024 and at 500x375 (written once, kept in ``work``): the bench's."""
+    from transfer_cache._bench_images import photo_set
 
-    sets = []
-    for size in (PHONE, SMALL):
-        folder = work / f"crops-{size[0]}x{size[1]}-{count}"
-        if not folder.exists():
-            partial = folder.with_name(folder.name + ".partial")
-            write_test_images(partial, count, size=size)
-            partial.rename(folder)
-        sets.append(folder)
-    return sets[0], sets[1]
+    return photo_set(work, count, size=PHONE), photo_set(work, count, size=SMALL)
 
 
 def vectors(files: list[Path], config, forward) -> np.ndarray:
@@ -118,39 +106,25 @@ def vector_figures(work: Path, crops: Path) -> float:
     return worst
 
 
-def extract_rate(folder: Path, env: dict, decoding: str | None) -> tuple[float, float]:
-    """(wall images/s of the whole process, extract's own images/s) of one extraction into a fresh cache folder."""
-    count = len(list(folder.rglob("*.jpg")))
-    with tempfile.TemporaryDirectory(prefix="decode-bench-") as caches:
-        command = [sys.executable, "-m", "transfer_cache.extract", str(folder), "--cache-dir", caches, "--quiet"]
-        if decoding:
-            command += ["--decoding", decoding]
-        begin = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-        wall = time.perf_counter() - begin
-    if done.returncode != 0:
-        raise SystemExit(f"extract failed: {done.stderr[-2000:]}")
-    own = float(re.search(r"([\d.]+) images/s", done.stdout).group(1))
-    return count / wall, own
+def speed_figures(phone: Path, small: Path, *, pairs: int, work: Path, decoding: str | None) -> float:
+    """The bench's ``phone`` part (alternated pairs of whole extractions); prints each pair and the medians; returns
+    the median wall ratio."""
+    from transfer_cache._bench_timing import photo_size_runs
 
-
-def speed_figures(phone: Path, small: Path, *, pairs: int, models: Path, decoding: str | None) -> float:
-    """Alternated pairs of whole extractions; prints each and the medians; returns the median wall ratio."""
-    env = {**os.environ, "TRANSFER_CACHE_MODELS": str(models)}
-    extract_rate(small, env, decoding)  # warms the models folder: the conversion is not timed
-    print(f"speed: extract on {phone.name} against {small.name} (decoding {decoding or 'default'}), "
-          f"alternated pairs, fresh cache folder each run, models in {models}")
-    walls, owns = [], []
-    for pair in range(1, pairs + 1):
-        big_wall, big_own = extract_rate(phone, env, decoding)
-        small_wall, small_own = extract_rate(small, env, decoding)
-        walls.append(big_wall / small_wall)
-        owns.append(big_own / small_own)
-        print(f"  pair {pair}: phone {big_wall:.1f} images/s wall ({big_own:.1f} extract's), 500x375 "
-              f"{small_wall:.1f} wall ({small_own:.1f}); ratio wall {walls[-1]:.2f}, extract's {owns[-1]:.2f}")
-    print(f"median ratio phone / 500x375: wall {statistics.median(walls):.2f}, extract's "
-          f"{statistics.median(owns):.2f} (target >= 0.70)")
-    return statistics.median(walls)
+    options = {"decoding": decoding} if decoding else {}
+    with tempfile.TemporaryDirectory(prefix="decode-bench-", dir=work) as runs:
+        report = photo_size_runs(phone, small, options=options, repeats=pairs, workdir=Path(runs))
+    images = report["images"]
+    print(f"speed: extract on {phone.name} against {small.name} (decoding {decoding or 'default'}, "
+          f"{report['runtime']}), alternated pairs, fresh cache folder each run, models made beforehand")
+    for pair, (big, little) in enumerate(zip(report["phone"]["runs"], report["small"]["runs"]), 1):
+        print(f"  pair {pair}: phone {images / big['wall_seconds']:.1f} images/s wall "
+              f"({big['images_per_second']:.1f} extract's), 500x375 {images / little['wall_seconds']:.1f} wall "
+              f"({little['images_per_second']:.1f}); ratio wall {little['wall_seconds'] / big['wall_seconds']:.2f}, "
+              f"extract's {big['images_per_second'] / little['images_per_second']:.2f}")
+    print(f"median ratio phone / 500x375: wall {report['ratio_wall']:.2f}, extract's {report['ratio_steady']:.2f} "
+          "(target >= 0.70)")
+    return report["ratio_wall"]
 
 
 def main(argv=None) -> int:
@@ -159,7 +133,6 @@ def main(argv=None) -> int:
                         help="where the photo sets are written once and kept")
     parser.add_argument("--images", type=int, default=192, help="photos in each speed set (default 192)")
     parser.add_argument("--pairs", type=int, default=3, help="alternated pairs (default 3)")
-    parser.add_argument("--models", default=None, help="models folder (default $TRANSFER_CACHE_MODELS or the usual)")
     parser.add_argument("--decoding", default=None, help="pass --decoding to extract (default: extract's default)")
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
@@ -169,10 +142,7 @@ def main(argv=None) -> int:
     if not args.skip_vectors:
         vector_figures(work, phone)
     if not args.skip_speed:
-        from transfer_cache.runtimes.openvino import models_dir
-
-        models = Path(args.models) if args.models else models_dir()
-        speed_figures(phone, small, pairs=args.pairs, models=models, decoding=args.decoding)
+        speed_figures(phone, small, pairs=args.pairs, work=work, decoding=args.decoding)
     return 0
 
 
