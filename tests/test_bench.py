@@ -211,3 +211,6 @@ def test_phone_and_first_run_parts_time_real_extractions(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"phone size / 500x375, 2 photos, {photo['runtime']} (wall img/s)" in out
     assert f"first run / warm run, 2 photos, {first['runtime']} (s)" in out
+    # again in the kept work folder: its earlier caches are cleared, not hits that would time nothing
+    assert main([*argv[:5], "first-run", *argv[6:]]) == 0
+    assert json.loads(target.read_text())["first_run"]["first"]["runs"][0]["computed"] == 2

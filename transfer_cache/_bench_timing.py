@@ -254,8 +254,8 @@ def paired_rows(report: dict) -> list[tuple[str, str]]:
     for key, agreement in report.get("extract", {}).items():
         if key.startswith("vectors_against_"):
             for name, figures in agreement.items():
-                rows.append((f"  {name} vectors vs {key[len('vectors_against_'):]}'s: min cosine (median)",
-                             f"{figures['min_cosine']:.6f} ({figures['median_cosine']:.6f})"))
+                rows.append((f"  {name} vectors vs {key[len('vectors_against_'):]}'s: min cosine",
+                             f"{figures['min_cosine']:.8f} (largest difference {figures['max_abs_difference']:.1e})"))
     if "photo_size" in report:
         p = report["photo_size"]
         rows.append((f"phone size / 500x375, {p['images']} photos, {p['runtime']} (wall img/s)",

@@ -127,7 +127,7 @@ def _backbone(bench: _Bench, report: dict) -> int:
 def _extract_and_peer(bench: _Bench, report: dict) -> int:
     chosen = bench.runtimes if "extract" in bench.parts else []
     report["extract"] = extraction_runs(bench.folder, runtimes=chosen, options=bench.options, repeats=bench.repeats,
-                                        workdir=bench.work / "extract", peer="peer" in bench.parts)
+                                        workdir=_fresh(bench.work / "extract"), peer="peer" in bench.parts)
     reference = bench.runtimes[-1]  # the reference runtime (TensorFlow): the others' vectors against its own
     if reference in chosen and len(chosen) > 1:
         report["extract"]["vectors_against_" + reference] = {
@@ -148,10 +148,16 @@ def _decode(bench: _Bench, report: dict) -> int:
     return 1
 
 
+def _fresh(folder: Path) -> Path:
+    """A timed run's folder emptied first: a kept ``--workdir`` would otherwise hold its caches (cache hits)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 def _photo_size(bench: _Bench, report: dict) -> int:
     sets = [photo_set(bench.work / "photo-size", bench.photo_images, size=size) for size in (PHONE_SIZE, SMALL_SIZE)]
     report["photo_size"] = photo_size_runs(*sets, options=bench.options, repeats=bench.repeats,
-                                           workdir=bench.work / "photo-size-runs")
+                                           workdir=_fresh(bench.work / "photo-size-runs"))
     for name, folder in zip(("phone", "small"), sets):  # where the time goes: the input pipeline alone
         report["photo_size"][name]["decode"] = decode_rates(folder, bench.config, batch_size=bench.batch_size,
                                                             repeats=bench.repeats, workers=(os.cpu_count() or 1,))
@@ -161,7 +167,7 @@ def _photo_size(bench: _Bench, report: dict) -> int:
 def _first_run(bench: _Bench, report: dict) -> int:
     folder = photo_set(bench.work / "photo-size", bench.photo_images, size=SMALL_SIZE)
     report["first_run"] = first_run_pairs(folder, options=bench.options, repeats=bench.repeats,
-                                          workdir=bench.work / "first-run")
+                                          workdir=_fresh(bench.work / "first-run"))
     return 1
 
 
