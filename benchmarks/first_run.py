@@ -70,7 +70,8 @@ def first_against_warm(folder: Path, work: Path, pairs: int) -> dict:
         print(json.dumps({"first_wall": round(first["wall_seconds"], 2), "warm_wall": round(warm["wall_seconds"], 2),
                           "first_batch_first_run": round(first["first_batch_seconds"], 2),
                           "first_batch_warm_run": round(warm["first_batch_seconds"], 2)}), file=sys.stderr)
-    return {key: report[key] for key in ("images", "runtime", "extra_seconds")} | {
+    return {"images": report["images"], "runtime": report["runtime"],
+            "extra_seconds": round(report["extra_seconds"], 2)} | {
         f"median_{kind}_{key}": round(report[kind][key], 2) for kind in ("first", "warm")
         for key in ("wall_seconds", "first_batch_seconds")}
 
