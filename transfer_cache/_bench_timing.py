@@ -270,7 +270,7 @@ def paired_rows(report: dict) -> list[tuple[str, str]]:
         f = report["first_run"]
         rows.append((f"first run / warm run, {f['images']} photos, {f['runtime']} (s)",
                      f"{f['first']['wall_seconds']:.1f} / {f['warm']['wall_seconds']:.1f} "
-                     f"(+{f['extra_seconds']:.2f} paired)"))
+                     f"({f['extra_seconds']:+.2f} paired)"))
         rows.append(("  first batch after process start, first / warm run (s)",
                      f"{f['first']['first_batch_seconds']:.2f} / {f['warm']['first_batch_seconds']:.2f}"))
     return rows
