@@ -14,12 +14,23 @@
    --parts phone``), printed pair by pair. Printed per pair: wall images/s of each (192 / the process's
    wall time) and extract's own images/s (its summary line), and the ratios; then the medians. Target: >= 0.70.
    ``--decoding full`` measures the same pairs with the old decoding.
+3. Augmented views (``--views N``, default 0: skipped). Extraction still decodes an image in full for its augmented
+   views, which begin by shrinking it to a short side of twice the input size (``forward_pass._augmenter``). What a
+   reduced decode would give: the first N phone-size crops DCT-scaled (``draft``, the image still >= 1.25x that short
+   side) and shrunk to the same size with the same region (a float box), then the same 4 seeded views of each
+   (``augment_image``, recipes standard and imagedatagenerator) against the views of the full decode. Printed: the
+   views' shapes agree (the geometry is exact), their cosines, and the decode CPU per photo both ways. Nothing in
+   the package decodes views this way yet: their vectors would change, so augmented "reduced" caches would need
+   another fingerprint.
 
 Measured here (2 shared cores, other jobs running; Pillow 13 with libjpeg-turbo 3.2, OpenVINO runtime):
 - vectors: lowest cosine of any image 0.99652 (the 192 crops: min 0.99652, 1st pct 0.99691, median 0.99892; the 8
   photos: center-crop jpg min 0.99678, png 0.99916; squash jpg 0.99863, png 0.99930; pad jpg 0.99923, png 0.99806).
 - speed, reduced: pairs 0.94, 0.79, 0.76 (wall), median 0.79 wall and 0.79 extract's own; in the same hour with
   ``--decoding full``: pairs 0.26, 0.23, 0.26, median 0.26 wall and 0.17 extract's.
+- views (``--views 24``, later, heavier load): standard min 0.99871, 1st pct 0.99897, median 0.99966; imagedatagenerator
+  min 0.99873, median 0.99962 (96 views each, DCT scale 1/4, same shapes); decode CPU per photo 180-213 ms full,
+  25-29 ms reduced and shrunk.
 """
 
 from __future__ import annotations
@@ -127,6 +138,70 @@ def speed_figures(phone: Path, small: Path, *, pairs: int, work: Path, decoding:
     return report["ratio_wall"]
 
 
+def _shrunk_reduced(data: bytes, short_side: int) -> tuple[np.ndarray, int]:
+    """The JPEG ``data`` shrunk (BILINEAR) to ``short_side`` as ``augment_image`` shrinks a full decode: the same size,
+    computed on the full image, from a DCT-scaled decode, the region scaled by the actual reduction."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    factor = short_side / min(width, height)
+    target = (max(1, round(width * factor)), max(1, round(height * factor)))
+    scale = next((s for s in (8, 4, 2) if min(width, height) / s >= 1.25 * short_side), 1)
+    if scale > 1:
+        image.draft("RGB", (width // scale, height // scale))
+        scale = round(width / image.size[0])
+    image = image.convert("RGB")
+    return np.asarray(image.resize(target, Image.Resampling.BILINEAR, box=(0, 0, width / scale, height / scale))), scale
+
+
+def view_figures(crops: Path, count: int) -> None:
+    """Print how close augmented views of a reduced decode are to those of a full decode (part 3)."""
+    import time
+
+    from transfer_cache import _imaging
+    from transfer_cache.augment import augment_image, get_recipe, view_rng
+    from transfer_cache.extract_options import feature_config
+    from transfer_cache.runtimes import get_runtime
+
+    config = feature_config()
+    work_size = 2 * config.input_size  # forward_pass._augmenter's
+    fit = dict(size=config.input_size, policy=config.resize, crop_fraction=config.crop_fraction,
+               interpolation=config.interpolation)
+    forward = get_runtime(config.runtime).forward(config, batch_size=32)
+    files = sorted(crops.rglob("*.jpg"))[:count]
+    for name in ("standard", "imagedatagenerator"):
+        recipe = get_recipe(name)
+        pixels: dict[str, list] = {"full": [], "reduced": []}
+        cpu, scales = {"full": 0.0, "reduced": 0.0}, set()
+        for path in files:
+            data = path.read_bytes()
+            begin = time.thread_time()
+            full = _imaging.decode_image(data)
+            cpu["full"] += time.thread_time() - begin
+            begin = time.thread_time()
+            reduced, scale = _shrunk_reduced(data, work_size)
+            cpu["reduced"] += time.thread_time() - begin
+            scales.add(scale)
+            for view in (1, 2, 3, 4):
+                rng = {kind: view_rng(path.name, view, 0) for kind in pixels}  # the same stream for both
+                views = {kind: augment_image(image, recipe=recipe, rng=rng[kind], work_size=work_size)
+                         for kind, image in (("full", full), ("reduced", reduced))}
+                assert views["full"].shape == views["reduced"].shape, "the geometry differs"
+                for kind, image in views.items():
+                    pixels[kind].append(_imaging.resize_image(image, **fit))
+        full_vectors, reduced_vectors = (
+            np.concatenate([np.asarray(forward(np.stack(pixels[kind][i:i + 32]))[0], np.float64)
+                            for i in range(0, len(pixels[kind]), 32)]) for kind in ("full", "reduced"))
+        values = cosines(full_vectors, reduced_vectors)
+        print(f"views, {name}: {len(values)} views of {len(files)} photos (DCT scale {sorted(scales)}), same shapes: "
+              f"cosine min {values.min():.5f} 1st pct {np.percentile(values, 1):.5f} median {np.median(values):.5f}; "
+              f"decode CPU per photo {1000 * cpu['full'] / len(files):.0f} ms full, "
+              f"{1000 * cpu['reduced'] / len(files):.0f} ms reduced and shrunk")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "decode_for_size"),
@@ -136,6 +211,7 @@ def main(argv=None) -> int:
     parser.add_argument("--decoding", default=None, help="pass --decoding to extract (default: extract's default)")
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--views", type=int, default=0, help="photos for part 3, augmented views (default 0: skip)")
     args = parser.parse_args(argv)
     work = Path(args.work)
     phone, small = photo_sets(work, args.images)
@@ -143,6 +219,8 @@ def main(argv=None) -> int:
         vector_figures(work, phone)
     if not args.skip_speed:
         speed_figures(phone, small, pairs=args.pairs, work=work, decoding=args.decoding)
+    if args.views:
+        view_figures(phone, args.views)
     return 0
 
 
