@@ -9,16 +9,28 @@
    crops of part 2 at their default configuration. Target: >= 0.995 for every image.
 2. Speed. ``python -m transfer_cache.extract`` on 192 phone-size JPEGs (seeded crops of the same photographs,
    ``_bench_images.write_test_images`` at 4032x3024) against the same crops at 500x375, in alternated pairs
-   (A B A B ...), each run a fresh process with a fresh ``--cache-dir``, with ``TRANSFER_CACHE_MODELS`` a models
-   folder warmed first (the conversion is not timed). Printed per pair: wall images/s of each (192 / the process's
+   (A B, B A, ...), each run a fresh process with a fresh cache folder, with ``TRANSFER_CACHE_MODELS`` a models
+   folder made first (the conversion is not timed): the bench's ``phone`` part (``python -m transfer_cache.bench
+   --parts phone``), printed pair by pair. Printed per pair: wall images/s of each (192 / the process's
    wall time) and extract's own images/s (its summary line), and the ratios; then the medians. Target: >= 0.70.
    ``--decoding full`` measures the same pairs with the old decoding.
+3. Augmented views (``--views N``, default 0: skipped). Extraction still decodes an image in full for its augmented
+   views, which begin by shrinking it to a short side of twice the input size (``forward_pass._augmenter``). What a
+   reduced decode would give: the first N phone-size crops DCT-scaled (``draft``, the image still >= 1.25x that short
+   side) and shrunk to the same size with the same region (a float box), then the same 4 seeded views of each
+   (``augment_image``, recipes standard and imagedatagenerator) against the views of the full decode. Printed: the
+   views' shapes agree (the geometry is exact), their cosines, and the decode CPU per photo both ways. Nothing in
+   the package decodes views this way yet: their vectors would change, so augmented "reduced" caches would need
+   another fingerprint.
 
 Measured here (2 shared cores, other jobs running; Pillow 13 with libjpeg-turbo 3.2, OpenVINO runtime):
 - vectors: lowest cosine of any image 0.99652 (the 192 crops: min 0.99652, 1st pct 0.99691, median 0.99892; the 8
   photos: center-crop jpg min 0.99678, png 0.99916; squash jpg 0.99863, png 0.99930; pad jpg 0.99923, png 0.99806).
 - speed, reduced: pairs 0.94, 0.79, 0.76 (wall), median 0.79 wall and 0.79 extract's own; in the same hour with
   ``--decoding full``: pairs 0.26, 0.23, 0.26, median 0.26 wall and 0.17 extract's.
+- views (``--views 24``, later, heavier load): standard min 0.99871, 1st pct 0.99897, median 0.99966; imagedatagenerator
+  min 0.99873, median 0.99962 (96 views each, DCT scale 1/4, same shapes); decode CPU per photo 180-213 ms full,
+  25-29 ms reduced and shrunk.
 """
 
 from __future__ import annotations
@@ -26,12 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +68,10 @@ def phone_photos(folder: Path) -> dict[str, list[Path]]:
 
 
 def photo_sets(work: Path, count: int) -> tuple[Path, Path]:
-    """The same ``count`` seeded crops at 4032x3024 and at 500x375 (written once, kept in ``work``)."""
-    from transfer_cache._bench_images import write_test_images
+    """The same ``count`` seeded crops at 4032x3024 and at 500x375 (written once, kept in ``work``): the bench's."""
+    from transfer_cache._bench_images import photo_set
 
-    sets = []
-    for size in (PHONE, SMALL):
-        folder = work / f"crops-{size[0]}x{size[1]}-{count}"
-        if not folder.exists():
-            partial = folder.with_name(folder.name + ".partial")
-            write_test_images(partial, count, size=size)
-            partial.rename(folder)
-        sets.append(folder)
-    return sets[0], sets[1]
+    return photo_set(work, count, size=PHONE), photo_set(work, count, size=SMALL)
 
 
 def vectors(files: list[Path], config, forward) -> np.ndarray:
@@ -118,39 +117,89 @@ def vector_figures(work: Path, crops: Path) -> float:
     return worst
 
 
-def extract_rate(folder: Path, env: dict, decoding: str | None) -> tuple[float, float]:
-    """(wall images/s of the whole process, extract's own images/s) of one extraction into a fresh cache folder."""
-    count = len(list(folder.rglob("*.jpg")))
-    with tempfile.TemporaryDirectory(prefix="decode-bench-") as caches:
-        command = [sys.executable, "-m", "transfer_cache.extract", str(folder), "--cache-dir", caches, "--quiet"]
-        if decoding:
-            command += ["--decoding", decoding]
-        begin = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-        wall = time.perf_counter() - begin
-    if done.returncode != 0:
-        raise SystemExit(f"extract failed: {done.stderr[-2000:]}")
-    own = float(re.search(r"([\d.]+) images/s", done.stdout).group(1))
-    return count / wall, own
+def speed_figures(phone: Path, small: Path, *, pairs: int, work: Path, decoding: str | None) -> float:
+    """The bench's ``phone`` part (alternated pairs of whole extractions); prints each pair and the medians; returns
+    the median wall ratio."""
+    from transfer_cache._bench_timing import photo_size_runs
+
+    options = {"decoding": decoding} if decoding else {}
+    with tempfile.TemporaryDirectory(prefix="decode-bench-", dir=work) as runs:
+        report = photo_size_runs(phone, small, options=options, repeats=pairs, workdir=Path(runs))
+    images = report["images"]
+    print(f"speed: extract on {phone.name} against {small.name} (decoding {decoding or 'default'}, "
+          f"{report['runtime']}), alternated pairs, fresh cache folder each run, models made beforehand")
+    for pair, (big, little) in enumerate(zip(report["phone"]["runs"], report["small"]["runs"]), 1):
+        print(f"  pair {pair}: phone {images / big['wall_seconds']:.1f} images/s wall "
+              f"({big['images_per_second']:.1f} extract's), 500x375 {images / little['wall_seconds']:.1f} wall "
+              f"({little['images_per_second']:.1f}); ratio wall {little['wall_seconds'] / big['wall_seconds']:.2f}, "
+              f"extract's {big['images_per_second'] / little['images_per_second']:.2f}")
+    print(f"median ratio phone / 500x375: wall {report['ratio_wall']:.2f}, extract's {report['ratio_steady']:.2f} "
+          "(target >= 0.70)")
+    return report["ratio_wall"]
 
 
-def speed_figures(phone: Path, small: Path, *, pairs: int, models: Path, decoding: str | None) -> float:
-    """Alternated pairs of whole extractions; prints each and the medians; returns the median wall ratio."""
-    env = {**os.environ, "TRANSFER_CACHE_MODELS": str(models)}
-    extract_rate(small, env, decoding)  # warms the models folder: the conversion is not timed
-    print(f"speed: extract on {phone.name} against {small.name} (decoding {decoding or 'default'}), "
-          f"alternated pairs, fresh cache folder each run, models in {models}")
-    walls, owns = [], []
-    for pair in range(1, pairs + 1):
-        big_wall, big_own = extract_rate(phone, env, decoding)
-        small_wall, small_own = extract_rate(small, env, decoding)
-        walls.append(big_wall / small_wall)
-        owns.append(big_own / small_own)
-        print(f"  pair {pair}: phone {big_wall:.1f} images/s wall ({big_own:.1f} extract's), 500x375 "
-              f"{small_wall:.1f} wall ({small_own:.1f}); ratio wall {walls[-1]:.2f}, extract's {owns[-1]:.2f}")
-    print(f"median ratio phone / 500x375: wall {statistics.median(walls):.2f}, extract's "
-          f"{statistics.median(owns):.2f} (target >= 0.70)")
-    return statistics.median(walls)
+def _shrunk_reduced(data: bytes, short_side: int) -> tuple[np.ndarray, int]:
+    """The JPEG ``data`` shrunk (BILINEAR) to ``short_side`` as ``augment_image`` shrinks a full decode: the same size,
+    computed on the full image, from a DCT-scaled decode, the region scaled by the actual reduction."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    factor = short_side / min(width, height)
+    target = (max(1, round(width * factor)), max(1, round(height * factor)))
+    scale = next((s for s in (8, 4, 2) if min(width, height) / s >= 1.25 * short_side), 1)
+    if scale > 1:
+        image.draft("RGB", (width // scale, height // scale))
+        scale = round(width / image.size[0])
+    image = image.convert("RGB")
+    return np.asarray(image.resize(target, Image.Resampling.BILINEAR, box=(0, 0, width / scale, height / scale))), scale
+
+
+def view_figures(crops: Path, count: int) -> None:
+    """Print how close augmented views of a reduced decode are to those of a full decode (part 3)."""
+    import time
+
+    from transfer_cache import _imaging
+    from transfer_cache.augment import augment_image, get_recipe, view_rng
+    from transfer_cache.extract_options import feature_config
+    from transfer_cache.runtimes import get_runtime
+
+    config = feature_config()
+    work_size = 2 * config.input_size  # forward_pass._augmenter's
+    fit = dict(size=config.input_size, policy=config.resize, crop_fraction=config.crop_fraction,
+               interpolation=config.interpolation)
+    forward = get_runtime(config.runtime).forward(config, batch_size=32)
+    files = sorted(crops.rglob("*.jpg"))[:count]
+    for name in ("standard", "imagedatagenerator"):
+        recipe = get_recipe(name)
+        pixels: dict[str, list] = {"full": [], "reduced": []}
+        cpu, scales = {"full": 0.0, "reduced": 0.0}, set()
+        for path in files:
+            data = path.read_bytes()
+            begin = time.thread_time()
+            full = _imaging.decode_image(data)
+            cpu["full"] += time.thread_time() - begin
+            begin = time.thread_time()
+            reduced, scale = _shrunk_reduced(data, work_size)
+            cpu["reduced"] += time.thread_time() - begin
+            scales.add(scale)
+            for view in (1, 2, 3, 4):
+                rng = {kind: view_rng(path.name, view, 0) for kind in pixels}  # the same stream for both
+                views = {kind: augment_image(image, recipe=recipe, rng=rng[kind], work_size=work_size)
+                         for kind, image in (("full", full), ("reduced", reduced))}
+                assert views["full"].shape == views["reduced"].shape, "the geometry differs"
+                for kind, image in views.items():
+                    pixels[kind].append(_imaging.resize_image(image, **fit))
+        full_vectors, reduced_vectors = (
+            np.concatenate([np.asarray(forward(np.stack(pixels[kind][i:i + 32]))[0], np.float64)
+                            for i in range(0, len(pixels[kind]), 32)]) for kind in ("full", "reduced"))
+        values = cosines(full_vectors, reduced_vectors)
+        print(f"views, {name}: {len(values)} views of {len(files)} photos (DCT scale {sorted(scales)}), same shapes: "
+              f"cosine min {values.min():.5f} 1st pct {np.percentile(values, 1):.5f} median {np.median(values):.5f}; "
+              f"decode CPU per photo {1000 * cpu['full'] / len(files):.0f} ms full, "
+              f"{1000 * cpu['reduced'] / len(files):.0f} ms reduced and shrunk")
 
 
 def main(argv=None) -> int:
@@ -159,20 +208,19 @@ def main(argv=None) -> int:
                         help="where the photo sets are written once and kept")
     parser.add_argument("--images", type=int, default=192, help="photos in each speed set (default 192)")
     parser.add_argument("--pairs", type=int, default=3, help="alternated pairs (default 3)")
-    parser.add_argument("--models", default=None, help="models folder (default $TRANSFER_CACHE_MODELS or the usual)")
     parser.add_argument("--decoding", default=None, help="pass --decoding to extract (default: extract's default)")
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--views", type=int, default=0, help="photos for part 3, augmented views (default 0: skip)")
     args = parser.parse_args(argv)
     work = Path(args.work)
     phone, small = photo_sets(work, args.images)
     if not args.skip_vectors:
         vector_figures(work, phone)
     if not args.skip_speed:
-        from transfer_cache.runtimes.openvino import models_dir
-
-        models = Path(args.models) if args.models else models_dir()
-        speed_figures(phone, small, pairs=args.pairs, models=models, decoding=args.decoding)
+        speed_figures(phone, small, pairs=args.pairs, work=work, decoding=args.decoding)
+    if args.views:
+        view_figures(phone, args.views)
     return 0
 
 

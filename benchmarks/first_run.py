@@ -3,10 +3,9 @@ converted one: whole processes, alternated in pairs, medians.
 
 What it runs, on N photo-like JPEGs (crops of the scikit-image/scikit-learn photos at 500x375, ``_bench_images``):
 
-1. ``python -m transfer_cache.extract FOLDER --cache-dir <fresh>``, the command as a user types it, in pairs
-   (first run with an empty ``$TRANSFER_CACHE_MODELS``, then a warm run with the model already there), wall seconds;
-2. the same two runs through ``extract()`` in a child process (``_bench_timing``'s child) for the seconds from process
-   start to the first batch's vectors (the command does not print it);
+1. + 2. the bench's ``first-run`` part (``_bench_timing.first_run_pairs``): ``extract()`` in a whole child process,
+   the first run with an empty ``$TRANSFER_CACHE_MODELS`` against a warm run with the model already there, in pairs
+   (order alternated), wall seconds and the seconds from process start to the first batch's vectors;
 3. warm runs of this tree against warm runs of another tree (``--main``, default /work/main: its model converted
    from Keras), and against this tree running main's converted model, the command's images/s, order alternated;
 4. the two saved models alone, compiled as the runtime compiles them (``COMPILE_CONFIG``, batch 32) in this process,
@@ -55,36 +54,26 @@ def _command(folder: Path, caches: Path, *, tree: Path, models: Path) -> dict:
             "model_seconds": float(built[2]) if built else 0.0}
 
 
-def _first_batch(folder: Path, caches: Path, *, models: Path) -> float:
-    from transfer_cache._bench_timing import _EXTRACT_CHILD
-
-    _, said = _run([sys.executable, "-c", _EXTRACT_CHILD, "{}", str(folder), str(caches)], tree=HERE, models=models)
-    return round(json.loads(said.strip().splitlines()[-1])["first_batch_seconds"], 2)
-
-
 def _median(values) -> float:
     return round(float(statistics.median(values)), 2)
 
 
 def first_against_warm(folder: Path, work: Path, pairs: int) -> dict:
-    warm = work / "models-warm"
-    _command(folder, work / "prime", tree=HERE, models=warm)  # builds the warm model, warms the page cache
-    rows = []
-    for i in range(pairs):
-        first = _command(folder, work / f"first-{i}", tree=HERE, models=work / f"models-empty-{i}")
-        again = _command(folder, work / f"warm-{i}", tree=HERE, models=warm)
-        first_batch = _first_batch(folder, work / f"fb-first-{i}", models=work / f"models-empty-fb-{i}")
-        warm_batch = _first_batch(folder, work / f"fb-warm-{i}", models=warm)
-        rows.append({"first": first, "warm": again,
-                     "extra_seconds": round(first["wall_seconds"] - again["wall_seconds"], 2),
-                     "first_batch_first_run": first_batch, "first_batch_warm_run": warm_batch})
-        print(json.dumps(rows[-1]), file=sys.stderr)
-    return {"pairs": rows, "median_first_wall": _median(r["first"]["wall_seconds"] for r in rows),
-            "median_warm_wall": _median(r["warm"]["wall_seconds"] for r in rows),
-            "median_extra_seconds": _median(r["extra_seconds"] for r in rows),
-            "median_model_seconds": _median(r["first"]["model_seconds"] for r in rows),
-            "median_first_batch_first_run": _median(r["first_batch_first_run"] for r in rows),
-            "median_first_batch_warm_run": _median(r["first_batch_warm_run"] for r in rows)}
+    """The bench's ``first-run`` part (``python -m transfer_cache.bench --parts first-run``): its warm models folder,
+    ``work/models-warm``, is the one ``against_main`` compares."""
+    sys.path.insert(0, str(HERE))
+    from transfer_cache._bench_timing import first_run_pairs
+
+    os.environ["PYTHONPATH"] = str(HERE)  # its child processes run this tree
+    report = first_run_pairs(folder, options={}, repeats=pairs, workdir=work)
+    for first, warm in zip(report["first"]["runs"], report["warm"]["runs"]):
+        print(json.dumps({"first_wall": round(first["wall_seconds"], 2), "warm_wall": round(warm["wall_seconds"], 2),
+                          "first_batch_first_run": round(first["first_batch_seconds"], 2),
+                          "first_batch_warm_run": round(warm["first_batch_seconds"], 2)}), file=sys.stderr)
+    return {"images": report["images"], "runtime": report["runtime"],
+            "extra_seconds": round(report["extra_seconds"], 2)} | {
+        f"median_{kind}_{key}": round(report[kind][key], 2) for kind in ("first", "warm")
+        for key in ("wall_seconds", "first_batch_seconds")}
 
 
 def against_main(folder: Path, work: Path, pairs: int, main: Path) -> dict:

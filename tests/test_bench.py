@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from transfer_cache import TransferCacheError
-from transfer_cache.bench import main, memory_flatness, run_bench, write_test_images
+from transfer_cache.bench import main, memory_flatness, run_bench, vector_agreement, write_test_images
+
+from conftest import write_synthetic_cache
 
 
 def _median(values):
@@ -89,8 +93,9 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
         (dict(repeats=0), "repeats must be a whole number of at least 1; got 0"),
         (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
         (dict(parts=("gpu",)),
-         "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; "
-         "got 'gpu'"),
+         "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'phone', 'first-run', 'seeds', "
+         "'hvass', 'io', 'memory'; got 'gpu'"),
+        (dict(photo_images=0), "photo images must be a whole number of at least 1; got 0"),
         (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
     ],
 )
@@ -119,3 +124,93 @@ def test_every_part_is_run_by_a_step():
     from transfer_cache import bench
 
     assert {part for step in bench._STEPS for part in step.parts} == set(bench.PARTS)
+
+
+def test_photo_sets_are_the_same_crops_at_phone_size_written_once(tmp_path):
+    from transfer_cache._bench_images import PHONE_SIZE, SMALL_SIZE, photo_set
+
+    phone = photo_set(tmp_path, 2, size=PHONE_SIZE)
+    small = photo_set(tmp_path, 2, size=SMALL_SIZE)
+    assert (phone.name, small.name) == ("photos-4032x3024-2", "photos-500x375-2")
+    phone_files, small_files = sorted(phone.rglob("*.jpg")), sorted(small.rglob("*.jpg"))
+    assert [f.relative_to(phone) for f in phone_files] == [f.relative_to(small) for f in small_files]
+    for big, little in zip(phone_files, small_files):
+        with Image.open(big) as a, Image.open(little) as b:
+            assert (a.format, a.size, b.size) == ("JPEG", (4032, 3024), (500, 375))
+            shrunk = np.asarray(a.convert("RGB").resize((500, 375), Image.Resampling.BOX), np.float64)
+            difference = np.abs(shrunk - np.asarray(b.convert("RGB"), np.float64)).mean()
+            assert difference < 6, difference  # the same crop; only the resampling and JPEG differ
+    stamps = [f.stat().st_mtime_ns for f in phone_files]
+    assert photo_set(tmp_path, 2, size=PHONE_SIZE) == phone  # kept: 12 MP photos are not written again
+    assert [f.stat().st_mtime_ns for f in phone_files] == stamps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos-4032x3024-2", "photos-500x375-2"]  # no temporary
+
+
+def test_vector_agreement_matches_rows_by_digest(tmp_path):
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=(6, 4)).astype("float32")
+    ids = [f"{i:064x}" for i in range(6)]
+    order = [3, 0, 5, 1, 4, 2]  # the other cache holds the same images in another order, slightly moved
+    moved = reference[order] + rng.normal(scale=0.05, size=(6, 4)).astype("float32")
+    a = write_synthetic_cache(tmp_path / "a.h5", features=moved, labels=[0] * 6, ids=[ids[i] for i in order])
+    b = write_synthetic_cache(tmp_path / "b.h5", features=reference, labels=[0] * 6, ids=ids)
+    figures = vector_agreement(a, b)
+    want = [float(np.dot(moved[k], reference[i]) / (np.linalg.norm(moved[k]) * np.linalg.norm(reference[i])))
+            for k, i in enumerate(order)]
+    assert figures["images"] == 6
+    assert figures["min_cosine"] == pytest.approx(min(want), abs=1e-6) and min(want) < 0.9999
+    assert figures["median_cosine"] == pytest.approx(_median(want), abs=1e-6)
+    assert figures["max_abs_difference"] == pytest.approx(float(np.abs(moved - reference[order]).max()), abs=1e-6)
+    assert vector_agreement(b, b)["min_cosine"] == pytest.approx(1.0)
+
+
+def test_alternated_runs_reverse_their_order_every_other_repeat():
+    from transfer_cache._bench_timing import _alternated
+
+    ran = []
+
+    def side(name):
+        def run(r):
+            ran.append((name, r))
+            return 10.0 * r + len(ran), {"computed": 1}
+        return run
+
+    runs = _alternated({"a": side("a"), "b": side("b")}, 3)
+    assert ran == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert [run["wall_seconds"] for run in runs["a"]] == [1.0, 14.0, 25.0]
+    assert [run["wall_seconds"] for run in runs["b"]] == [2.0, 13.0, 26.0]
+
+
+def test_phone_and_first_run_parts_time_real_extractions(tmp_path, capsys):
+    """Two photos, one pair each: the real whole processes of both parts (the embedded Lite0 on OpenVINO when it is
+    installed, no TensorFlow), their figures consistent with their runs, and their rows in the table."""
+    target = tmp_path / "bench.json"
+    argv = ["--images", "1", "--repeats", "1", "--parts", "phone,first-run", "--photo-images", "2",
+            "--workdir", str(tmp_path / "work"), "--json", str(target), "--quiet"]
+    assert main(argv) == 0
+    report = json.loads(target.read_text())
+    photo = report["photo_size"]
+    assert photo["images"] == 2 and photo["runtime"] in ("openvino", "tensorflow")
+    phone, small = photo["phone"]["runs"][0], photo["small"]["runs"][0]
+    assert phone["computed"] == small["computed"] == 2
+    assert photo["ratio_wall"] == pytest.approx(small["wall_seconds"] / phone["wall_seconds"])
+    assert photo["ratio_steady"] == pytest.approx(phone["images_per_second"] / small["images_per_second"])
+    assert photo["phone"]["wall_images_per_second"] == pytest.approx(2 / phone["wall_seconds"])
+    for name in ("phone", "small"):
+        (key, decode), = photo[name]["decode"].items()
+        assert key == f"workers_{os.cpu_count()}" and decode["median"] == decode["runs"][0] > 0
+    with Image.open(next((tmp_path / "work" / "photo-size" / "photos-4032x3024-2").rglob("*.jpg"))) as image:
+        assert image.size == (4032, 3024)
+    first = report["first_run"]
+    assert first["images"] == 2 and first["runtime"] == photo["runtime"]
+    assert first["extra_seconds"] == pytest.approx(first["first"]["wall_seconds"] - first["warm"]["wall_seconds"])
+    for kind in ("first", "warm"):
+        assert 0 < first[kind]["first_batch_seconds"] < first[kind]["wall_seconds"]
+    if first["runtime"] == "openvino":  # the first run made its own model in its empty folder
+        assert any((tmp_path / "work" / "first-run" / "models-empty-0").rglob("model.xml"))
+    out = capsys.readouterr().out
+    assert f"phone size / 500x375, 2 photos, {photo['runtime']} (wall img/s)" in out
+    assert f"first run / warm run, 2 photos, {first['runtime']} (s)" in out
+    # again in the kept work folder: its earlier caches are cleared, not hits that would time nothing
+    assert main([*argv[:5], "first-run", *argv[6:]]) == 0
+    assert json.loads(target.read_text())["first_run"]["first"]["runs"][0]["computed"] == 2

@@ -11,6 +11,10 @@ import numpy as np
 
 from ._errors import TransferCacheError
 
+#: a typical camera photo after a web resize, and what a phone writes (12 MP): the same crops at both sizes
+SMALL_SIZE = (500, 375)
+PHONE_SIZE = (4032, 3024)
+
 if TYPE_CHECKING:
     from .feature_config import FeatureConfig
 
@@ -45,7 +49,7 @@ def photographs() -> dict[str, np.ndarray]:
 
 
 def write_test_images(
-    folder: str | os.PathLike, count: int, *, seed: int = 0, start: int = 0, size=(500, 375)
+    folder: str | os.PathLike, count: int, *, seed: int = 0, start: int = 0, size=SMALL_SIZE
 ) -> Path:
     """``folder/<photo>/img_<i>.jpg``: ``count`` distinct seeded crops of the sample photos, resized to ``size`` (a
     typical camera photo after a web resize: 500x375), random flip, JPEG quality 90."""
@@ -71,6 +75,17 @@ def write_test_images(
         target.parent.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.Resampling.LANCZOS)
         picture.save(target, format="JPEG", quality=90)
+    return folder
+
+
+def photo_set(work: str | os.PathLike, count: int, *, size=SMALL_SIZE) -> Path:
+    """``work/photos-<W>x<H>-<count>``: the first ``count`` test images at ``size``, written once and kept (under a
+    temporary name until complete), since 12 MP photos take a while to write."""
+    folder = Path(work) / f"photos-{size[0]}x{size[1]}-{count}"
+    if not folder.is_dir():
+        partial = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+        write_test_images(partial, count, size=size)
+        partial.rename(folder)
     return folder
 
 

@@ -207,3 +207,18 @@ def synthetic_cache(folder: Path, *, config: FeatureConfig, megabytes: float, di
         feature_rows=lambda a, b: [np.resize(block, (b - a, dim))],
         feature_shapes=[(dim,)],
     )
+
+
+def vector_agreement(cache_path: str | Path, reference_path: str | Path) -> dict:
+    """How close the vectors of one cache are to another's of the same images (rows matched by image digest): the
+    lowest and the median cosine of an image's two vectors, and the largest absolute difference of any value."""
+    from .cache import open_cache
+
+    with open_cache(cache_path) as cache, open_cache(reference_path) as reference:
+        where = {digest: row for row, digest in enumerate(reference.ids)}
+        rows = [where[digest] for digest in cache.ids]
+        ours = np.asarray(cache.features[:], np.float64).reshape(len(rows), -1)
+        theirs = np.asarray(reference.features[:], np.float64).reshape(len(where), -1)[rows]
+    cosines = np.sum(ours * theirs, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
+    return {"images": len(rows), "min_cosine": float(cosines.min()), "median_cosine": float(np.median(cosines)),
+            "max_abs_difference": float(np.abs(ours - theirs).max())}

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 from ._bench_images import write_test_images
 from .runtimes.openvino import MODELS_ENV
@@ -82,15 +83,21 @@ def _whole_process(script: str, *args: str, env: dict | None = None) -> tuple[fl
     return wall, json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _extract_process(folder: Path, options: dict, cache_dir: Path, models: Path | None = None) -> tuple[float, dict]:
+    """One whole extraction process into ``cache_dir`` (fresh), with ``models`` as its folder of converted models when
+    given: its wall seconds and figures."""
+    wall, figures = _whole_process(_EXTRACT_CHILD, json.dumps(options), str(folder), str(cache_dir),
+                                   env={MODELS_ENV: str(models)} if models is not None else None)
+    if figures["computed"] == 0:
+        raise RuntimeError("a benchmark extraction computed nothing: its cache folder was not fresh")
+    return wall, figures
+
+
 def _first_runs(folder: Path, *, runtimes, options: dict, workdir: Path) -> dict[str, float]:
     """Wall seconds of a first run on a new machine (an empty folder of converted models), per runtime; these runs
     also warm the page cache for the timed ones."""
-    first = {}
-    for name in runtimes:
-        wall, _ = _whole_process(_EXTRACT_CHILD, json.dumps({**options, "runtime": name}), str(folder),
-                                 str(workdir / f"warm-{name}"), env={MODELS_ENV: str(workdir / f"models-{name}")})
-        first[name] = wall
-    return first
+    return {name: _extract_process(folder, {**options, "runtime": name}, workdir / f"warm-{name}",
+                                   models=workdir / f"models-{name}")[0] for name in runtimes}
 
 
 def _paired_ratios(report: dict, runs: dict[str, list[dict]], peers: list[float], runtimes) -> None:
@@ -115,20 +122,83 @@ def extraction_runs(folder: Path, *, runtimes, options: dict, repeats: int, work
     peers: list[float] = []
     for r in range(repeats):
         for name in runtimes:
-            wall, figures = _whole_process(_EXTRACT_CHILD, json.dumps({**options, "runtime": name}), str(folder),
-                                           str(workdir / f"cache-{name}-{r}"))
-            if figures["computed"] == 0:
-                raise RuntimeError("a benchmark extraction computed nothing: its cache folder was not fresh")
+            wall, figures = _extract_process(folder, {**options, "runtime": name}, workdir / f"cache-{name}-{r}")
             runs[name].append({**figures, "wall_seconds": wall})
         if peer:
             wall, _ = _whole_process(_PEER_CHILD, json.dumps(options), str(folder))
             peers.append(wall)
     for name, items in runs.items():
-        report[name] = {key: median([item[key] for item in items])
-                        for key in ("wall_seconds", "images_per_second", "first_batch_seconds")}
-        report[name]["runs"] = items
+        report[name] = _medians(items)
     _paired_ratios(report, runs, peers, runtimes)
     return report
+
+
+def _medians(items: list[dict]) -> dict:
+    """The median figures of an extraction's runs, and the runs."""
+    return {**{key: median([item[key] for item in items])
+               for key in ("wall_seconds", "images_per_second", "first_batch_seconds")}, "runs": items}
+
+
+def _alternated(sides: dict[str, Callable[[int], tuple[float, dict]]], repeats: int) -> dict[str, list[dict]]:
+    """Each side's whole process once per repeat, the order reversed every other repeat (A B, B A, ...) so that
+    neither side always runs first; each run's figures with its wall seconds."""
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for r in range(repeats):
+        for name in list(sides) if r % 2 == 0 else list(sides)[::-1]:
+            wall, figures = sides[name](r)
+            runs[name].append({**figures, "wall_seconds": wall})
+    return runs
+
+
+def _runtime_of(cache_path: str) -> str:
+    """The runtime that computed a cache (what "auto" chose)."""
+    from .cache import open_cache
+
+    with open_cache(cache_path) as cache:
+        return cache.feature_config.runtime
+
+
+def photo_size_runs(phone: Path, small: Path, *, options: dict, repeats: int, workdir: Path) -> dict:
+    """The same photos at phone size and at 500x375: whole extractions (``options`` as a user gives them: the runtime
+    extract picks), alternated in pairs, fresh cache folders, one models folder made beforehand (no conversion is
+    timed). ``ratio_wall`` is phone images per wall second over 500x375 images per wall second, paired; ``ratio_steady``
+    the same for extraction's steady images/s."""
+    models = workdir / "models"
+    folders = {"phone": phone, "small": small}
+    for name, folder in sorted(folders.items(), reverse=True):  # makes the model; the files enter the page cache
+        _extract_process(folder, options, workdir / f"warm-{name}", models=models)
+
+    def side(name: str):
+        return lambda r: _extract_process(folders[name], options, workdir / f"cache-{name}-{r}", models=models)
+
+    runs = _alternated({name: side(name) for name in folders}, repeats)
+    images = runs["phone"][0]["computed"]
+    report: dict = {"images": images, "runtime": _runtime_of(runs["phone"][0]["path"])}
+    for name, items in runs.items():
+        report[name] = _medians(items)
+        report[name]["wall_images_per_second"] = median([images / item["wall_seconds"] for item in items])
+    pairs = list(zip(runs["phone"], runs["small"]))
+    report["ratio_wall"] = median([small["wall_seconds"] / phone["wall_seconds"] for phone, small in pairs])
+    report["ratio_steady"] = median([phone["images_per_second"] / small["images_per_second"] for phone, small in pairs])
+    return report
+
+
+def first_run_pairs(folder: Path, *, options: dict, repeats: int, workdir: Path) -> dict:
+    """A first run on a new machine (an empty folder of converted models, so the model is built or converted in the
+    run) against a warm run (the model already there), whole extractions alternated in pairs, fresh cache folders:
+    wall seconds, seconds from the process start to the first batch's vectors, and the first run's extra seconds,
+    paired."""
+    warm = workdir / "models-warm"
+    _extract_process(folder, options, workdir / "prime", models=warm)  # makes the warm model; warms the page cache
+    runs = _alternated({
+        "first": lambda r: _extract_process(folder, options, workdir / f"cache-first-{r}",
+                                            models=workdir / f"models-empty-{r}"),
+        "warm": lambda r: _extract_process(folder, options, workdir / f"cache-warm-{r}", models=warm),
+    }, repeats)
+    return {"images": runs["first"][0]["computed"], "runtime": _runtime_of(runs["first"][0]["path"]),
+            "first": _medians(runs["first"]), "warm": _medians(runs["warm"]),
+            "extra_seconds": median([first["wall_seconds"] - warm["wall_seconds"]
+                                     for first, warm in zip(runs["first"], runs["warm"])])}
 
 
 _MEMORY_CHILD = textwrap.dedent(
@@ -175,3 +245,32 @@ def memory_flatness(*, options: dict, images: int, scale: int, workdir: Path, se
         "end_rss_mb_scaled": many["end_rss_mb"],
         "extra_mb_per_1000_images": (many["peak_rss_mb"] - one["peak_rss_mb"]) / (images * (scale - 1)) * 1000,
     }
+
+
+def paired_rows(report: dict) -> list[tuple[str, str]]:
+    """The table's rows for the figures of photo size, the first run and the runtimes' vectors against the
+    reference's: (what, value)."""
+    rows = []
+    for key, agreement in report.get("extract", {}).items():
+        if key.startswith("vectors_against_"):
+            for name, figures in agreement.items():
+                rows.append((f"  {name} vectors vs {key[len('vectors_against_'):]}'s: min cosine",
+                             f"{figures['min_cosine']:.8f} (largest difference {figures['max_abs_difference']:.1e})"))
+    if "photo_size" in report:
+        p = report["photo_size"]
+        rows.append((f"phone size / 500x375, {p['images']} photos, {p['runtime']} (wall img/s)",
+                     f"{p['phone']['wall_images_per_second']:.1f} / {p['small']['wall_images_per_second']:.1f}"))
+        rows.append(("  phone size over 500x375, paired: wall (steady state)",
+                     f"{p['ratio_wall']:.2f} ({p['ratio_steady']:.2f})"))
+        if "decode" in p["phone"]:
+            (key, phone), = p["phone"]["decode"].items()
+            rows.append((f"  decode only, phone size / 500x375, {key.split('_')[-1]} threads (img/s)",
+                         f"{phone['median']:.0f} / {p['small']['decode'][key]['median']:.0f}"))
+    if "first_run" in report:
+        f = report["first_run"]
+        rows.append((f"first run / warm run, {f['images']} photos, {f['runtime']} (s)",
+                     f"{f['first']['wall_seconds']:.1f} / {f['warm']['wall_seconds']:.1f} "
+                     f"({f['extra_seconds']:+.2f} paired)"))
+        rows.append(("  first batch after process start, first / warm run (s)",
+                     f"{f['first']['first_batch_seconds']:.2f} / {f['warm']['first_batch_seconds']:.2f}"))
+    return rows

@@ -14,6 +14,12 @@ ratios of runs made side by side, alternated (A B A B ...) so that a change of l
 * ``peer``: what a user writes by hand, as its own whole process alternated with the extractions:
   ``keras.utils.image_dataset_from_directory`` + ``model.predict`` with the same feature model;
 * ``decode``: the input pipeline alone (read, decode, resize) with 1 and with 2 worker threads;
+* ``phone``: the same ``--photo-images`` photos at phone size (4032x3024, 12 MP) and at 500x375, whole extractions as
+  a user runs them (the runtime extract picks, the default decoding), alternated in pairs: images per wall second of
+  each and their ratio, and the input pipeline alone on each set (one worker thread per core, as extract runs it);
+* ``first-run``: on ``--photo-images`` photos at 500x375, the first run on a new machine (an empty folder of converted
+  models) against a warm run, alternated in pairs: wall seconds, the first run's extra seconds, and the seconds from
+  process start to the first batch's vectors;
 * ``seeds``, ``hvass``, ``io``, ``memory`` (not run by default): the seeds' frozen base trained end to end vs extract
   once + fit; one image per call; cache read MB/s; peak memory at 1x and ``--memory-scale``x the images.
 
@@ -36,7 +42,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import _atomic, _cli
-from ._bench_images import resized_images, write_test_images
+from ._bench_images import PHONE_SIZE, SMALL_SIZE, photo_set, resized_images, write_test_images
 from ._bench_parts import (
     cache_read_rate,
     cached_head_seconds,
@@ -49,8 +55,18 @@ from ._bench_parts import (
     runtime_rates,
     seeds_frozen_base_seconds,
     synthetic_cache,
+    vector_agreement,
 )
-from ._bench_timing import extraction_peak_rss, extraction_runs, median, median_dicts, memory_flatness
+from ._bench_timing import (
+    extraction_peak_rss,
+    extraction_runs,
+    first_run_pairs,
+    median,
+    median_dicts,
+    memory_flatness,
+    paired_rows,
+    photo_size_runs,
+)
 from ._checks import whole_number
 from ._errors import TransferCacheError
 
@@ -59,12 +75,13 @@ if TYPE_CHECKING:
 
 __all__ = [  # the measurements live in _bench_images, _bench_timing and _bench_parts; this is their one address
     "DEFAULT_PARTS", "EPILOG", "PARTS", "build_parser", "cache_read_rate", "cached_head_seconds", "decode_rates",
-    "extract_rate", "extraction_peak_rss", "extraction_runs", "format_table", "hvass_rate", "main", "memory_flatness",
-    "run_bench", "runtime_rates", "seeds_frozen_base_seconds", "write_test_images",
+    "extract_rate", "extraction_peak_rss", "extraction_runs", "first_run_pairs", "format_table", "hvass_rate", "main",
+    "memory_flatness", "photo_size_runs", "run_bench", "runtime_rates", "seeds_frozen_base_seconds",
+    "vector_agreement", "write_test_images",
 ]
 
-PARTS = ("backbone", "extract", "peer", "decode", "seeds", "hvass", "io", "memory")
-DEFAULT_PARTS = ("backbone", "extract", "peer", "decode")
+PARTS = ("backbone", "extract", "peer", "decode", "phone", "first-run", "seeds", "hvass", "io", "memory")
+DEFAULT_PARTS = ("backbone", "extract", "peer", "decode", "phone", "first-run")
 
 
 # --------------------------------------------------------------------------- the parts, in the order they run
@@ -88,6 +105,7 @@ class _Bench:
     memory_scale: int
     hvass_images: int
     io_mb: float
+    photo_images: int
     pixels: np.ndarray | None = None
     files: list[Path] | None = None
     model: object = None
@@ -109,7 +127,14 @@ def _backbone(bench: _Bench, report: dict) -> int:
 def _extract_and_peer(bench: _Bench, report: dict) -> int:
     chosen = bench.runtimes if "extract" in bench.parts else []
     report["extract"] = extraction_runs(bench.folder, runtimes=chosen, options=bench.options, repeats=bench.repeats,
-                                        workdir=bench.work / "extract", peer="peer" in bench.parts)
+                                        workdir=_fresh(bench.work / "extract"), peer="peer" in bench.parts)
+    reference = bench.runtimes[-1]  # the reference runtime (TensorFlow): the others' vectors against its own
+    if reference in chosen and len(chosen) > 1:
+        report["extract"]["vectors_against_" + reference] = {
+            name: vector_agreement(report["extract"][name]["runs"][0]["path"],
+                                   report["extract"][reference]["runs"][0]["path"])
+            for name in chosen if name != reference
+        }
     if chosen and "backbone_images_per_second" in report:
         report["pipeline_efficiency"] = {
             name: report["extract"][name]["images_per_second"] / report["backbone_images_per_second"][name]["median"]
@@ -120,6 +145,29 @@ def _extract_and_peer(bench: _Bench, report: dict) -> int:
 
 def _decode(bench: _Bench, report: dict) -> int:
     report["decode"] = decode_rates(bench.folder, bench.config, batch_size=bench.batch_size, repeats=bench.repeats)
+    return 1
+
+
+def _fresh(folder: Path) -> Path:
+    """A timed run's folder emptied first: a kept ``--workdir`` would otherwise hold its caches (cache hits)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
+def _photo_size(bench: _Bench, report: dict) -> int:
+    sets = [photo_set(bench.work / "photo-size", bench.photo_images, size=size) for size in (PHONE_SIZE, SMALL_SIZE)]
+    report["photo_size"] = photo_size_runs(*sets, options=bench.options, repeats=bench.repeats,
+                                           workdir=_fresh(bench.work / "photo-size-runs"))
+    for name, folder in zip(("phone", "small"), sets):  # where the time goes: the input pipeline alone
+        report["photo_size"][name]["decode"] = decode_rates(folder, bench.config, batch_size=bench.batch_size,
+                                                            repeats=bench.repeats, workers=(os.cpu_count() or 1,))
+    return 1
+
+
+def _first_run(bench: _Bench, report: dict) -> int:
+    folder = photo_set(bench.work / "photo-size", bench.photo_images, size=SMALL_SIZE)
+    report["first_run"] = first_run_pairs(folder, options=bench.options, repeats=bench.repeats,
+                                          workdir=_fresh(bench.work / "first-run"))
     return 1
 
 
@@ -192,6 +240,8 @@ _STEPS = (
     _Step(("backbone",), _backbone),
     _Step(("extract", "peer"), _extract_and_peer),
     _Step(("decode",), _decode),
+    _Step(("phone",), _photo_size),
+    _Step(("first-run",), _first_run),
     _Step(("seeds", "hvass"), _build_model),
     _Step(("seeds",), _seeds),
     _Step(("hvass",), _hvass),
@@ -203,10 +253,10 @@ _STEPS = (
 # --------------------------------------------------------------------------- the whole benchmark
 
 
-def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images, io_mb, parts):
+def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images, io_mb, photo_images, parts):
     for name, value, least in (
         ("images", images, 1), ("repeats", repeats, 1), ("batch size", batch_size, 1), ("epochs", epochs, 1),
-        ("memory scale", memory_scale, 2), ("hvass images", hvass_images, 1),
+        ("memory scale", memory_scale, 2), ("hvass images", hvass_images, 1), ("photo images", photo_images, 1),
     ):
         whole_number(value, name, at_least=least)
     if not isinstance(io_mb, (int, float)) or io_mb < 0:
@@ -250,6 +300,7 @@ def run_bench(
     memory_scale: int = 10,
     hvass_images: int = 64,
     io_mb: float = 256.0,
+    photo_images: int = 192,
     workdir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
@@ -259,7 +310,7 @@ def run_bench(
 
     parts = tuple(parts)
     _validate(images=images, repeats=repeats, batch_size=batch_size, epochs=epochs, memory_scale=memory_scale,
-              hvass_images=hvass_images, io_mb=io_mb, parts=parts)
+              hvass_images=hvass_images, io_mb=io_mb, photo_images=photo_images, parts=parts)
     config = feature_config(backbone=backbone, weights=weights, runtime="tensorflow")
     runtimes = [name for name in list_runtimes() if get_runtime(name).available()]
     runtimes.sort(key=lambda name: name == "tensorflow")  # the reference runtime last: ratios are over it
@@ -275,7 +326,7 @@ def run_bench(
             parts=parts, config=config, options={"backbone": backbone, "weights": weights, "batch_size": batch_size},
             runtimes=runtimes, work=work, folder=write_test_images(work / "images", images), repeats=repeats,
             batch_size=batch_size, epochs=epochs, images=images, memory_scale=memory_scale, hvass_images=hvass_images,
-            io_mb=io_mb,
+            io_mb=io_mb, photo_images=photo_images,
         )
         for step in _STEPS:
             if set(step.parts) & set(parts):
@@ -318,6 +369,8 @@ def format_table(report: dict) -> str:
         if key.startswith("speedup_over_") and key != "speedup_over_peer":
             for name, ratio in value.items():
                 row(f"  {name} extract vs {key[len('speedup_over_'):]} extract (wall)", f"{ratio:.2f}x")
+    for name, value in paired_rows(report):
+        row(name, value)
     if "decode" in report:
         d = report["decode"]
         row("decode only, 1 / 2 workers (img/s)", f"{d['workers_1']['median']:.0f} / {d['workers_2']['median']:.0f} "
@@ -380,6 +433,8 @@ def build_parser():
                         help="images for the one-image-per-call run (default 64)")
     parser.add_argument("--io-mb", type=float, default=256.0,
                         help="size of the synthetic cache for read MB/s; 0 skips it (default 256)")
+    parser.add_argument("--photo-images", type=int, default=192,
+                        help="photos in the phone and first-run parts (default 192)")
     parser.add_argument("--workdir", default=None,
                         help="keep the test images and caches here (default: a temporary folder, removed)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
@@ -399,7 +454,8 @@ def _main(args) -> int:
     report = run_bench(
         backbone=args.backbone, weights=args.weights, images=args.images, repeats=args.repeats,
         batch_size=args.batch_size, parts=parts, epochs=args.epochs, memory_scale=args.memory_scale,
-        hvass_images=args.hvass_images, io_mb=args.io_mb, workdir=args.workdir, progress=not args.quiet,
+        hvass_images=args.hvass_images, io_mb=args.io_mb, photo_images=args.photo_images, workdir=args.workdir,
+        progress=not args.quiet,
     )
     print(format_table(report))
     if args.json:
