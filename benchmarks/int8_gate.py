@@ -181,9 +181,13 @@ VARIANTS = {
     "calibration_lowres": ("300 crops, a third of them shrunk to 8-48 px first", _plain(), 300, 1 / 3),
     "float_head_lowres_fullbias": ("head conv and pooling in float, full bias correction, a third low-resolution",
                                    _combine(_FULL_BIAS, _float_tail(1)), 300, 1 / 3),
+    "float_depthwise_fullbias": ("every depthwise convolution in float, full bias correction",
+                                 _combine(_depthwise_in_float, _FULL_BIAS), 300, 0.0),
+    "float_depthwise_mixed": ("every depthwise convolution in float, mixed preset (asymmetric activations)",
+                              _combine(_depthwise_in_float, _MIXED), 300, 0.0),
     "accuracy_control": ("NNCF accuracy control: layers returned to float until the 1st-percentile cosine to fp32 on "
                          "200 other calibration-photo crops (a third low-resolution) is >= 0.97",
-                         _plain(accuracy_control=True), 300, 1 / 3),
+                         _plain(accuracy_control=True), 300, 0.0),
 }
 CONTROLLED_P1 = 0.97  # accuracy control's floor on its own validation crops (the gate's 0.95 leaves room)
 
@@ -309,6 +313,22 @@ def print_result(result: dict) -> None:
     print(f"  gate: {'PASSES' if not result['misses'] else 'misses ' + '; '.join(result['misses'])}", flush=True)
 
 
+def table(lines: list[dict]) -> str:
+    """The figures of ``--results`` lines as one Markdown table, a row per variant and dataset."""
+    rows = ["| variant | dataset | probe fp32 | probe int8 | change (pp) | cosine median | cosine p1 | cosine min | "
+            "whole extraction int8/fp32 |", "|---|---|---|---|---|---|---|---|---|"]
+    for result in lines:
+        for dataset, f in result["datasets"].items():
+            rows.append(f"| {result['variant']} | {dataset} | {f['fp32_probe']:.4f} | {f['int8_probe']:.4f} | "
+                        f"{f['probe_change_points']:+.2f} | {f['cosine_median']:.4f} | {f['cosine_p1']:.4f} | "
+                        f"{f['cosine_min']:.4f} | {result['speedup']:.2f}x |")
+    rows.append("")
+    rows += [f"- {result['variant']} ({result['about']}): "
+             + ("passes every gate" if not misses(result) else "misses " + "; ".join(misses(result)))
+             for result in lines]
+    return "\n".join(rows)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure NNCF int8 variants of the embedded Lite0's OpenVINO model against the gate for offering "
@@ -322,6 +342,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="batch size of both models (default 32)")
     parser.add_argument("--results", type=Path, default=None,
                         help="append each variant's figures as one JSON line to this file")
+    parser.add_argument("--fp32-vectors", type=Path, default=None,
+                        help="an .npz keeping the fp32 vectors of the datasets between runs (written when absent; "
+                        "delete it when the model or the datasets change)")
+    parser.add_argument("--table", type=Path, default=None,
+                        help="measure nothing: print the figures of a --results file as a Markdown table")
     args = parser.parse_args(argv)
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
     if unknown:
@@ -331,6 +356,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return
     import logging
 
     import nncf
@@ -350,11 +378,14 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = photo_folder(Path(tmp) / "photos")
         data = judged(folder, config)
+        kept = np.load(args.fp32_vectors) if args.fp32_vectors and args.fp32_vectors.is_file() else {}
         fp32_vectors = {}
         for name, (pixels, labels) in data.items():
-            X32 = vectors(fp32, pixels, args.batch)
+            X32 = kept[name] if name in kept else vectors(fp32, pixels, args.batch)
             fp32_vectors[name] = (X32, probe_accuracy(X32, labels))
             print(f"{name}: {len(labels)} images, fp32 probe accuracy {fp32_vectors[name][1]:.4f}", flush=True)
+        if args.fp32_vectors and not kept:
+            np.savez(args.fp32_vectors, **{name: X32 for name, (X32, _) in fp32_vectors.items()})
         for name in args.variants.split(","):
             result = measure_variant(name, core=core, fp32_model=fp32_model, config=config, data=data,
                                      fp32_vectors=fp32_vectors, folder=folder, args=args)
