@@ -132,7 +132,7 @@ def test_readers_and_arrays_are_told_apart():
 def test_the_note_says_how_the_search_was_made(flipped_cache, monkeypatch):
     assert sampling_note(label_errors.LIMIT_ROWS) is None
     assert sampling_note(1_000_000) == (
-        "label errors: out-of-fold probabilities from a logistic regression on a stratified 40,000-row sample of each "
+        "label errors: out-of-fold probabilities from a logistic regression on a stratified 10,000-row sample of each "
         "fold's training rows (the search covers 1,000,000 labelled rows, each predicted by the fold that held it out)"
     )
     path, record = flipped_cache

@@ -171,7 +171,7 @@ class LogReg(_LinearClassifier):
     """Multinomial logistic regression (scikit-learn LogisticRegression), on standardised features by default."""
 
     name = "logreg"
-    sample_rows = 100_000  # lbfgs time grows with the rows while accuracy stops gaining (README, "Scale")
+    sample_rows = 50_000  # lbfgs time grows with the rows while accuracy stops gaining (README, "Scale")
     spec = {
         "C": Param(1.0, "float", interval=POSITIVE),
         "max_iter": Param(1000, "int", interval=COUNT),
