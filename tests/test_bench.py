@@ -89,8 +89,8 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
         (dict(repeats=0), "repeats must be a whole number of at least 1; got 0"),
         (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
         (dict(parts=("gpu",)),
-         "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; "
-         "got 'gpu'"),
+         "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory', "
+         "'rows'; got 'gpu'"),
         (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
     ],
 )

@@ -114,8 +114,8 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
         ],
         "bench": [
             (["--parts", "nope"],
-             "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory'; "
-             "got 'nope'"),
+             "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'seeds', 'hvass', 'io', 'memory', "
+             "'rows'; got 'nope'"),
         ],
         "datasets": [
             (["nope"], "dataset must be one of 'fashion_mnist', 'dogs_vs_cats', 'flowers', 'cifar10', 'vehicles'; "
