@@ -27,8 +27,8 @@ def test_logreg_above_its_sample_rows_trains_on_a_stratified_sample(tmp_path, mo
     monkeypatch.setattr(LogReg, "sample_rows", 300)
     cache = make_cache(tmp_path / "c.h5", n=1500, d=8)
     (run,) = fit([cache], classifier="logreg", runs_dir=tmp_path / "runs", progress=True)
-    note = ("logreg trained on a stratified sample of 300 of the 1,200 training rows (their vectors would not fit in "
-            "memory); every test row is predicted")
+    note = ("logreg trains on at most 300 rows: fitted on a stratified sample of 300 of the 1,200 training rows; every "
+            "test row is predicted")
     assert f"note: {note}" in capsys.readouterr().err
     config = json.loads((run.run_dir / "config.json").read_text())
     assert note in config["notes"]
