@@ -2,9 +2,9 @@
 
 A head that is not streamed holds its training, validation and test rows as float32 plus working copies (the
 scaled rows, the estimator's own array). A million 1280-d rows are 5.1 GB once, so such a head either trains on a
-stratified sample (a head that declares ``sample_rows``: the linear models keep their accuracy on a sample, and
-their test rows are predicted a block at a time) or refuses in one line before loading, naming the heads that
-stream instead. The available memory is psutil's (what the system can give without swapping).
+stratified sample (a head that declares ``sample_rows``, as logreg does: its test rows are then predicted a block at
+a time) or refuses in one line before loading, naming the heads that stream instead. The available memory is
+psutil's (what the system can give without swapping).
 """
 
 from __future__ import annotations
