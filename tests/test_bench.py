@@ -94,7 +94,7 @@ def test_test_images_are_distinct_seeded_jpeg_crops(tmp_path):
         (dict(memory_scale=1), "memory scale must be a whole number of at least 2; got 1"),
         (dict(parts=("gpu",)),
          "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'phone', 'first-run', 'seeds', "
-         "'hvass', 'io', 'memory'; got 'gpu'"),
+         "'hvass', 'io', 'memory', 'rows'; got 'gpu'"),
         (dict(photo_images=0), "photo images must be a whole number of at least 1; got 0"),
         (dict(backbone="alexnet"), "unknown backbone 'alexnet'"),
     ],

@@ -128,7 +128,7 @@ def _mistakes(tmp_path: Path) -> dict[str, list[tuple[list[str], str | None]]]:
         "bench": [
             (["--parts", "nope"],
              "parts must name parts among 'backbone', 'extract', 'peer', 'decode', 'phone', 'first-run', 'seeds', "
-             "'hvass', 'io', 'memory'; got 'nope'"),
+             "'hvass', 'io', 'memory', 'rows'; got 'nope'"),
         ],
         "datasets": [
             (["nope"], "dataset must be one of 'fashion_mnist', 'dogs_vs_cats', 'flowers', 'cifar10', 'vehicles'; "

@@ -22,6 +22,8 @@ ratios of runs made side by side, alternated (A B A B ...) so that a change of l
   process start to the first batch's vectors;
 * ``seeds``, ``hvass``, ``io``, ``memory`` (not run by default): the seeds' frozen base trained end to end vs extract
   once + fit; one image per call; cache read MB/s; peak memory at 1x and ``--memory-scale``x the images.
+* ``rows`` (not run by default): a synthetic cache of ``--rows`` rows shaped like a real one, and ``inspect``,
+  ``neighbors`` and ``fit --classifier logreg`` on it as whole processes, each with its peak RSS (``_bench_rows``).
 
 The test images are photo-like JPEGs of 500x375 (quality 90): seeded crops of the photographs that ship with
 scikit-image and scikit-learn, resized, one class per photograph.
@@ -57,6 +59,7 @@ from ._bench_parts import (
     synthetic_cache,
     vector_agreement,
 )
+from ._bench_rows import rows_figures, rows_table
 from ._bench_timing import (
     extraction_peak_rss,
     extraction_runs,
@@ -80,7 +83,7 @@ __all__ = [  # the measurements live in _bench_images, _bench_timing and _bench_
     "vector_agreement", "write_test_images",
 ]
 
-PARTS = ("backbone", "extract", "peer", "decode", "phone", "first-run", "seeds", "hvass", "io", "memory")
+PARTS = ("backbone", "extract", "peer", "decode", "phone", "first-run", "seeds", "hvass", "io", "memory", "rows")
 DEFAULT_PARTS = ("backbone", "extract", "peer", "decode", "phone", "first-run")
 
 
@@ -106,6 +109,7 @@ class _Bench:
     hvass_images: int
     io_mb: float
     photo_images: int
+    rows: int = 100_000
     pixels: np.ndarray | None = None
     files: list[Path] | None = None
     model: object = None
@@ -225,6 +229,11 @@ def _memory(bench: _Bench, report: dict) -> int:
     return 1
 
 
+def _rows(bench: _Bench, report: dict) -> int:
+    report["rows"] = rows_figures(bench.work / "rows", rows=bench.rows)
+    return 1
+
+
 @dataclasses.dataclass(frozen=True)
 class _Step:
     """One step of the benchmark: it runs when any of ``parts`` is chosen, adds its figures to the report and
@@ -247,16 +256,19 @@ _STEPS = (
     _Step(("hvass",), _hvass),
     _Step(("io",), _cache_io),
     _Step(("memory",), _memory),
+    _Step(("rows",), _rows),
 )
 
 
 # --------------------------------------------------------------------------- the whole benchmark
 
 
-def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images, io_mb, photo_images, parts):
+def _validate(*, images, repeats, batch_size, epochs, memory_scale, hvass_images, io_mb, photo_images, parts,
+              rows=100_000):
     for name, value, least in (
         ("images", images, 1), ("repeats", repeats, 1), ("batch size", batch_size, 1), ("epochs", epochs, 1),
         ("memory scale", memory_scale, 2), ("hvass images", hvass_images, 1), ("photo images", photo_images, 1),
+        ("rows", rows, 10),
     ):
         whole_number(value, name, at_least=least)
     if not isinstance(io_mb, (int, float)) or io_mb < 0:
@@ -301,6 +313,7 @@ def run_bench(
     hvass_images: int = 64,
     io_mb: float = 256.0,
     photo_images: int = 192,
+    rows: int = 100_000,
     workdir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
@@ -310,7 +323,7 @@ def run_bench(
 
     parts = tuple(parts)
     _validate(images=images, repeats=repeats, batch_size=batch_size, epochs=epochs, memory_scale=memory_scale,
-              hvass_images=hvass_images, io_mb=io_mb, photo_images=photo_images, parts=parts)
+              hvass_images=hvass_images, io_mb=io_mb, photo_images=photo_images, parts=parts, rows=rows)
     config = feature_config(backbone=backbone, weights=weights, runtime="tensorflow")
     runtimes = [name for name in list_runtimes() if get_runtime(name).available()]
     runtimes.sort(key=lambda name: name == "tensorflow")  # the reference runtime last: ratios are over it
@@ -326,7 +339,7 @@ def run_bench(
             parts=parts, config=config, options={"backbone": backbone, "weights": weights, "batch_size": batch_size},
             runtimes=runtimes, work=work, folder=write_test_images(work / "images", images), repeats=repeats,
             batch_size=batch_size, epochs=epochs, images=images, memory_scale=memory_scale, hvass_images=hvass_images,
-            io_mb=io_mb, photo_images=photo_images,
+            io_mb=io_mb, photo_images=photo_images, rows=rows,
         )
         for step in _STEPS:
             if set(step.parts) & set(parts):
@@ -394,6 +407,8 @@ def format_table(report: dict) -> str:
             f"{m['peak_rss_mb_1x']:.0f} / {m['peak_rss_mb_scaled']:.0f} (x{m['ratio']:.2f}, "
             f"+{m['extra_mb_per_1000_images']:.1f} MB per 1000 images)")
         row("  resident at the end of the extraction (MB)", f"{m['end_rss_mb_1x']:.0f} / {m['end_rss_mb_scaled']:.0f}")
+    for name, value in rows_table(report["rows"]) if "rows" in report else ():
+        row(name, value)
     return "\n".join(lines)
 
 
@@ -404,6 +419,7 @@ EPILOG = """examples:
   python -m transfer_cache.bench --images 256 --repeats 5 --parts backbone,extract
   python -m transfer_cache.bench --parts seeds,hvass,io,memory --images 256
   python -m transfer_cache.bench --backbone tiny --weights none --images 64 --repeats 2
+  python -m transfer_cache.bench --parts rows --rows 1000000 --images 1 --workdir /tmp/bench-rows
 
 Figures are medians of --repeats runs; compare the ratios (speed-ups, efficiency), measured side by side and
 alternated in one run: absolute images/s move with the load of a shared machine.
@@ -435,6 +451,8 @@ def build_parser():
                         help="size of the synthetic cache for read MB/s; 0 skips it (default 256)")
     parser.add_argument("--photo-images", type=int, default=192,
                         help="photos in the phone and first-run parts (default 192)")
+    parser.add_argument("--rows", type=int, default=100_000,
+                        help="rows of the synthetic cache of the rows part (default 100000)")
     parser.add_argument("--workdir", default=None,
                         help="keep the test images and caches here (default: a temporary folder, removed)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure to this JSON file")
@@ -454,7 +472,8 @@ def _main(args) -> int:
     report = run_bench(
         backbone=args.backbone, weights=args.weights, images=args.images, repeats=args.repeats,
         batch_size=args.batch_size, parts=parts, epochs=args.epochs, memory_scale=args.memory_scale,
-        hvass_images=args.hvass_images, io_mb=args.io_mb, photo_images=args.photo_images, workdir=args.workdir,
+        hvass_images=args.hvass_images, io_mb=args.io_mb, photo_images=args.photo_images, rows=args.rows,
+        workdir=args.workdir,
         progress=not args.quiet,
     )
     print(format_table(report))

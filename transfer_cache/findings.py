@@ -30,6 +30,14 @@ import numpy as np
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
 from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
+from .label_errors import (  # noqa: F401  (importable from here, as before)
+    VARIANCE_FLOOR,
+    confident_learning_issues,
+    floored_standardise,
+    label_issues,
+    out_of_fold_probabilities,
+    sampling_note,
+)
 
 # Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
 # scikit-image and scikit-learn and edited copies of each, cosine to the original: JPEG quality 90 0.993-0.998,
@@ -42,13 +50,6 @@ NEAR_DUPLICATE_COSINE = 0.90
 # homogeneous) is above HOMOGENEOUS_MEDIAN, the automatic threshold is HOMOGENEOUS_COSINE instead.
 HOMOGENEOUS_MEDIAN = 0.90
 HOMOGENEOUS_COSINE = 0.995
-# Label errors: the variance floor of the standardisation before the logistic regression, as a share of the mean
-# variance (``floored_standardise``). Measured with the embedded Lite0 against plain standardisation: folders of 30
-# correctly labelled photos (3 classes) flag nothing over 7 folders x 30 fold seeds (plain: a coffee photo flagged as
-# a rocket at p = 0.9998); 5% flipped labels among the top-ranked 10% on digits 0.978 (plain 0.966), flagged on 540
-# photos of 9 subjects 0.89-1.0 with no correct label flagged (plain 0.96-1.0). Unit-length vectors without a scaler
-# needed C = 100 and 6x the time to rank digits as well, and then flagged fewer photos (0.85-1.0).
-VARIANCE_FLOOR = 0.1
 
 
 def automatic_threshold(kth_similarities: np.ndarray) -> float:
@@ -133,97 +134,6 @@ def duplicate_pairs(
         })
     out.sort(key=lambda p: (-p["cosine"], p["row_a"], p["row_b"]))
     return out, float(NEAR_DUPLICATE_COSINE if threshold is None else threshold)
-
-
-def floored_standardise(train: np.ndarray, test: np.ndarray, *, floor: float = VARIANCE_FLOOR):
-    """``train`` and ``test`` centred on the training mean, each dimension divided by the square root of
-    ``(variance + floor x mean variance) / (1 + floor)`` over the training rows.
-
-    Plain standardisation divides by the variance alone: a ReLU dimension that is zero on all but one of 24 training
-    rows (std 3e-5) turns a test row's 0.07 into a z-score of 2,300, and that one coordinate then decides the
-    prediction, confidently and wrongly. The floor caps how much any dimension can be magnified relative to a typical
-    one (about 3.3x at 0.1); dimensions with ordinary variance are standardised as before.
-    """
-    train = np.asarray(train, dtype=np.float32)
-    mean = train.mean(axis=0, dtype=np.float64)
-    variance = train.var(axis=0, dtype=np.float64)
-    scale = np.sqrt((variance + floor * variance.mean()) / (1.0 + floor))
-    scale[scale == 0] = 1.0  # every dimension constant: nothing to scale
-    mean, scale = mean.astype(np.float32), scale.astype(np.float32)
-    return (train - mean) / scale, (np.asarray(test, dtype=np.float32) - mean) / scale
-
-
-def _fold_probabilities(X, labels, train, test, n_classes):
-    """One fold: standardise on its training rows, fit, and predict its held-out rows."""
-    from sklearn.linear_model import LogisticRegression
-
-    fit_on, predict_on = floored_standardise(X[train], X[test])
-    model = LogisticRegression(max_iter=2000).fit(fit_on, labels[train])
-    out = np.zeros((len(test), n_classes))
-    out[:, model.classes_] = model.predict_proba(predict_on)
-    return test, out
-
-
-def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0,
-                              n_jobs: int = 1) -> np.ndarray:
-    """Each labelled row's class probabilities (columns: labels 0..max) from a logistic regression that never saw it
-    (stratified k-fold), on vectors standardised with a variance floor (``floored_standardise``)."""
-    from joblib import Parallel, delayed
-    from sklearn.model_selection import StratifiedKFold
-
-    labels = np.asarray(labels)
-    counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
-    smallest = int(counts[counts > 0].min()) if len(labels) else 0
-    if smallest < folds:
-        raise TransferCacheError(
-            f"finding label errors needs at least {folds} labelled images in every class (cross-validation over "
-            f"{folds} folds); the smallest class has {smallest}: pass a smaller --folds, or label more images"
-        )
-    X = np.asarray(X, dtype=np.float32).reshape(len(X), -1)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    probabilities = np.zeros((len(X), len(counts)))
-    for test, out in Parallel(n_jobs=n_jobs)(delayed(_fold_probabilities)(X, labels, train, test, len(counts))
-                                             for train, test in splitter.split(X, labels)):
-        probabilities[test] = out
-    return probabilities
-
-
-def confident_learning_issues(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(flagged mask, suggested label) by the confident-learning rule (see the module docstring)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    n_classes = probabilities.shape[1]
-    thresholds = np.array([
-        probabilities[labels == j, j].mean() if np.any(labels == j) else np.inf for j in range(n_classes)
-    ])
-    confident = probabilities >= thresholds[None, :]
-    masked = np.where(confident, probabilities, -np.inf)
-    suggested = np.argmax(masked, axis=1)
-    has_any = confident.any(axis=1)
-    flagged = has_any & (suggested != labels)
-    return flagged, np.where(has_any, suggested, labels)
-
-
-def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs: int = 1) -> list[dict]:
-    """Every labelled row with its out-of-fold self-confidence, ranked (lowest first); ``flagged`` marks likely
-    label errors by the confident-learning rule, with the label the vectors suggest."""
-    labels = np.asarray(labels, dtype=np.int64)
-    rows = np.flatnonzero(labels >= 0)
-    # the probability columns are the classes present, in order: a class id absent from the rows must not shift them
-    classes, given = np.unique(labels[rows], return_inverse=True)
-    probabilities = out_of_fold_probabilities(np.asarray(X)[rows], given, folds=folds, seed=seed, n_jobs=n_jobs)
-    flagged, suggested = confident_learning_issues(probabilities, given)
-    self_confidence = probabilities[np.arange(len(rows)), given]
-    out = [
-        {"row": int(row), "label": int(labels[row]), "suggested": int(classes[suggested[i]]),
-         "self_confidence": round(float(self_confidence[i]), 6),
-         "suggested_probability": round(float(probabilities[i, suggested[i]]), 6), "flagged": bool(flagged[i])}
-        for i, row in enumerate(rows)
-    ]
-    out.sort(key=lambda item: (not item["flagged"], item["self_confidence"], item["row"]))
-    for rank, item in enumerate(out, 1):
-        item["rank"] = rank
-    return out
 
 
 def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256,
@@ -385,6 +295,9 @@ def _search_label_errors(findings: Findings, X: np.ndarray, *, folds: int, seed:
         searched = np.where(np.isin(all_labels, foldable), all_labels, -1)
         findings.label_issues = label_issues(X, searched, folds=folds, seed=seed, n_jobs=n_jobs)
         findings.label_errors_searched = True
+        method = sampling_note(int(np.count_nonzero(searched >= 0)))
+        if method:
+            findings.notes.append(method)
         if too_few:
             findings.notes.append(
                 f"label errors searched among the {len(foldable)} classes with at least {folds} labelled images; left "

@@ -211,6 +211,8 @@ def _fit_each(heads: Heads, *, data: TrainingData, split: Split, options: FitOpt
             warnings.simplefilter("always", ConvergenceWarning)
             outcome = train_one(name, params, heads.grids.get(name), data=data, split=split, inputs=inputs,
                                 options=options)
+        for message in outcome.extra.get("notes", []):  # e.g. trained on a sample
+            _note(message, options.progress)
         if takes_views(outcome.model, data):
             outcome.extra["augmented_views"] = data.caches[0].n_views
         if any(issubclass(w.category, ConvergenceWarning) for w in caught):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._errors import TransferCacheError
 from .classifiers import Classifier, make_classifier
+from .fit_memory import MemoryPlan, plan_memory
 from .fit_options import FitOptions
 from .runs import jsonable
 from .splits import Split, stratified_rows
@@ -82,9 +83,14 @@ def train_one(
     if not model.uses_validation and len(val):
         train, val = np.sort(np.concatenate([train, val])), _NONE
     extra: dict = {}
+    blocks = model.streams
     if not model.streams:  # read the inputs first: fit_seconds is training time only (streaming heads read as they go)
+        plan = _memory_plan(model, data, train, held=len(val) + len(split.test), seed=options.seed)
+        train, blocks = plan.train, plan.blocks
+        if plan.note:
+            extra["notes"] = [plan.note]
         start = time.perf_counter()
-        for rows in (train, val, split.test):
+        for rows in (train, val, _NONE if blocks else split.test):
             if len(rows):
                 inputs.get(model, rows)
         extra["data_seconds"] = round(time.perf_counter() - start, 4)
@@ -105,9 +111,18 @@ def train_one(
         fit_model(model, data, inputs, train, monitor, seed=options.seed)
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    proba = predict(model, data, inputs, split.test)
+    proba = predict(model, data, inputs, split.test, blocks=blocks)
     predict_seconds = time.perf_counter() - start
     return Outcome(model, split.test, proba, len(train), fit_seconds, predict_seconds, extra)
+
+
+def _memory_plan(model: Classifier, data: TrainingData, train: np.ndarray, *, held: int, seed: int,
+                 may_sample: bool = True) -> MemoryPlan:
+    """The rows a head holding its vectors in memory trains on (refused when they cannot fit: ``fit_memory``)."""
+    if model.input_kind != "features":
+        return MemoryPlan(train=train)
+    dim = int(np.prod(data.caches[0].features_for(data.layer).shape[1:]))
+    return plan_memory(model, labels=data.labels, train=train, held=held, dim=dim, seed=seed, may_sample=may_sample)
 
 
 def _cross_validate(
@@ -115,6 +130,8 @@ def _cross_validate(
 ) -> Outcome:
     """One head per fold, scored on its held-out rows (every row predicted once), then one on all the rows."""
     labels = data.labels
+    if not fresh().streams:
+        _memory_plan(fresh(), data, split.train, held=0, seed=seed, may_sample=False)
     oof = np.zeros((len(labels), len(data.class_names)))
     scores, fold_seconds, predict_seconds = [], [], 0.0
     for train, test in split.folds:
@@ -161,9 +178,10 @@ def takes_views(model: Classifier, data: TrainingData) -> bool:
     return data.use_views and model.input_kind == "features" and not model.streams
 
 
-def predict(model: Classifier, data: TrainingData, inputs: Inputs, rows: np.ndarray) -> np.ndarray:
-    """Class probabilities of ``rows`` (a streaming head reads them one block at a time)."""
-    if model.streams:
+def predict(model: Classifier, data: TrainingData, inputs: Inputs, rows: np.ndarray, *,
+            blocks: bool | None = None) -> np.ndarray:
+    """Class probabilities of ``rows`` (a streaming head, or with ``blocks``, reads them one block at a time)."""
+    if model.streams if blocks is None else blocks:
         parts = [model.predict_proba(data.features(rows[i : i + BLOCK_ROWS])) for i in range(0, len(rows), BLOCK_ROWS)]
         return np.concatenate(parts) if parts else np.zeros((0, len(data.class_names)))
     return model.predict_proba(inputs.get(model, rows))
