@@ -29,6 +29,7 @@ import numpy as np
 
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
+from .cache_rows import read_caches
 from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
 
 # Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
@@ -49,6 +50,13 @@ HOMOGENEOUS_COSINE = 0.995
 # photos of 9 subjects 0.89-1.0 with no correct label flagged (plain 0.96-1.0). Unit-length vectors without a scaler
 # needed C = 100 and 6x the time to rank digits as well, and then flagged fewer photos (0.85-1.0).
 VARIANCE_FLOOR = 0.1
+# From this many rows on, inspect reads each row's nearest rows from the cache's kept approximate index (knn_index).
+EXACT_ROWS = 20_000
+# Approximate path: each row's candidate list is this many times k long, for the within-class outlier distance.
+CLASS_CANDIDATES = 4
+# Approximate path: pairs whose 8-bit similarity is this close below the near-duplicate threshold are re-scored
+# exactly (the 8-bit codes are about 1e-3 off), so the threshold decides on exact cosines.
+RESCORE_MARGIN = 0.02
 
 
 def automatic_threshold(kth_similarities: np.ndarray) -> float:
@@ -226,19 +234,21 @@ def label_issues(X: np.ndarray, labels, *, folds: int = 5, seed: int = 0, n_jobs
     return out
 
 
-def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256,
-             neighbours: tuple | None = None) -> list[dict]:
+def outliers(X: np.ndarray | None, labels, *, k: int = 10, block_rows: int = 256,
+             neighbours: tuple | None = None, within: np.ndarray | None = None) -> list[dict]:
     """Every row with its k-NN distance (1 - mean cosine to its k nearest neighbours), overall and within its class,
-    ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it)."""
+    ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it;
+    ``within``: the distances to their class when the caller has them, e.g. ``class_distances``)."""
     labels = np.asarray(labels, dtype=np.int64)
     _, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
     overall = 1.0 - sims.mean(axis=1) if sims.size else np.zeros(len(labels))
-    within = np.full(len(labels), np.nan)
-    for label in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == label)
-        if len(members) > 1:
-            _, class_sims = nearest(np.asarray(X)[members], k, block_rows=block_rows)
-            within[members] = 1.0 - class_sims.mean(axis=1)
+    if within is None:
+        within = np.full(len(labels), np.nan)
+        for label in np.unique(labels[labels >= 0]):
+            members = np.flatnonzero(labels == label)
+            if len(members) > 1:
+                _, class_sims = nearest(np.asarray(X)[members], k, block_rows=block_rows)
+                within[members] = 1.0 - class_sims.mean(axis=1)
     out = [{"row": row, "label": int(labels[row]), "knn_distance": round(float(overall[row]), 6),
             "class_knn_distance": None if np.isnan(within[row]) else round(float(within[row]), 6)}
            for row in range(len(labels))]
@@ -293,85 +303,86 @@ def inspect_caches(
     seed: int = 0,
     n_jobs: int = 1,
     check_vectors: bool = True,
+    exact_rows: int = EXACT_ROWS,
+    progress: bool = False,
 ) -> Findings:
     """Duplicates (and leakage, conflicts), likely label errors and outliers of a cache (plus a test cache, whose
     rows count as "test"): what ``python -m transfer_cache.inspect`` writes. ``check_vectors=False`` skips the scan
-    for NaN when the caller has just made it on the same file (the cache report)."""
+    for NaN when the caller has just made it on the same file (the cache report). From ``exact_rows`` rows on, the
+    nearest rows come from the cache's kept approximate index (``knn_index``) and the vectors stay on disk."""
     whole_number(k, "k")
     whole_number(folds, "folds", at_least=2)
     integer(seed, "seed")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < float(threshold) <= 1.0):
         raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
-    table = _read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
-                         check_vectors=check_vectors)
-    X = np.concatenate(table.blocks)
-    all_labels = np.concatenate(table.labels)
-    findings = Findings(paths=table.paths, labels=all_labels, split=table.split, class_names=table.class_names,
-                        origin=table.origin, failed=table.failed)
-    findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
-    findings.duplicates, findings.threshold = duplicate_pairs(X, ids=table.ids, labels=all_labels, split=table.split,
-                                                              threshold=threshold, k=k, neighbours=findings.neighbours)
-    if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
-        findings.notes.append(
-            f"these images are all very alike (median cosine to their {k}th nearest neighbour above "
-            f"{HOMOGENEOUS_MEDIAN}), so near duplicates start at cosine {findings.threshold} here instead of "
-            f"{NEAR_DUPLICATE_COSINE}; --threshold sets it"
-        )
-    _search_label_errors(findings, X, folds=folds, seed=seed, n_jobs=n_jobs)
-    findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
+    with read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
+                     check_vectors=check_vectors) as table:
+        findings = Findings(paths=table.paths, labels=table.labels, split=table.split,
+                            class_names=table.class_names, origin=table.origin, failed=table.failed)
+        X, within = None, None
+        if len(table) < exact_rows:
+            X = np.asarray(table)
+            findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
+        else:
+            findings.neighbours, within = _approximate_neighbours(findings, table, k=k, threshold=threshold,
+                                                                  progress=progress)
+        findings.duplicates, findings.threshold = duplicate_pairs(
+            X, ids=table.ids, labels=table.labels, split=table.split, threshold=threshold, k=k,
+            neighbours=findings.neighbours)
+        if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
+            findings.notes.append(
+                f"these images are all very alike (median cosine to their {k}th nearest neighbour above "
+                f"{HOMOGENEOUS_MEDIAN}), so near duplicates start at cosine {findings.threshold} here instead of "
+                f"{NEAR_DUPLICATE_COSINE}; --threshold sets it"
+            )
+        _search_label_errors(findings, table if X is None else X, folds=folds, seed=seed, n_jobs=n_jobs)
+        findings.outliers = outliers(X, table.labels, k=k, neighbours=findings.neighbours, within=within)
     return findings
 
 
-@dataclass
-class _Table:
-    """The rows of the inspected caches as one table, the cache then the test cache; class names are merged by name,
-    so a class keeps one label whichever cache lists it, and in whatever order."""
+def _approximate_neighbours(findings: Findings, table, *, k: int, threshold: float | None, progress: bool):
+    """Each row's ``k`` nearest rows from the kept index, with the pairs that may be near duplicates re-scored
+    exactly (so their cosines, and which of them pass the threshold, are the exact search's), and the within-class
+    outlier distances from a longer candidate list; a note on the findings says what is approximate."""
+    from . import knn_index
 
-    blocks: list[np.ndarray] = field(default_factory=list)  # each cache's vectors, one row per image
-    ids: list[str] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)  # each cache's labels, remapped to ``class_names``
-    split: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    origin: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
-    class_names: list[str] = field(default_factory=list)
-
-    def add(self, opened, *, path, layer: str | None, test: bool) -> None:
-        """Append one open cache's rows (all "test" when it is the test cache)."""
-        names = list(opened.class_names)
-        for name in names:
-            if name not in self.class_names:
-                self.class_names.append(name)
-        remap = np.asarray([self.class_names.index(n) for n in names] or [0], dtype=np.int64)
-        chosen = opened.layer_name(layer)
-        self.blocks.append(opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1))
-        self.ids.extend(opened.ids)
-        self.labels.append(np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)], -1))
-        self.split.extend(["test"] * len(opened) if test else [str(s) for s in opened.split])
-        self.paths.extend(opened.paths)
-        self.origin.extend([str(path)] * len(opened))
-        self.failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
+    candidates = min(len(table) - 1, max(k, CLASS_CANDIDATES * k))
+    indices, sims = knn_index.self_graph(table, k=candidates, beside=table.first_path, key=table.index_key(),
+                                         progress=progress)
+    k = min(k, candidates)
+    near_indices, near_sims = indices[:, :k].copy(), sims[:, :k].copy()
+    cut = threshold if threshold is not None else automatic_threshold(near_sims[:, -1])
+    rows, places = np.nonzero(near_sims >= cut - RESCORE_MARGIN)
+    if len(rows):
+        near_sims[rows, places] = knn_index.exact_cosines(table, rows, near_indices[rows, places])
+        touched = np.unique(rows)
+        order = np.argsort(-near_sims[touched], axis=1, kind="stable")
+        near_sims[touched] = np.take_along_axis(near_sims[touched], order, axis=1)
+        near_indices[touched] = np.take_along_axis(near_indices[touched], order, axis=1)
+    within = class_distances(indices, sims, table.labels, k=k)
+    findings.notes.append(
+        f"{len(table)} rows: the nearest images come from an approximate index (HNSW over 8-bit codes, recall@10 "
+        "about 0.99); near-duplicate cosines are exact; the within-class outlier distance counts each image's "
+        f"nearest of its class among its {candidates} nearest overall, the missing ones at the last one's similarity "
+        "(a lower bound of the distance)"
+    )
+    return (near_indices, near_sims), within
 
 
-def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> _Table:
-    """The rows of every cache, which must hold rows and share one fingerprint: vectors of two feature
-    configurations are not comparable."""
-    from .cache import open_cache
-
-    table = _Table()
-    fingerprint = None
-    for index, path in enumerate(paths):
-        with open_cache(path, check_vectors=check_vectors) as opened:
-            opened.require_rows("inspect")
-            if fingerprint is not None and opened.fingerprint != fingerprint:
-                raise TransferCacheError(
-                    f"{path} has fingerprint {opened.fingerprint}, not {fingerprint} like {paths[0]}: vectors of two "
-                    "feature configurations cannot be compared; extract both with the same options"
-                )
-            fingerprint = opened.fingerprint
-            table.add(opened, path=path, layer=layer, test=bool(index))
-    return table
+def class_distances(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, *, k: int) -> np.ndarray:
+    """Each row's distance to its class (1 - mean cosine to its ``k`` nearest of the same class, at most the class
+    size - 1) from its candidate list (``indices``, ``sims``, best first): a same-class row missing from the list is
+    counted at the list's last similarity. NaN for unlabelled rows and classes of one row."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels[labels >= 0], minlength=1)
+    wanted = np.where(labels >= 0, np.minimum(k, sizes[np.maximum(labels, 0)] - 1), 0)
+    same = (labels[indices] == labels[:, None]) & (indices >= 0)
+    taken = same & (np.cumsum(same, axis=1) <= wanted[:, None])
+    found = taken.sum(axis=1)
+    total = np.where(taken, sims, 0).sum(axis=1, dtype=np.float64) + (wanted - found) * sims[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wanted > 0, 1.0 - total / np.maximum(wanted, 1), np.nan)
 
 
 def _search_label_errors(findings: Findings, X: np.ndarray, *, folds: int, seed: int, n_jobs: int) -> None:
