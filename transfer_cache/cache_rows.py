@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._errors import TransferCacheError
-from .cache import open_cache
-
 # Up to this many scattered rows are read one HDF5 selection each; more go through ``Cache.read_rows``, which reads
 # whole 64 MB blocks and keeps the wanted rows (a handful of rows then costs a pass over the file).
 SCATTERED_ROWS = 2048
@@ -121,26 +118,3 @@ class CacheRows:
 
 def _contiguous(rows: np.ndarray) -> bool:
     return len(rows) > 1 and int(rows[-1] - rows[0]) == len(rows) - 1
-
-
-def read_caches(paths: list, *, layer: str | None, check_vectors: bool, doing: str = "inspect") -> CacheRows:
-    """The rows of every cache, which must hold rows and share one fingerprint: vectors of two feature
-    configurations are not comparable."""
-    table = CacheRows()
-    fingerprint = None
-    try:
-        for index, path in enumerate(paths):
-            opened = open_cache(path, check_vectors=check_vectors)
-            table.keep_open(opened)
-            opened.require_rows(doing)
-            if fingerprint is not None and opened.fingerprint != fingerprint:
-                raise TransferCacheError(
-                    f"{path} has fingerprint {opened.fingerprint}, not {fingerprint} like {paths[0]}: vectors of two "
-                    "feature configurations cannot be compared; extract both with the same options"
-                )
-            fingerprint = opened.fingerprint
-            table.add(opened, path=path, layer=layer, test=bool(index))
-    except BaseException:
-        table.close()
-        raise
-    return table

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import knn_index
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
-from .cache_rows import read_caches
+from .cache_rows import CacheRows
 from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
+from .knn_index import EXACT_ROWS  # from this many rows on, the nearest rows come from the kept index
 
 # Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
 # scikit-image and scikit-learn and edited copies of each, cosine to the original: JPEG quality 90 0.993-0.998,
@@ -50,8 +52,6 @@ HOMOGENEOUS_COSINE = 0.995
 # photos of 9 subjects 0.89-1.0 with no correct label flagged (plain 0.96-1.0). Unit-length vectors without a scaler
 # needed C = 100 and 6x the time to rank digits as well, and then flagged fewer photos (0.85-1.0).
 VARIANCE_FLOOR = 0.1
-# From this many rows on, inspect reads each row's nearest rows from the cache's kept approximate index (knn_index).
-EXACT_ROWS = 20_000
 # Approximate path: each row's candidate list is this many times k long, for the within-class outlier distance.
 CLASS_CANDIDATES = 4
 # Approximate path: pairs whose 8-bit similarity is this close below the near-duplicate threshold are re-scored
@@ -316,7 +316,7 @@ def inspect_caches(
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < float(threshold) <= 1.0):
         raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
-    with read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
+    with _read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
                      check_vectors=check_vectors) as table:
         findings = Findings(paths=table.paths, labels=table.labels, split=table.split,
                             class_names=table.class_names, origin=table.origin, failed=table.failed)
@@ -345,8 +345,6 @@ def _approximate_neighbours(findings: Findings, table, *, k: int, threshold: flo
     """Each row's ``k`` nearest rows from the kept index, with the pairs that may be near duplicates re-scored
     exactly (so their cosines, and which of them pass the threshold, are the exact search's), and the within-class
     outlier distances from a longer candidate list; a note on the findings says what is approximate."""
-    from . import knn_index
-
     candidates = min(len(table) - 1, max(k, CLASS_CANDIDATES * k))
     indices, sims = knn_index.self_graph(table, k=candidates, beside=table.first_path, key=table.index_key(),
                                          progress=progress)
@@ -383,6 +381,31 @@ def class_distances(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, *
     total = np.where(taken, sims, 0).sum(axis=1, dtype=np.float64) + (wanted - found) * sims[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(wanted > 0, 1.0 - total / np.maximum(wanted, 1), np.nan)
+
+
+def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> CacheRows:
+    """The rows of every cache, which must hold rows and share one fingerprint: vectors of two feature
+    configurations are not comparable. The table keeps them open: close it (``with``)."""
+    from .cache import open_cache
+
+    table = CacheRows()
+    fingerprint = None
+    try:
+        for index, path in enumerate(paths):
+            opened = open_cache(path, check_vectors=check_vectors)
+            table.keep_open(opened)
+            opened.require_rows("inspect")
+            if fingerprint is not None and opened.fingerprint != fingerprint:
+                raise TransferCacheError(
+                    f"{path} has fingerprint {opened.fingerprint}, not {fingerprint} like {paths[0]}: vectors of two "
+                    "feature configurations cannot be compared; extract both with the same options"
+                )
+            fingerprint = opened.fingerprint
+            table.add(opened, path=path, layer=layer, test=bool(index))
+    except BaseException:
+        table.close()
+        raise
+    return table
 
 
 def _search_label_errors(findings: Findings, X: np.ndarray, *, folds: int, seed: int, n_jobs: int) -> None:
