@@ -1,9 +1,11 @@
 """What the cached vectors know about the dataset: duplicates and train/test leakage, likely label errors, outliers,
 and the images nearest to any image.
 
-Every finding is computed from the cache alone (one vector per image, its content digest, label and split), exactly
-and in blocks, so memory stays at a few blocks of similarities however many images there are (about
-``block_rows x N x 4`` bytes: 256 x 100,000 rows is 100 MB).
+Every finding is computed from the cache alone (one vector per image, its content digest, label and split). Below
+``EXACT_ROWS`` rows the nearest rows are found exactly, all pairs in blocks; from there on (all pairs grow as the
+square of the rows: 256 s at 100,000) they come from the cache's kept approximate index (``knn_index``), the
+vectors stay on disk and are read a block at a time through the table's ``read(rows)``, pairs that may be near
+duplicates are re-scored exactly, and a note on the findings says what is approximate.
 
 * **Exact duplicates**: rows with the same content digest (the same bytes, whatever their names).
   **Near duplicates**: pairs whose transfer values have cosine similarity >= ``NEAR_DUPLICATE_COSINE``. A pair whose
