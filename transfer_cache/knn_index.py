@@ -48,13 +48,14 @@ def _faiss():
     return faiss
 
 
-def unit(block: np.ndarray) -> np.ndarray:
-    """Rows of unit length as contiguous float32 (zero rows stay zero); refuses NaN or infinity."""
+def unit(block: np.ndarray, *, first: int = 0, source: str = "the vectors") -> np.ndarray:
+    """Rows of unit length as contiguous float32 (zero rows stay zero); refuses NaN or infinity, naming the row
+    (``first`` is the block's first row in ``source``)."""
     block = np.ascontiguousarray(block, dtype=np.float32).reshape(len(block), -1)
     if not np.isfinite(block).all():
-        row = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-        raise TransferCacheError(f"vector {row} of this block holds NaN or infinity: the cache is damaged; "
-                                 "extract it again")
+        row = first + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+        raise TransferCacheError(f"row {row} of {source} holds NaN or infinity: the cache is damaged; extract it "
+                                 "again")
     norms = np.linalg.norm(block, axis=1, keepdims=True)
     return block / np.maximum(norms, np.finfo(np.float32).tiny)
 
@@ -98,9 +99,11 @@ def build_index(reader, *, progress: bool = True):
     quantiser's), one to add the rows; a block of rows in memory at a time."""
     faiss = _faiss()
     low = high = None
+    source = str(getattr(reader, "first_path", "the vectors"))
     with _bar(2 * len(reader), "neighbour index", progress) as bar:
         for start in range(0, len(reader), BLOCK_ROWS):
-            block = unit(reader.read(np.arange(start, min(len(reader), start + BLOCK_ROWS))))
+            block = unit(reader.read(np.arange(start, min(len(reader), start + BLOCK_ROWS))), first=start,
+                         source=source)
             low = block.min(axis=0) if low is None else np.minimum(low, block.min(axis=0))
             high = block.max(axis=0) if high is None else np.maximum(high, block.max(axis=0))
             bar.update(len(block))
