@@ -4,10 +4,13 @@ neighbors answering from it (the exact threshold lowered by a keyword, so small 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from transfer_cache import knn_index
+from transfer_cache._errors import TransferCacheError
 from transfer_cache.cache import open_cache
 from transfer_cache.cache_rows import CacheRows
 from transfer_cache.findings import class_distances, inspect_caches
@@ -137,3 +140,24 @@ def test_neighbors_answers_from_the_kept_index_with_exact_cosines(tmp_path, caps
     np.testing.assert_allclose([item["similarity"] for item in found[1:]], sims[0], atol=1e-5)
     neighbors(path, "18", k=8, exact_rows=100, progress=False)
     assert capsys.readouterr().err == ""  # the kept index: no second build
+
+
+def test_a_cache_written_again_gets_a_new_index_and_the_old_one_goes(tmp_path):
+    path = write_synthetic_cache(tmp_path / "c.h5", features=clustered(300, seed=8), labels=np.zeros(300, int))
+    neighbors(path, "0", k=3, exact_rows=100, progress=False)
+    before = sorted(p.name for p in tmp_path.glob(".c.h5.knn-*"))
+    X = clustered(300, seed=9)
+    write_synthetic_cache(path, features=X, labels=np.zeros(300, int))
+    found = neighbors(path, "0", k=3, exact_rows=100, progress=False)
+    after = sorted(p.name for p in tmp_path.glob(".c.h5.knn-*"))
+    assert len(before) == len(after) == 1 and before != after
+    assert [item["row"] for item in found] == [0, *brute_force(X, np.array([0]), 2)[0][0]]
+
+
+def test_a_vector_of_nan_is_named_when_the_index_is_built(tmp_path):
+    X = clustered(300, seed=10)
+    X[123, 5] = np.nan
+    path = write_synthetic_cache(tmp_path / "c.h5", features=X, labels=np.zeros(300, int))
+    with pytest.raises(TransferCacheError, match=f"^row 123 of {re.escape(str(path))} holds NaN or infinity: the "
+                       "cache is damaged; extract it again$"):
+        neighbors(path, "0", k=3, exact_rows=100, progress=False)

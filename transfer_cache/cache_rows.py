@@ -108,7 +108,8 @@ class CacheRows:
     def index_key(self) -> dict:
         """What the vectors of this table depend on: a kept neighbour index is valid while this is unchanged."""
         return {"caches": [{"name": opened.path.name, "fingerprint": opened.fingerprint, "rows": len(opened),
-                            "created": str(opened.info.created), "layer": layer}
+                            "created": str(opened.info.created), "modified_ns": opened.path.stat().st_mtime_ns,
+                            "layer": layer}
                            for opened, layer, _ in self.parts]}
 
     @property

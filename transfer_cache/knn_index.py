@@ -127,7 +127,7 @@ def kept_index(reader, *, beside, key: dict, progress: bool = True) -> Neighbour
     index = build_index(reader, progress=progress)
     with _atomic.replacing(path, where="give the cache a folder with room for its neighbour index") as temporary:
         faiss.write_index(index, str(temporary))
-    _remove_older(beside)
+    _remove_older(beside, keep=path)
     return NeighbourIndex(index, path)
 
 
@@ -188,13 +188,13 @@ def exact_cosines(reader, a: np.ndarray, b: np.ndarray, *, chunk_rows: int = 655
     return out
 
 
-def _remove_older(beside) -> None:
+def _remove_older(beside, *, keep: Path) -> None:
     """Remove the kept index files of an earlier extraction of this cache (older than the cache file)."""
     beside = Path(beside)
-    made = beside.stat().st_mtime
+    made = beside.stat().st_mtime_ns
     for old in beside.parent.glob(f".{beside.name}.knn-*"):
         try:
-            if old.stat().st_mtime < made:
+            if old != keep and old.stat().st_mtime_ns < made:
                 os.remove(old)
         except OSError:
             pass
