@@ -121,8 +121,8 @@ def kept_index(reader, *, beside, key: dict, progress: bool = True) -> Neighbour
     """The index of ``reader`` kept beside ``beside``, built (with a note on stderr) and written when absent."""
     faiss = _faiss()
     path = index_path(beside, key)
-    if path.exists():
-        return NeighbourIndex(faiss.read_index(str(path)), path)
+    if path.exists():  # its 8-bit codes mapped, not read: a query touches a few pages of them
+        return NeighbourIndex(faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC), path)
     print(f"note: building the neighbour index of {len(reader)} rows (once; kept as {path})", file=sys.stderr)
     index = build_index(reader, progress=progress)
     with _atomic.replacing(path, where="give the cache a folder with room for its neighbour index") as temporary:
