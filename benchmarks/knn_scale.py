@@ -85,6 +85,20 @@ def neighbors(cache: str) -> None:
         find(cache, str(row), k=12, progress=False)
         times.append(time.perf_counter() - started)
     print(f"neighbors in one process: median {1000 * np.median(times):.0f} ms per query (opening the cache included)")
+    from transfer_cache import knn_index
+    from transfer_cache.cache import open_cache
+    from transfer_cache.cache_rows import CacheRows
+
+    with CacheRows() as table:
+        table.add(open_cache(cache), path=cache, layer=None, test=False)
+        index = knn_index.kept_index(table, beside=table.first_path, key=table.index_key())
+        searched = []
+        for row in np.random.default_rng(1).integers(0, len(table), 50):
+            started = time.perf_counter()
+            found, _ = index.search(table.read([row]), 28)
+            knn_index.unit(table.read(np.sort(found[0])))  # the candidates re-scored, as neighbors does
+            searched.append(time.perf_counter() - started)
+    print(f"a query alone (read the row, search 28 candidates, read them): median {1000 * np.median(searched):.1f} ms")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "transfer_cache.neighbors", cache, "17"], check=True)
     print(f"whole process: {time.perf_counter() - started:.2f} s")

@@ -323,7 +323,7 @@ def inspect_caches(
         findings = Findings(paths=table.paths, labels=table.labels, split=table.split,
                             class_names=table.class_names, origin=table.origin, failed=table.failed)
         X, within = None, None
-        if len(table) < exact_rows:
+        if len(table) < max(exact_rows, 3):  # the approximate path wants a row and two others at least
             X = np.asarray(table)
             findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
         else:

@@ -54,10 +54,11 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None, exact_rows
     whole_number(k, "k")
     with open_cache(cache) as opened:
         opened.require_rows()
-        if len(opened) < exact_rows:  # the approximate path checks the vectors once, building its index
+        exact = len(opened) < max(exact_rows, 3)  # the approximate path wants a row and two others at least
+        if exact:  # the approximate path checks the vectors once, building its index
             opened.check_vectors()
         chosen = opened.layer_name(layer)
-        if len(opened) < exact_rows:
+        if exact:
             X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
             vector = _query_vector(opened, query, chosen, lambda row: X[row])
             indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
