@@ -33,7 +33,6 @@ from . import knn_index
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
 from .cache_rows import CacheRows
-from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
 from .knn_index import EXACT_ROWS  # from this many rows on, the nearest rows come from the kept index
 
 # Chosen from measurements with the embedded Lite0 (README, "What the vectors know"). Seven distinct photographs of
@@ -74,7 +73,9 @@ def nearest(X: np.ndarray, k: int, *, queries: np.ndarray | None = None, block_r
     Without ``queries`` the rows of ``X`` query themselves and each row's own entry is left out. Exact, computed a
     block of queries at a time.
     """
-    base = unit_rows(X)
+    from .classifiers.base import unit_rows  # here: neighbors on a large cache never loads scikit-learn
+
+    base = unit_rows(X)  # rows of unit length: dot products are cosine similarities
     self_query = queries is None
     Q = base if self_query else unit_rows(queries)
     k = min(k, len(base) - (1 if self_query else 0))
