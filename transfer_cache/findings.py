@@ -1,9 +1,11 @@
 """What the cached vectors know about the dataset: duplicates and train/test leakage, likely label errors, outliers,
 and the images nearest to any image.
 
-Every finding is computed from the cache alone (one vector per image, its content digest, label and split), exactly
-and in blocks, so memory stays at a few blocks of similarities however many images there are (about
-``block_rows x N x 4`` bytes: 256 x 100,000 rows is 100 MB).
+Every finding is computed from the cache alone (one vector per image, its content digest, label and split). Below
+``EXACT_ROWS`` rows the nearest rows are found exactly, all pairs in blocks; from there on (all pairs grow as the
+square of the rows: 256 s at 100,000) they come from the cache's kept approximate index (``knn_index``), the
+vectors stay on disk and are read a block at a time through the table's ``read(rows)``, pairs that may be near
+duplicates are re-scored exactly, and a note on the findings says what is approximate.
 
 * **Exact duplicates**: rows with the same content digest (the same bytes, whatever their names).
   **Near duplicates**: pairs whose transfer values have cosine similarity >= ``NEAR_DUPLICATE_COSINE``. A pair whose
@@ -27,9 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import knn_index
 from ._checks import integer, whole_number
 from ._errors import TransferCacheError
-from .classifiers.base import unit_rows  # rows of unit length: dot products are cosine similarities
+from .cache_rows import CacheRows
+from .knn_index import EXACT_ROWS  # from this many rows on, the nearest rows come from the kept index
 from .label_errors import (  # noqa: F401  (importable from here, as before)
     VARIANCE_FLOOR,
     confident_learning_issues,
@@ -50,6 +54,11 @@ NEAR_DUPLICATE_COSINE = 0.90
 # homogeneous) is above HOMOGENEOUS_MEDIAN, the automatic threshold is HOMOGENEOUS_COSINE instead.
 HOMOGENEOUS_MEDIAN = 0.90
 HOMOGENEOUS_COSINE = 0.995
+# Approximate path: each row's candidate list is this many times k long, for the within-class outlier distance.
+CLASS_CANDIDATES = 4
+# Approximate path: pairs whose 8-bit similarity is this close below the near-duplicate threshold are re-scored
+# exactly (the 8-bit codes are about 1e-3 off), so the threshold decides on exact cosines.
+RESCORE_MARGIN = 0.02
 
 
 def automatic_threshold(kth_similarities: np.ndarray) -> float:
@@ -65,7 +74,9 @@ def nearest(X: np.ndarray, k: int, *, queries: np.ndarray | None = None, block_r
     Without ``queries`` the rows of ``X`` query themselves and each row's own entry is left out. Exact, computed a
     block of queries at a time.
     """
-    base = unit_rows(X)
+    from .classifiers.base import unit_rows  # here: neighbors on a large cache never loads scikit-learn
+
+    base = unit_rows(X)  # rows of unit length: dot products are cosine similarities
     self_query = queries is None
     Q = base if self_query else unit_rows(queries)
     k = min(k, len(base) - (1 if self_query else 0))
@@ -136,19 +147,21 @@ def duplicate_pairs(
     return out, float(NEAR_DUPLICATE_COSINE if threshold is None else threshold)
 
 
-def outliers(X: np.ndarray, labels, *, k: int = 10, block_rows: int = 256,
-             neighbours: tuple | None = None) -> list[dict]:
+def outliers(X: np.ndarray | None, labels, *, k: int = 10, block_rows: int = 256,
+             neighbours: tuple | None = None, within: np.ndarray | None = None) -> list[dict]:
     """Every row with its k-NN distance (1 - mean cosine to its k nearest neighbours), overall and within its class,
-    ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it)."""
+    ranked by the overall distance, farthest first (``neighbours``: ``nearest(X, k)`` when the caller has it;
+    ``within``: the distances to their class when the caller has them, e.g. ``class_distances``)."""
     labels = np.asarray(labels, dtype=np.int64)
     _, sims = neighbours if neighbours is not None else nearest(X, k, block_rows=block_rows)
     overall = 1.0 - sims.mean(axis=1) if sims.size else np.zeros(len(labels))
-    within = np.full(len(labels), np.nan)
-    for label in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == label)
-        if len(members) > 1:
-            _, class_sims = nearest(np.asarray(X)[members], k, block_rows=block_rows)
-            within[members] = 1.0 - class_sims.mean(axis=1)
+    if within is None:
+        within = np.full(len(labels), np.nan)
+        for label in np.unique(labels[labels >= 0]):
+            members = np.flatnonzero(labels == label)
+            if len(members) > 1:
+                _, class_sims = nearest(np.asarray(X)[members], k, block_rows=block_rows)
+                within[members] = 1.0 - class_sims.mean(axis=1)
     out = [{"row": row, "label": int(labels[row]), "knn_distance": round(float(overall[row]), 6),
             "class_knn_distance": None if np.isnan(within[row]) else round(float(within[row]), 6)}
            for row in range(len(labels))]
@@ -203,76 +216,97 @@ def inspect_caches(
     seed: int = 0,
     n_jobs: int = 1,
     check_vectors: bool = True,
+    exact_rows: int = EXACT_ROWS,
+    progress: bool = False,
 ) -> Findings:
     """Duplicates (and leakage, conflicts), likely label errors and outliers of a cache (plus a test cache, whose
     rows count as "test"): what ``python -m transfer_cache.inspect`` writes. ``check_vectors=False`` skips the scan
-    for NaN when the caller has just made it on the same file (the cache report)."""
+    for NaN when the caller has just made it on the same file (the cache report). From ``exact_rows`` rows on, the
+    nearest rows come from the cache's kept approximate index (``knn_index``) and the vectors stay on disk."""
     whole_number(k, "k")
     whole_number(folds, "folds", at_least=2)
     integer(seed, "seed")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 < float(threshold) <= 1.0):
         raise TransferCacheError(f"threshold must be a cosine similarity in (0, 1], e.g. 0.95; got {threshold!r}")
-    table = _read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
-                         check_vectors=check_vectors)
-    X = np.concatenate(table.blocks)
-    all_labels = np.concatenate(table.labels)
-    findings = Findings(paths=table.paths, labels=all_labels, split=table.split, class_names=table.class_names,
-                        origin=table.origin, failed=table.failed)
-    findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
-    findings.duplicates, findings.threshold = duplicate_pairs(X, ids=table.ids, labels=all_labels, split=table.split,
-                                                              threshold=threshold, k=k, neighbours=findings.neighbours)
-    if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
-        findings.notes.append(
-            f"these images are all very alike (median cosine to their {k}th nearest neighbour above "
-            f"{HOMOGENEOUS_MEDIAN}), so near duplicates start at cosine {findings.threshold} here instead of "
-            f"{NEAR_DUPLICATE_COSINE}; --threshold sets it"
-        )
-    _search_label_errors(findings, X, folds=folds, seed=seed, n_jobs=n_jobs)
-    findings.outliers = outliers(X, all_labels, k=k, neighbours=findings.neighbours)
+    with _read_caches([cache] + ([test_cache] if test_cache is not None else []), layer=layer,
+                     check_vectors=check_vectors) as table:
+        findings = Findings(paths=table.paths, labels=table.labels, split=table.split,
+                            class_names=table.class_names, origin=table.origin, failed=table.failed)
+        X, within = None, None
+        if len(table) < max(exact_rows, 3):  # the approximate path wants a row and two others at least
+            X = np.asarray(table)
+            findings.neighbours = nearest(X, k) if len(X) > 1 else None  # one pass over all pairs serves every finding
+        else:
+            findings.neighbours, within = _approximate_neighbours(findings, table, k=k, threshold=threshold,
+                                                                  progress=progress)
+        findings.duplicates, findings.threshold = duplicate_pairs(
+            X, ids=table.ids, labels=table.labels, split=table.split, threshold=threshold, k=k,
+            neighbours=findings.neighbours)
+        if threshold is None and findings.threshold != NEAR_DUPLICATE_COSINE:
+            findings.notes.append(
+                f"these images are all very alike (median cosine to their {k}th nearest neighbour above "
+                f"{HOMOGENEOUS_MEDIAN}), so near duplicates start at cosine {findings.threshold} here instead of "
+                f"{NEAR_DUPLICATE_COSINE}; --threshold sets it"
+            )
+        _search_label_errors(findings, table if X is None else X, folds=folds, seed=seed, n_jobs=n_jobs)
+        findings.outliers = outliers(X, table.labels, k=k, neighbours=findings.neighbours, within=within)
     return findings
 
 
-@dataclass
-class _Table:
-    """The rows of the inspected caches as one table, the cache then the test cache; class names are merged by name,
-    so a class keeps one label whichever cache lists it, and in whatever order."""
-
-    blocks: list[np.ndarray] = field(default_factory=list)  # each cache's vectors, one row per image
-    ids: list[str] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)  # each cache's labels, remapped to ``class_names``
-    split: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    origin: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
-    class_names: list[str] = field(default_factory=list)
-
-    def add(self, opened, *, path, layer: str | None, test: bool) -> None:
-        """Append one open cache's rows (all "test" when it is the test cache)."""
-        names = list(opened.class_names)
-        for name in names:
-            if name not in self.class_names:
-                self.class_names.append(name)
-        remap = np.asarray([self.class_names.index(n) for n in names] or [0], dtype=np.int64)
-        chosen = opened.layer_name(layer)
-        self.blocks.append(opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1))
-        self.ids.extend(opened.ids)
-        self.labels.append(np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)], -1))
-        self.split.extend(["test"] * len(opened) if test else [str(s) for s in opened.split])
-        self.paths.extend(opened.paths)
-        self.origin.extend([str(path)] * len(opened))
-        self.failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
+def _approximate_neighbours(findings: Findings, table, *, k: int, threshold: float | None, progress: bool):
+    """Each row's ``k`` nearest rows from the kept index, with the pairs that may be near duplicates re-scored
+    exactly (so their cosines, and which of them pass the threshold, are the exact search's), and the within-class
+    outlier distances from a longer candidate list; a note on the findings says what is approximate."""
+    candidates = min(len(table) - 1, max(k, CLASS_CANDIDATES * k))
+    indices, sims = knn_index.self_graph(table, k=candidates, beside=table.first_path, key=table.index_key(),
+                                         progress=progress)
+    k = min(k, candidates)
+    near_indices, near_sims = indices[:, :k].copy(), sims[:, :k].copy()
+    cut = threshold if threshold is not None else automatic_threshold(near_sims[:, -1])
+    rows, places = np.nonzero(near_sims >= cut - RESCORE_MARGIN)
+    if len(rows):
+        near_sims[rows, places] = knn_index.exact_cosines(table, rows, near_indices[rows, places])
+        touched = np.unique(rows)
+        order = np.argsort(-near_sims[touched], axis=1, kind="stable")
+        near_sims[touched] = np.take_along_axis(near_sims[touched], order, axis=1)
+        near_indices[touched] = np.take_along_axis(near_indices[touched], order, axis=1)
+    within = class_distances(indices, sims, table.labels, k=k)
+    findings.notes.append(
+        f"{len(table)} rows: the nearest images come from an approximate index (HNSW over 8-bit codes, recall@10 "
+        "about 0.99); near-duplicate cosines are exact; the within-class outlier distance counts each image's "
+        f"nearest of its class among its {candidates} nearest overall, the missing ones at the last one's similarity "
+        "(a lower bound of the distance)"
+    )
+    return (near_indices, near_sims), within
 
 
-def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> _Table:
+def class_distances(indices: np.ndarray, sims: np.ndarray, labels: np.ndarray, *, k: int) -> np.ndarray:
+    """Each row's distance to its class (1 - mean cosine to its ``k`` nearest of the same class, at most the class
+    size - 1) from its candidate list (``indices``, ``sims``, best first): a same-class row missing from the list is
+    counted at the list's last similarity. NaN for unlabelled rows and classes of one row."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels[labels >= 0], minlength=1)
+    wanted = np.where(labels >= 0, np.minimum(k, sizes[np.maximum(labels, 0)] - 1), 0)
+    same = (labels[indices] == labels[:, None]) & (indices >= 0)
+    taken = same & (np.cumsum(same, axis=1) <= wanted[:, None])
+    found = taken.sum(axis=1)
+    total = np.where(taken, sims, 0).sum(axis=1, dtype=np.float64) + (wanted - found) * sims[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wanted > 0, 1.0 - total / np.maximum(wanted, 1), np.nan)
+
+
+def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> CacheRows:
     """The rows of every cache, which must hold rows and share one fingerprint: vectors of two feature
-    configurations are not comparable."""
+    configurations are not comparable. The table keeps them open: close it (``with``)."""
     from .cache import open_cache
 
-    table = _Table()
+    table = CacheRows()
     fingerprint = None
-    for index, path in enumerate(paths):
-        with open_cache(path, check_vectors=check_vectors) as opened:
+    try:
+        for index, path in enumerate(paths):
+            opened = open_cache(path, check_vectors=check_vectors)
+            table.keep_open(opened)
             opened.require_rows("inspect")
             if fingerprint is not None and opened.fingerprint != fingerprint:
                 raise TransferCacheError(
@@ -281,10 +315,13 @@ def _read_caches(paths: list, *, layer: str | None, check_vectors: bool) -> _Tab
                 )
             fingerprint = opened.fingerprint
             table.add(opened, path=path, layer=layer, test=bool(index))
+    except BaseException:
+        table.close()
+        raise
     return table
 
 
-def _search_label_errors(findings: Findings, X: np.ndarray, *, folds: int, seed: int, n_jobs: int) -> None:
+def _search_label_errors(findings: Findings, X, *, folds: int, seed: int, n_jobs: int) -> None:
     """Label errors among the classes with at least ``folds`` labelled images: a class too small for the folds leaves
     the search to the classes that have enough, not the whole inspection, and a note names what was left out."""
     all_labels, class_names = findings.labels, findings.class_names

@@ -96,6 +96,7 @@ def inspect(
     folds: int = 5,
     seed: int = 0,
     top: int = 24,
+    progress: bool = True,
 ) -> InspectResult:
     """Find duplicates, leakage, conflicts, likely label errors and outliers; write the CSVs and the page into ``out``
     (default ``reports/<cache name>-inspect/``)."""
@@ -104,7 +105,7 @@ def inspect(
     cache = Path(cache)
     folder = Path(out) if out is not None else Path("reports") / f"{cache.stem}-inspect"
     findings = inspect_caches(
-        cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed
+        cache, test_cache=test_cache, layer=layer, threshold=threshold, k=k, folds=folds, seed=seed, progress=progress
     )
     page = inspection_page(findings, title=f"What the vectors say about {cache.name}", top=top)
     _failed_section(page, findings)

@@ -17,8 +17,9 @@ from . import _cli
 from ._checks import whole_number
 from ._errors import ImageError, TransferCacheError
 from .cache import open_cache
+from .cache_rows import CacheRows
 from .feature_config import FeatureConfig
-from .findings import nearest
+from .findings import EXACT_ROWS, nearest
 
 
 def image_vector(config: FeatureConfig, image_path: str | Path, *, layer: str) -> np.ndarray:
@@ -44,30 +45,62 @@ def image_vector(config: FeatureConfig, image_path: str | Path, *, layer: str) -
     return np.asarray(vector.astype(config.dtype), dtype=np.float32).reshape(-1)  # stored precision, as cached
 
 
-def neighbors(cache, query, *, k: int = 12, layer: str | None = None) -> list[dict]:
-    """The ``k`` cached images nearest to ``query`` (a row number, a cached path, or an image file), best first."""
+def neighbors(cache, query, *, k: int = 12, layer: str | None = None, exact_rows: int = EXACT_ROWS,
+              progress: bool = True) -> list[dict]:
+    """The ``k`` cached images nearest to ``query`` (a row number, a cached path, or an image file), best first.
+
+    From ``exact_rows`` rows on, the candidates come from the cache's kept neighbour index (built on first use) and
+    only they are read and scored exactly: a query costs milliseconds, not a pass over every vector."""
     whole_number(k, "k")
-    with open_cache(cache, check_vectors=True) as opened:
+    with open_cache(cache) as opened:
         opened.require_rows()
+        exact = len(opened) < max(exact_rows, 3)  # the approximate path wants a row and two others at least
+        if exact:  # the approximate path checks the vectors once, building its index
+            opened.check_vectors()
         chosen = opened.layer_name(layer)
-        X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
-        paths, labels, names = opened.paths, opened.labels, opened.class_names
-        text = str(query)
-        row = _row_number(text)
-        if row is not None and row < len(opened):
-            vector = X[row]
-        elif text in paths:
-            vector = X[paths.index(text)]
-        elif Path(text).is_file():
-            vector = image_vector(opened.feature_config, text, layer=chosen)
+        if exact:
+            X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
+            vector = _query_vector(opened, query, chosen, lambda row: X[row])
+            indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
+            indices, sims = indices[0], sims[0]
         else:
-            raise TransferCacheError(_not_a_query(text, opened.path, len(opened), row))
-    indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
+            table = CacheRows()
+            table.add(opened, path=opened.path, layer=chosen, test=False)
+            vector = _query_vector(opened, query, chosen, lambda row: table.read([row])[0])
+            indices, sims = _from_index(table, vector, k=k, progress=progress)
+        paths, labels, names = opened.paths, opened.labels, opened.class_names
     return [
         {"rank": rank, "row": int(row), "path": paths[row], "similarity": float(sim),
          "label": names[labels[row]] if 0 <= labels[row] < len(names) else "unlabelled"}
-        for rank, (row, sim) in enumerate(zip(indices[0], sims[0]), 1)
+        for rank, (row, sim) in enumerate(zip(indices, sims), 1)
     ]
+
+
+def _query_vector(opened, query, layer: str, row_vector) -> np.ndarray:
+    """The query's vector: a cached row's (``row_vector(row)``), by number or path, else an image file's."""
+    text = str(query)
+    row = _row_number(text)
+    if row is not None and row < len(opened):
+        return row_vector(row)
+    if text in opened.paths:
+        return row_vector(opened.paths.index(text))
+    if Path(text).is_file():
+        return image_vector(opened.feature_config, text, layer=layer)
+    raise TransferCacheError(_not_a_query(text, opened.path, len(opened), row))
+
+
+def _from_index(table, vector: np.ndarray, *, k: int, progress: bool):
+    """The ``k`` rows nearest to ``vector`` among candidates from the kept index (twice as many, at least k + 16),
+    re-scored with their exact cosines: the index ranks by 8-bit codes, the list shows the cached vectors'."""
+    from . import knn_index
+
+    index = knn_index.kept_index(table, beside=table.first_path, key=table.index_key(), progress=progress)
+    found, _ = index.search(vector[None], min(len(table), max(2 * k, k + 16)))
+    found = found[0][found[0] >= 0]
+    candidates = knn_index.unit(table.read(found))
+    sims = candidates @ knn_index.unit(vector[None])[0]
+    order = np.argsort(-sims, kind="stable")[:k]
+    return found[order], sims[order]
 
 
 def _row_number(text: str) -> int | None:

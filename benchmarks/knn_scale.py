@@ -1,0 +1,118 @@
+"""The neighbour index at scale: its build and self-kNN graph on a large cache, inspect's findings against the exact
+search's, and ``neighbors`` per query and per process.
+
+``python benchmarks/knn_scale.py graph CACHE [--k 40]``: builds (or reads) the kept index and graph of ``CACHE`` as
+inspect does at its default k=10 (a candidate list of 40); prints wall seconds and the peak RSS (psutil, 50 ms).
+``python benchmarks/knn_scale.py compare CACHE``: inspect's duplicates, leakage and conflicts on the exact path and
+on the approximate one (the same process, label errors left out with ``--folds`` above every class size since both
+paths run the same search); prints both counts, whether the pairs are identical and the largest cosine difference.
+``python benchmarks/knn_scale.py neighbors CACHE``: ``neighbors`` of 20 random rows in one process (per query), and
+``python -m transfer_cache.neighbors CACHE 17`` as a whole process.
+
+The caches are ``transfer_cache._synthetic_cache`` ones (a Gaussian mixture fitted to the digits cache of the
+embedded Lite0, 1280-d, planted near duplicates, leakage and conflicts). Figures: ``knn_libraries.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+class Peak:
+    """The process's peak RSS in MB, sampled every 50 ms."""
+
+    def __init__(self):
+        import psutil
+
+        self.process, self.peak, self.running = psutil.Process(), 0, True
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.running = False
+        return round(self.peak / 2**20)
+
+
+def graph(cache: str, k: int) -> None:
+    from transfer_cache import knn_index
+    from transfer_cache.cache import open_cache
+    from transfer_cache.cache_rows import CacheRows
+
+    peak, started = Peak(), time.perf_counter()
+    with CacheRows() as table:
+        table.add(open_cache(cache), path=cache, layer=None, test=False)
+        opened = time.perf_counter() - started
+        knn_index.self_graph(table, k=k, beside=table.first_path, key=table.index_key())
+    print(f"graph: {len(table)} rows, k={k}: opening {opened:.1f} s, total {time.perf_counter() - started:.1f} s, "
+          f"peak RSS {peak.stop()} MB")
+
+
+def compare(cache: str) -> None:
+    from transfer_cache.findings import inspect_caches
+
+    results = {}
+    for name, exact_rows in (("approximate", 0), ("exact", 10**9)):
+        peak, started = Peak(), time.perf_counter()
+        results[name] = inspect_caches(cache, folds=10**6, exact_rows=exact_rows, progress=True)
+        f = results[name]
+        print(f"{name}: {time.perf_counter() - started:.1f} s, peak RSS {peak.stop()} MB; {len(f.duplicates)} pairs, "
+              f"{len(f.leakage)} leakage, {len(f.conflicts)} conflicts", flush=True)
+    strip = [{key: value for key, value in p.items() if key != "cosine"} for p in results["exact"].duplicates]
+    cosines = {(p["row_a"], p["row_b"]): p["cosine"] for p in results["exact"].duplicates}
+    found = results["approximate"].duplicates
+    same = sorted(map(str, strip)) == sorted(str({k: v for k, v in p.items() if k != "cosine"}) for p in found)
+    worst = max((abs(p["cosine"] - cosines.get((p["row_a"], p["row_b"]), 9)) for p in found), default=0)
+    print(f"identical pairs (leakage, conflicts, kinds, sides): {same}; largest cosine difference {worst:.2g}")
+
+
+def neighbors(cache: str) -> None:
+    from transfer_cache.neighbors import neighbors as find
+
+    find(cache, "0", k=12)  # the index built or loaded once
+    times = []
+    for row in np.random.default_rng(0).integers(0, 1000, 20):
+        started = time.perf_counter()
+        find(cache, str(row), k=12, progress=False)
+        times.append(time.perf_counter() - started)
+    print(f"neighbors in one process: median {1000 * np.median(times):.0f} ms per query (opening the cache included)")
+    from transfer_cache import knn_index
+    from transfer_cache.cache import open_cache
+    from transfer_cache.cache_rows import CacheRows
+
+    with CacheRows() as table:
+        table.add(open_cache(cache), path=cache, layer=None, test=False)
+        index = knn_index.kept_index(table, beside=table.first_path, key=table.index_key())
+        searched = []
+        for row in np.random.default_rng(1).integers(0, len(table), 50):
+            started = time.perf_counter()
+            found, _ = index.search(table.read([row]), 28)
+            knn_index.unit(table.read(np.sort(found[0])))  # the candidates re-scored, as neighbors does
+            searched.append(time.perf_counter() - started)
+    print(f"a query alone (read the row, search 28 candidates, read them): median {1000 * np.median(searched):.1f} ms")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "transfer_cache.neighbors", cache, "17"], check=True)
+    print(f"whole process: {time.perf_counter() - started:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["graph", "compare", "neighbors"])
+    parser.add_argument("cache")
+    parser.add_argument("--k", type=int, default=40)
+    args = parser.parse_args()
+    {"graph": lambda: graph(args.cache, args.k), "compare": lambda: compare(args.cache),
+     "neighbors": lambda: neighbors(args.cache)}[args.what]()
+
+
+if __name__ == "__main__":
+    main()
