@@ -136,7 +136,7 @@ def self_graph(reader, *, k: int, beside, key: dict, progress: bool = True) -> t
     else computed from the kept index a block of rows at a time and kept."""
     path = graph_path(beside, key, k)
     if path.exists():
-        both = np.load(path)
+        both = np.load(path, allow_pickle=False)
         return both[:, :k].astype(np.int64), both[:, k:].view(np.float32)
     index = kept_index(reader, beside=beside, key=key, progress=progress)
     k = min(k, len(reader) - 1)
