@@ -259,6 +259,7 @@ DESERIALISERS = {
     ("work_parts.py", "np.load("): "allow_pickle=False (work parts)",
     ("classifiers/sklearn_heads.py", "np.load("): "allow_pickle=False (head.npz of linear heads)",
     ("runtimes/openvino.py", "np.load("): "allow_pickle=False (the converted model's recorded probe outputs)",
+    ("knn_index.py", "np.load("): "allow_pickle=False (the kept self-kNN graph beside a large cache)",
     ("classifiers/_pickles.py", "joblib.load"): (
         "documented pickle of a user's own fitted head; warns unless written on this machine"
     ),
