@@ -423,9 +423,15 @@ def block_rows(dataset: h5py.Dataset) -> int:
     return max(1, _READ_BLOCK_BYTES // row_bytes)
 
 
+# A block holding fewer wanted rows than one in this many is read one selection per row instead: a handful of
+# scattered rows (a neighbour query's candidates, exact re-scoring) must not cost 64 MB each.
+_SPARSE_SHARE = 64
+
+
 def read_rows(dataset: h5py.Dataset, rows) -> np.ndarray:
     """``dataset[rows]`` for sorted row numbers, as float32: whole contiguous blocks of about 64 MB are read and the
-    wanted rows kept, rather than one HDF5 selection per row (fast) or the whole dataset (memory stays flat)."""
+    wanted rows kept, rather than one HDF5 selection per row (fast) or the whole dataset (memory stays flat); a
+    block with only a few wanted rows reads just those."""
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dtype=np.float32)
     block = block_rows(dataset)
@@ -434,8 +440,12 @@ def read_rows(dataset: h5py.Dataset, rows) -> np.ndarray:
         start = int(rows[done])
         stop = min(dataset.shape[0], start + block)
         count = int(np.searchsorted(rows, stop, side="left")) - done
-        chunk = np.asarray(dataset[start:stop], dtype=np.float32)
-        out[done : done + count] = chunk[rows[done : done + count] - start]
+        wanted = rows[done : done + count]
+        if count * _SPARSE_SHARE < stop - start:
+            for place, row in enumerate(wanted, done):
+                out[place] = dataset[int(row)]
+        else:
+            out[done : done + count] = np.asarray(dataset[start:stop], dtype=np.float32)[wanted - start]
         done += count
     return out
 

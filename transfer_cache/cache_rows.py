@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Up to this many scattered rows are read one HDF5 selection each; more go through ``Cache.read_rows``, which reads
-# whole 64 MB blocks and keeps the wanted rows (a handful of rows then costs a pass over the file).
-SCATTERED_ROWS = 2048
-
 
 @dataclass
 class CacheRows:
@@ -87,12 +83,7 @@ class CacheRows:
             if not len(wanted):
                 continue
             unique, back = np.unique(rows[wanted] - first, return_inverse=True)
-            if len(unique) <= SCATTERED_ROWS and not _contiguous(unique):
-                dataset = opened.features_for(layer)
-                block = np.stack([np.asarray(dataset[int(r)], dtype=np.float32).reshape(-1) for r in unique])
-            else:
-                block = opened.read_rows(unique, layer=layer).reshape(len(unique), -1)
-            out[wanted] = block[back]
+            out[wanted] = opened.read_rows(unique, layer=layer).reshape(len(unique), -1)[back]
         return out
 
     def blocks(self, *, block_rows: int = 16384):
@@ -115,7 +106,3 @@ class CacheRows:
     @property
     def first_path(self):
         return self.parts[0][0].path
-
-
-def _contiguous(rows: np.ndarray) -> bool:
-    return len(rows) > 1 and int(rows[-1] - rows[0]) == len(rows) - 1
