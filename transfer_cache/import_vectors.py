@@ -322,16 +322,17 @@ def _write(plan: _Plan, pf, *, target: Path, column: str, path: Path, overwrite:
         bar.update(stop - start)
         return block
 
-    with cache_lock(target), tqdm(total=len(rows.ids), desc="importing", unit="row", disable=not progress,
-                                  file=sys.stderr, leave=False) as bar:
-        if target.exists() and not overwrite:
+    with cache_lock(target):
+        if target.exists() and not overwrite:  # before the progress bar: a refusal is one line, not a bar and a line
             raise TransferCacheError(
                 f"cache {target} already exists; import_vectors replaces a cache only when given --overwrite "
                 "(python -m transfer_cache.extract reuses the one there)"
             )
-        write_cache(target, attrs=_attrs(plan), feature_rows=counted, feature_shapes=[plan.row_shape],
-                    rows=Rows(**rows.columns(), failed=[(p, reason) for p, reason, _ in rows.failed]),
-                    failed_ids=[digest for _, _, digest in rows.failed])
+        with tqdm(total=len(rows.ids), desc="importing", unit="row", disable=not progress, file=sys.stderr,
+                  leave=False) as bar:
+            write_cache(target, attrs=_attrs(plan), feature_rows=counted, feature_shapes=[plan.row_shape],
+                        rows=Rows(**rows.columns(), failed=[(p, reason) for p, reason, _ in rows.failed]),
+                        failed_ids=[digest for _, _, digest in rows.failed])
     with open_cache(target) as check:  # the file is the cache that was planned, or nothing is claimed
         if check.fingerprint != plan.config.fingerprint or len(check) != len(rows.ids):
             raise TransferCacheError(f"imported cache {target} does not match {path}; import it again")
