@@ -108,8 +108,9 @@ METHODS = {"faiss-hnsw-sq8": _faiss, "faiss-hnsw-flat": _faiss, "faiss-ivf-sq8":
            "pynndescent": _pynndescent}
 
 
-class _Peak:
-    """The process's peak RSS above its RSS when started, sampled every 50 ms."""
+class Peak:
+    """The process's peak RSS, sampled every 50 ms; ``stop()`` says it in MB above the RSS when started
+    (``above=False``: in all). ``knn_scale.py`` uses it too."""
 
     def __init__(self):
         import psutil
@@ -125,17 +126,17 @@ class _Peak:
             self.peak = max(self.peak, self.process.memory_info().rss)
             time.sleep(0.05)
 
-    def stop(self) -> int:
+    def stop(self, *, above: bool = True) -> int:
         self.running = False
         self.thread.join()
-        return round((self.peak - self.base) / 2**20)
+        return round((self.peak - (self.base if above else 0)) / 2**20)
 
 
 def measure(method: str, rows: int, dim: int, queries: int, k: int = 10) -> dict:
     X, copies = clustered(rows, dim)
     chosen = np.random.default_rng(1).choice(rows, queries, replace=False)
     truth = exact(X, chosen, k)
-    peak = _Peak()
+    peak = Peak()
     made = METHODS[method](X, k, method)
     built, search = made[0], made[1]
     started = time.perf_counter()

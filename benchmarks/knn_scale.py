@@ -18,29 +18,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
-
-
-class Peak:
-    """The process's peak RSS in MB, sampled every 50 ms."""
-
-    def __init__(self):
-        import psutil
-
-        self.process, self.peak, self.running = psutil.Process(), 0, True
-        threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.running = False
-        return round(self.peak / 2**20)
+from knn_libraries import Peak  # this folder is on the path of a script run from it
 
 
 def graph(cache: str, k: int) -> None:
@@ -54,7 +35,7 @@ def graph(cache: str, k: int) -> None:
         opened = time.perf_counter() - started
         knn_index.self_graph(table, k=k, beside=table.first_path, key=table.index_key())
     print(f"graph: {len(table)} rows, k={k}: opening {opened:.1f} s, total {time.perf_counter() - started:.1f} s, "
-          f"peak RSS {peak.stop()} MB")
+          f"peak RSS {peak.stop(above=False)} MB")
 
 
 def compare(cache: str) -> None:
@@ -65,7 +46,8 @@ def compare(cache: str) -> None:
         peak, started = Peak(), time.perf_counter()
         results[name] = inspect_caches(cache, folds=10**6, exact_rows=exact_rows, progress=True)
         f = results[name]
-        print(f"{name}: {time.perf_counter() - started:.1f} s, peak RSS {peak.stop()} MB; {len(f.duplicates)} pairs, "
+        print(f"{name}: {time.perf_counter() - started:.1f} s, peak RSS {peak.stop(above=False)} MB; "
+              f"{len(f.duplicates)} pairs, "
               f"{len(f.leakage)} leakage, {len(f.conflicts)} conflicts", flush=True)
     strip = [{key: value for key, value in p.items() if key != "cosine"} for p in results["exact"].duplicates]
     cosines = {(p["row_a"], p["row_b"]): p["cosine"] for p in results["exact"].duplicates}
