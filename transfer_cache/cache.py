@@ -141,7 +141,8 @@ class Cache:
     """A finished cache, opened read-only. Features stay on disk and are sliced lazily.
 
     ``features`` is the (N, D) dataset of the only layer (``features_for(layer)`` when there are several);
-    ``labels``, ``ids``, ``paths``, ``split`` and ``class_names`` are loaded into memory; ``config`` holds
+    ``labels`` and ``class_names`` are loaded into memory, ``ids``, ``paths`` and ``split`` on first use (read them
+    while the cache is open); ``config`` holds
     every root attribute (backbone, layers, pooling, input size, fingerprint, ...). ``tables[name][column]`` holds
     every declared per-row dataset (``TABLES``).
     """
@@ -212,12 +213,8 @@ class Cache:
                 f"({NAME_FINGERPRINT.sub(lambda m: m.group(0).replace(m.group(1), self.fingerprint), self.path.name)})"
             )
         self.class_names: list[str] = self._class_names()
-        self.tables: dict[str, dict] = {table.name: self._read_table(table) for table in cache_tables.TABLES}
-        for table in cache_tables.TABLES:  # every declared column under its attribute (cache.labels, ...)
-            for column in table.columns:
-                if column.attribute is not None:
-                    values = self.tables[table.name][column.name]
-                    setattr(self, column.attribute, np.asarray(values, dtype=object) if column.as_array else values)
+        self.tables: dict[str, _Columns] = {table.name: self._read_table(table) for table in cache_tables.TABLES}
+        for table in cache_tables.TABLES:  # the vectors of tables with one dataset under their attribute (views)
             if table.features_attribute is not None:
                 node = table.node("features")
                 setattr(self, table.features_attribute, self._file[node] if node in self._file else None)
@@ -230,9 +227,6 @@ class Cache:
                     f"/labels {n} (layer '{layer}'); {REBUILD}"
                 )
         for table in cache_tables.TABLES:
-            for column in table.columns:
-                if column.check is not None:
-                    column.check(self, self.tables[table.name][column.name])
             if table.row_reference is not None:
                 rows = self.tables[table.name][table.row_reference]
                 if len(rows) and (rows.min() < 0 or rows.max() >= n):
@@ -290,8 +284,10 @@ class Cache:
                 "python -m transfer_cache.extract wrote from a source with images"
             )
 
-    def _read_table(self, table: Table) -> dict:
-        """Load one declared table's columns; check that they (and its vectors) have one length."""
+    def _read_table(self, table: Table) -> "_Columns":
+        """One declared table's columns: whole numbers read now (they are small and checked), text and digests on
+        first use (decoding a million paths and ids took 2 s of every command that opened a large cache); checks
+        that every column (and its vectors) has one length from the datasets' shapes."""
         present = table.group == "" or table.group in self._file
         if not present:
             if table.promised_by and self.config.get(table.promised_by):
@@ -299,30 +295,28 @@ class Cache:
                     f"cache {self.path} is damaged: its attributes promise /{table.group} ({table.promised_by}: "
                     f"{self.config.get(table.promised_by)}) but the file has none; {REBUILD}"
                 )
-            return {column.name: decode(column.kind, []) for column in table.columns}
+            return _Columns(self, table, None, 0)
         group = self._file[table.group] if table.group else self._file
-        columns: dict = {}
+        lengths = set()
         for column in table.columns:
-            if column.name not in group:
-                if column.optional:
-                    columns[column.name] = None
-                    continue
+            if column.name in group:
+                lengths.add(group[column.name].shape[0] if group[column.name].shape else -1)
+            elif not column.optional:
                 raise TransferCacheError(
                     f"cache {self.path} is damaged: /{table.node(column.name)} is missing; {REBUILD}"
                 )
-            columns[column.name] = decode(column.kind, group[column.name][()])
-        lengths = {len(values) for values in columns.values() if values is not None}
-        if len(lengths) > 1:
+        if len(lengths) > 1 or -1 in lengths:
             which = f"/{table.group} datasets differ in length" if table.group else "its datasets differ in length"
             raise TransferCacheError(f"cache {self.path} is inconsistent: {which}; {REBUILD}")
         n = lengths.pop() if lengths else 0
-        for column in table.columns:
-            if columns[column.name] is None:  # an optional column of an older cache
-                columns[column.name] = decode(column.kind, [empty_value(column.kind)] * n)
         if table.group and table.features and "features" in group and group["features"].shape[0] != n:
             raise TransferCacheError(
                 f"cache {self.path} is inconsistent: /{table.group} rows and features differ; {REBUILD}"
             )
+        columns = _Columns(self, table, group, n)
+        for column in table.columns:
+            if column.kind == "int" or column.check is not None:
+                columns[column.name]  # noqa: B018  (read and checked now: small, and a damaged one must not open)
         return columns
 
     def table_features(self, table: Table, layer: str | None = None) -> "h5py.Dataset | None":
@@ -398,8 +392,19 @@ class Cache:
         return CacheInfo.from_attrs(self.config)
 
     def __len__(self) -> int:
-        first = cache_tables.table(CLEAN_ROWS).columns[0]
-        return len(self.tables[CLEAN_ROWS][first.name])
+        return self.tables[CLEAN_ROWS].rows
+
+    def __getattr__(self, name: str):
+        """A declared column under its attribute (``cache.paths``, ``cache.ids``, ...), read on first use."""
+        declared = next(((table, column) for table in cache_tables.TABLES for column in table.columns
+                         if column.attribute == name), None)
+        if declared is None or "tables" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        table, column = declared
+        values = self.tables[table.name][column.name]
+        values = np.asarray(values, dtype=object) if column.as_array else values
+        setattr(self, name, values)
+        return values
 
     def close(self) -> None:
         self._file.close()
@@ -412,6 +417,60 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.path)!r}, rows={len(self)}, layers={self.layers}, fingerprint={self.fingerprint!r})"
+
+
+class _Columns(dict):
+    """The columns of one table of an open cache: each is read and decoded from the file the first time it is asked
+    for (``rows``: the table's row count, known from the datasets' shapes without reading them)."""
+
+    def __init__(self, cache: "Cache", table: Table, group, rows: int):
+        super().__init__()
+        self._cache, self._table, self._group, self.rows = cache, table, group, rows
+
+    def __missing__(self, name: str):
+        column = next((c for c in self._table.columns if c.name == name), None)
+        if column is None:
+            raise KeyError(name)
+        try:
+            if self._group is None:
+                values = decode(column.kind, [])
+            elif column.name not in self._group:  # an optional column of an older cache
+                values = decode(column.kind, [empty_value(column.kind)] * self.rows)
+            else:
+                values = decode(column.kind, self._group[column.name][()])
+        except TransferCacheError:
+            raise
+        except Exception as exc:  # undecodable text, or the file closed under a lazy read
+            if not self._cache._file.id.valid:
+                raise TransferCacheError(
+                    f"cache {self._cache.path} was closed before its {column.name} were read; read them while it "
+                    "is open (inside its with block)"
+                ) from exc
+            raise TransferCacheError(
+                f"cannot read cache {self._cache.path}: the file is damaged ({exc}); {REBUILD}"
+            ) from exc
+        if column.check is not None:
+            column.check(self._cache, values)
+        self[name] = values
+        return values
+
+    def __iter__(self):
+        return iter(column.name for column in self._table.columns)
+
+    def __len__(self) -> int:
+        return len(self._table.columns)
+
+    def __contains__(self, name) -> bool:
+        return any(column.name == name for column in self._table.columns)
+
+    def keys(self):
+        return [column.name for column in self._table.columns]
+
+    def values(self):
+        return [self[name] for name in self.keys()]
+
+    def items(self):
+        return [(name, self[name]) for name in self.keys()]
 
 
 _READ_BLOCK_BYTES = 64 << 20

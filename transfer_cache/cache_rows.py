@@ -20,19 +20,42 @@ class CacheRows:
     """The rows of the opened caches, the first cache then the next; class names are merged by name, so a class
     keeps one label whichever cache lists it, and in whatever order. Keep it open while reading (``with``)."""
 
-    ids: list[str] = field(default_factory=list)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # remapped to ``class_names``
-    split: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-    origin: list[str] = field(default_factory=list)  # which cache file each row comes from
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, cache)
     class_names: list[str] = field(default_factory=list)
     parts: list[tuple] = field(default_factory=list)  # (open Cache, layer, first row in the table)
+    _added: list[tuple] = field(default_factory=list)  # (cache path, test?) of each part
+    _text: dict = field(default_factory=dict)  # the text columns once read
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _kept: list = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.labels)
+
+    # the text columns are read from the caches on first use: a neighbour query at a million rows needs none of them
+    @property
+    def ids(self) -> list[str]:
+        return self._joined("ids", lambda opened, path, test: opened.ids)
+
+    @property
+    def paths(self) -> list[str]:
+        return self._joined("paths", lambda opened, path, test: opened.paths)
+
+    @property
+    def split(self) -> list[str]:
+        return self._joined("split", lambda opened, path, test: ["test"] * len(opened) if test
+                            else [str(s) for s in opened.split])
+
+    @property
+    def origin(self) -> list[str]:
+        """Which cache file each row comes from."""
+        return self._joined("origin", lambda opened, path, test: [str(path)] * len(opened))
+
+    def _joined(self, name: str, values) -> list[str]:
+        if name not in self._text:
+            self._text[name] = [value for (opened, _, _), (path, test) in zip(self.parts, self._added)
+                                for value in values(opened, path, test)]
+        return self._text[name]
 
     def __enter__(self) -> "CacheRows":
         return self
@@ -62,13 +85,11 @@ class CacheRows:
             if name not in self.class_names:
                 self.class_names.append(name)
         remap = np.asarray([self.class_names.index(n) for n in names] or [0], dtype=np.int64)
-        self.parts.append((opened, opened.layer_name(layer), len(self.ids)))
-        self.ids.extend(opened.ids)
+        self.parts.append((opened, opened.layer_name(layer), len(self)))
+        self._added.append((path, test))
+        self._text.clear()
         self.labels = np.concatenate([self.labels, np.where(opened.labels >= 0, remap[np.maximum(opened.labels, 0)],
                                                             -1)])
-        self.split.extend(["test"] * len(opened) if test else [str(s) for s in opened.split])
-        self.paths.extend(opened.paths)
-        self.origin.extend([str(path)] * len(opened))
         self.failed.extend((str(p), str(reason), str(path)) for p, reason in opened.failed)
 
     def read(self, rows) -> np.ndarray:
