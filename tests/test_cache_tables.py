@@ -74,3 +74,62 @@ def test_merge_carries_a_declared_column(tmp_path, scratch_column):
     merged = run_sharded_result(str(root), shards=3, engine="local", cache_dir=tmp_path / "sharded", **options).path
     with open_cache(single) as a, open_cache(merged) as b:
         assert b.path_lengths.tolist() == a.path_lengths.tolist() == [len(p) for p in b.paths]
+
+
+# --------------------------------------------------------------------------- text columns read on first use
+
+
+@pytest.fixture
+def written(tmp_path):
+    """A real cache of 300 rows with distinct paths and a mix of splits."""
+    from conftest import write_synthetic_cache
+
+    n = 300
+    path = tmp_path / "c.h5"
+    write_synthetic_cache(path, features=np.random.default_rng(0).random((n, 8), dtype=np.float32),
+                          labels=np.arange(n) % 2, paths=[f"photos/é_{i:04d}.jpg" for i in range(n)],
+                          split=["train", "test", "val"] * (n // 3))
+    return path
+
+
+def test_opening_a_cache_reads_no_text_column_until_one_is_asked_for(written):
+    with open_cache(written) as cache:
+        assert len(cache) == 300 and cache.labels[:4].tolist() == [0, 1, 0, 1]
+        assert "paths" not in cache.__dict__ and "paths" not in dict.keys(cache.tables["rows"])
+        assert cache.paths[299] == "photos/é_0299.jpg"  # read now, from the file
+        assert list(cache.split[:4]) == ["train", "test", "val", "train"] and cache.split.dtype == object
+        with h5py.File(written, "r") as f:  # the file itself is the oracle
+            assert cache.ids == [v.decode() for v in f["ids"][()]]
+
+
+def test_a_few_rows_of_a_text_column_are_read_alone_in_the_order_asked(written):
+    with open_cache(written) as cache:
+        assert cache.values_at("paths", [7, 2, 7, 299]) == [
+            "photos/é_0007.jpg", "photos/é_0002.jpg", "photos/é_0007.jpg", "photos/é_0299.jpg"]
+        assert "paths" not in cache.__dict__  # the whole column was not read for them
+        assert cache.values_at("split", np.array([1, 0])) == ["test", "train"]
+        cache.paths  # noqa: B018  (read whole: the same values from it)
+        assert cache.values_at("paths", [7, 2]) == ["photos/é_0007.jpg", "photos/é_0002.jpg"]
+
+
+def test_a_text_column_asked_for_after_closing_says_so(written):
+    with open_cache(written) as cache:
+        pass
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"cache {written} was closed before its paths were read; read them while it is open (inside its with "
+            "block)")):
+        cache.paths  # noqa: B018
+    with pytest.raises(TransferCacheError, match=re.escape(
+            f"cache {written} is closed; read its ids while it is open (inside its with block)")):
+        cache.values_at("ids", [0])
+
+
+def test_a_damaged_text_column_is_refused_in_one_line_when_read(written):
+    with h5py.File(written, "a") as f:
+        paths = f["paths"][()]
+        del f["paths"]
+        paths[3] = b"\xff\xfe not utf-8"
+        f["paths"] = paths
+    with open_cache(written) as cache:
+        with pytest.raises(TransferCacheError, match=re.escape(f"cannot read cache {written}: the file is damaged (")):
+            cache.paths  # noqa: B018

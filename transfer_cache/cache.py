@@ -394,13 +394,29 @@ class Cache:
     def __len__(self) -> int:
         return self.tables[CLEAN_ROWS].rows
 
+    def values_at(self, attribute: str, rows) -> list:
+        """The values of the declared column under ``attribute`` (``"paths"``, ``"ids"``, ...) for a few ``rows``,
+        read alone when the whole column has not been read: a neighbour query shows 12 paths of a million."""
+        table, column = _declared(attribute)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if attribute in self.__dict__ or column.name in dict.keys(self.tables[table.name]) or not len(rows):
+            values = getattr(self, attribute)
+            return [values[row] for row in rows]
+        unique, back = np.unique(rows, return_inverse=True)
+        if not self._file.id.valid:
+            raise TransferCacheError(f"cache {self.path} is closed; read its {column.name} while it is open (inside "
+                                     "its with block)")
+        group = self._file[table.group] if table.group else self._file
+        if column.name not in group:  # an optional column of an older cache
+            return [empty_value(column.kind)] * len(rows)
+        read = decode(column.kind, group[column.name][unique])
+        return [read[i] for i in back.reshape(-1)]
+
     def __getattr__(self, name: str):
         """A declared column under its attribute (``cache.paths``, ``cache.ids``, ...), read on first use."""
-        declared = next(((table, column) for table in cache_tables.TABLES for column in table.columns
-                         if column.attribute == name), None)
-        if declared is None or "tables" not in self.__dict__:
+        if "tables" not in self.__dict__ or _declared(name) is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        table, column = declared
+        table, column = _declared(name)
         values = self.tables[table.name][column.name]
         values = np.asarray(values, dtype=object) if column.as_array else values
         setattr(self, name, values)
@@ -419,6 +435,12 @@ class Cache:
         return f"Cache({str(self.path)!r}, rows={len(self)}, layers={self.layers}, fingerprint={self.fingerprint!r})"
 
 
+def _declared(attribute: str) -> "tuple[Table, Column] | None":
+    """The declared table and column held under a ``Cache`` attribute."""
+    return next(((table, column) for table in cache_tables.TABLES for column in table.columns
+                 if column.attribute == attribute), None)
+
+
 class _Columns(dict):
     """The columns of one table of an open cache: each is read and decoded from the file the first time it is asked
     for (``rows``: the table's row count, known from the datasets' shapes without reading them)."""
@@ -431,6 +453,11 @@ class _Columns(dict):
         column = next((c for c in self._table.columns if c.name == name), None)
         if column is None:
             raise KeyError(name)
+        if self._group is not None and not self._cache._file.id.valid:
+            raise TransferCacheError(
+                f"cache {self._cache.path} was closed before its {column.name} were read; read them while it is "
+                "open (inside its with block)"
+            )
         try:
             if self._group is None:
                 values = decode(column.kind, [])
@@ -440,12 +467,7 @@ class _Columns(dict):
                 values = decode(column.kind, self._group[column.name][()])
         except TransferCacheError:
             raise
-        except Exception as exc:  # undecodable text, or the file closed under a lazy read
-            if not self._cache._file.id.valid:
-                raise TransferCacheError(
-                    f"cache {self._cache.path} was closed before its {column.name} were read; read them while it "
-                    "is open (inside its with block)"
-                ) from exc
+        except Exception as exc:  # undecodable text
             raise TransferCacheError(
                 f"cannot read cache {self._cache.path}: the file is damaged ({exc}); {REBUILD}"
             ) from exc

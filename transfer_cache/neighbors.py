@@ -68,11 +68,11 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None, exact_rows
             table.add(opened, path=opened.path, layer=chosen, test=False)
             vector = _query_vector(opened, query, chosen, lambda row: table.read([row])[0])
             indices, sims = _from_index(table, vector, k=k, progress=progress)
-        paths, labels, names = opened.paths, opened.labels, opened.class_names
+        paths, labels, names = opened.values_at("paths", indices), opened.labels, opened.class_names
     return [
-        {"rank": rank, "row": int(row), "path": paths[row], "similarity": float(sim),
+        {"rank": rank, "row": int(row), "path": path, "similarity": float(sim),
          "label": names[labels[row]] if 0 <= labels[row] < len(names) else "unlabelled"}
-        for rank, (row, sim) in enumerate(zip(indices, sims), 1)
+        for rank, (row, path, sim) in enumerate(zip(indices, paths, sims), 1)
     ]
 
 
