@@ -8,6 +8,8 @@ on the approximate one (the same process, label errors left out with ``--folds``
 paths run the same search); prints both counts, whether the pairs are identical and the largest cosine difference.
 ``python benchmarks/knn_scale.py neighbors CACHE``: ``neighbors`` of 20 random rows in one process (per query), and
 ``python -m transfer_cache.neighbors CACHE 17`` as a whole process.
+``python benchmarks/knn_scale.py params CACHE --rows 100000 --configs 32/80/82,16/40/64``: the index's build and
+self-graph times and recall for each HNSW setting (links, efConstruction, efSearch) on the first rows of ``CACHE``.
 
 The caches are ``transfer_cache._synthetic_cache`` ones (a Gaussian mixture fitted to the digits cache of the
 embedded Lite0, 1280-d, planted near duplicates, leakage and conflicts). Figures: ``knn_libraries.md``.
@@ -86,14 +88,62 @@ def neighbors(cache: str) -> None:
     print(f"whole process: {time.perf_counter() - started:.2f} s")
 
 
+def params(cache: str, rows: int, configs: str, k: int) -> None:
+    """Build time, self-graph time and recall@10 (raw, and after exact re-scoring of the ``k - 1`` candidates) of
+    HNSW-SQ8 for each ``M/efConstruction/efSearch`` on the first ``rows`` rows, against exact search of 1,000 rows."""
+    import json
+
+    import faiss
+    import h5py
+
+    from transfer_cache._synthetic_cache import planted_path
+    from transfer_cache.knn_index import unit
+
+    with h5py.File(cache, "r") as f:
+        X = unit(np.asarray(f["features"][:rows], dtype=np.float32))
+    planted = planted_path(cache)
+    planted = json.loads(planted.read_text())["duplicates"] if planted.exists() else []
+    duplicates = [(a, b) for a, b in planted if b < rows]
+    queries = np.sort(np.random.default_rng(0).choice(rows, 1000, replace=False))
+    sims = X[queries] @ X.T
+    sims[np.arange(len(queries)), queries] = -9
+    truth = np.argsort(-sims, axis=1)[:, :10]
+    for config in configs.split(","):
+        links, construction, search = (int(v) for v in config.split("/"))
+        index = faiss.IndexHNSWSQ(X.shape[1], faiss.ScalarQuantizer.QT_8bit, links, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = construction
+        index.train(np.stack([X.min(axis=0), X.max(axis=0)]))
+        started = time.perf_counter()
+        for s in range(0, rows, 16384):
+            index.add(X[s:s + 16384])
+        built = time.perf_counter() - started
+        index.hnsw.efSearch = search
+        started = time.perf_counter()
+        graph = np.concatenate([index.search(X[s:s + 16384], k)[1] for s in range(0, rows, 16384)])
+        searched = time.perf_counter() - started
+        raw, rescored = [], []
+        for j, q in enumerate(queries):
+            candidates = graph[q][(graph[q] != q) & (graph[q] >= 0)]
+            raw.append(len(set(candidates[:10]) & set(truth[j])) / 10)
+            best = candidates[np.argsort(-(X[candidates] @ X[q]), kind="stable")[:10]]
+            rescored.append(len(set(best) & set(truth[j])) / 10)
+        found = np.mean([b in graph[a] or a in graph[b] for a, b in duplicates]) if duplicates else float("nan")
+        print(f"{rows} rows, M={links} efConstruction={construction} efSearch={search}: build {built:.0f} s, "
+              f"graph of {k} {searched:.0f} s, recall@10 {np.mean(raw):.4f} (re-scored {np.mean(rescored):.4f}), "
+              f"planted duplicates found {found:.3f} of {len(duplicates)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["graph", "compare", "neighbors"])
+    parser.add_argument("what", choices=["graph", "compare", "neighbors", "params"])
     parser.add_argument("cache")
     parser.add_argument("--k", type=int, default=40)
+    parser.add_argument("--rows", type=int, default=100_000, help="params: the first ROWS rows")
+    parser.add_argument("--configs", default="32/80/82,16/40/64", help="params: M/efConstruction/efSearch,...")
     args = parser.parse_args()
     {"graph": lambda: graph(args.cache, args.k), "compare": lambda: compare(args.cache),
-     "neighbors": lambda: neighbors(args.cache)}[args.what]()
+     "neighbors": lambda: neighbors(args.cache),
+     "params": lambda: params(args.cache, args.rows, args.configs, args.k + 1)}[args.what]()
 
 
 if __name__ == "__main__":

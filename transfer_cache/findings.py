@@ -274,7 +274,8 @@ def _approximate_neighbours(findings: Findings, table, *, k: int, threshold: flo
     within = class_distances(indices, sims, table.labels, k=k)
     findings.notes.append(
         f"{len(table)} rows: the nearest images come from an approximate index (HNSW over 8-bit codes, recall@10 "
-        "about 0.99); near-duplicate cosines are exact; the within-class outlier distance counts each image's "
+        "about 0.97 once re-scored); rows the index cannot reach are compared exactly with each other; near-duplicate "
+        "cosines are exact; the within-class outlier distance counts each image's "
         f"nearest of its class among its {candidates} nearest overall, the missing ones at the last one's similarity "
         "(a lower bound of the distance)"
     )

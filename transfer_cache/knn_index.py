@@ -6,9 +6,9 @@ they read this index. It is faiss's HNSW graph over 8-bit scalar-quantised unit 
 hnswlib and pynndescent hold every row as float32 (5.1 GB at a million rows of 1280-d, over the 6 GB an inspection
 may take with the rest) and pynndescent's build alone was the slowest; the 8-bit codes are a quarter of that
 (1.3 GB), are built from blocks streamed off the cache, and reached the same recall@10 (>= 0.99) with every planted
-near duplicate found. The similarities it returns are those of the 8-bit codes (about 1e-3 off); whoever needs a
-cosine exactly (near duplicates at their threshold, ``neighbors``' list) re-scores the few pairs it keeps with
-``exact_cosines``.
+near duplicate found; its links and search depth are set so that a million rows take less than half an hour
+(below). The similarities it returns are those of the 8-bit codes (about 1e-3 off); whoever needs a cosine exactly
+(near duplicates at their threshold, ``neighbors``' list) re-scores the few pairs it keeps with ``exact_cosines``.
 
 The index file is ``.<cache name>.knn-<key>.faiss`` beside the cache (the first cache of a table), and each row's
 nearest rows (the self-kNN graph) ``.<cache name>.knn-<key>-k<k>.npy``; ``<key>`` digests the caches' names,
@@ -30,9 +30,13 @@ from . import _atomic
 from ._errors import TransferCacheError
 
 EXACT_ROWS = 20_000  # below: exact blocks, about 10 s at 20,000 x 1280 on 2 cores (all pairs grow as rows squared)
-HNSW_LINKS = 32  # links per node: recall@10 0.99 at 100,000 rows (16 links: lower recall on clustered data)
-EF_CONSTRUCTION = 80
-EF_SEARCH = 64  # candidates kept while searching; raised to twice the neighbours asked when they are more
+# links per node and candidates kept while adding: on the first 100,000 rows of a synthetic million-row Lite0 cache
+# (python benchmarks/knn_scale.py params CACHE), 32/80 took 39 s to build and 51 s for the self graph (recall@10
+# after exact re-scoring of the 40 candidates 0.997), 16/40 17 s and 29 s (0.970); at a million rows 32/80 took
+# 17 min to build and its graph ran at 830 rows/s (20 min more), past the half hour an inspection may take.
+HNSW_LINKS = 16
+EF_CONSTRUCTION = 40
+EF_SEARCH = 64  # candidates kept while searching; a query asking for more neighbours keeps twice as many
 BLOCK_ROWS = 16384  # rows read, normalised and added (or searched) at a time: 80 MB of 1280-d float32
 METHOD = f"faiss-hnsw-sq8-M{HNSW_LINKS}-efc{EF_CONSTRUCTION}"  # part of the key: another method, another file
 
@@ -87,9 +91,10 @@ class NeighbourIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` rows nearest to each of ``vectors`` (raw, normalised here); missing places are -1."""
-        self.index.hnsw.efSearch = max(EF_SEARCH, 2 * k)
+    def search(self, vectors: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` rows nearest to each of ``vectors`` (raw, normalised here); missing places are -1. ``ef_search``:
+        the candidates kept while searching (default ``EF_SEARCH``, or twice ``k`` when that is more)."""
+        self.index.hnsw.efSearch = max(k, ef_search or max(EF_SEARCH, 2 * k))
         sims, indices = self.index.search(unit(vectors), k)
         return indices.astype(np.int64), sims.astype(np.float32)
 
@@ -142,16 +147,54 @@ def self_graph(reader, *, k: int, beside, key: dict, progress: bool = True) -> t
     k = min(k, len(reader) - 1)
     indices = np.empty((len(reader), k), dtype=np.int32)
     sims = np.empty((len(reader), k), dtype=np.float32)
+    hidden, first_found = [], []
     with _bar(len(reader), "nearest rows", progress) as bar:
         for start in range(0, len(reader), BLOCK_ROWS):
             rows = np.arange(start, min(len(reader), start + BLOCK_ROWS))
-            found, found_sims = index.search(reader.read(rows), k + 1)
+            found, found_sims = index.search(reader.read(rows), k + 1, ef_search=EF_SEARCH)  # every row: cheaper
             indices[rows], sims[rows] = _without_self(rows, found, found_sims, k)
+            missed = ~(found == rows[:, None]).any(axis=1)
+            hidden.append(rows[missed])
+            first_found.append(found[missed, 0])
             bar.update(len(rows))
+    _join_hidden(reader, np.concatenate(hidden), np.concatenate(first_found), indices, sims)
     with _atomic.replacing(path, keep_suffix=True,
                            where="give the cache a folder with room for its neighbour index") as temporary:
         np.save(temporary, np.concatenate([indices, sims.view(np.int32)], axis=1))
     return indices.astype(np.int64), sims
+
+
+HIDDEN_WINDOW = 4096  # hidden rows compared exactly at a time (a 64 MB block of similarities)
+
+
+def _join_hidden(reader, hidden: np.ndarray, first_found: np.ndarray, indices: np.ndarray, sims: np.ndarray) -> None:
+    """Compare exactly the rows the index does not reach, and add what is found to their lists.
+
+    HNSW prunes a node's links to keep them diverse, so a row with a near-identical twin can end up with no links to
+    it: a search for its own vector finds neither it nor its twin (3.6% of the rows of a synthetic million-row cache;
+    15 of its 2,000 planted copies were missed this way). The searches of two twins find the same rows, so the
+    hidden rows are ordered by the row their search found first and compared in overlapping windows."""
+    if len(hidden) < 2:
+        return
+    order = hidden[np.lexsort((hidden, first_found))]
+    half = HIDDEN_WINDOW // 2
+    k = indices.shape[1]
+    for start in range(0, max(1, len(order) - half), half):
+        window = np.sort(order[start : start + HIDDEN_WINDOW])
+        vectors = unit(reader.read(window))
+        window_sims = vectors @ vectors.T
+        np.fill_diagonal(window_sims, -np.inf)
+        take = min(k, len(window) - 1)
+        best = np.argpartition(-window_sims, take - 1, axis=1)[:, :take]
+        for place, row in enumerate(window):
+            merged: dict[int, float] = {}
+            for other, sim in zip(indices[row].tolist() + window[best[place]].tolist(),
+                                  sims[row].tolist() + window_sims[place, best[place]].tolist()):
+                if other >= 0 and sim > merged.get(other, -np.inf):
+                    merged[other] = sim
+            ranked = sorted(merged.items(), key=lambda item: (-item[1], item[0]))[:k]
+            indices[row] = [other for other, _ in ranked] + [-1] * (k - len(ranked))
+            sims[row] = [sim for _, sim in ranked] + [-np.inf] * (k - len(ranked))
 
 
 def _without_self(rows: np.ndarray, found: np.ndarray, sims: np.ndarray, k: int):
