@@ -8,6 +8,8 @@ on the approximate one (the same process, label errors left out with ``--folds``
 paths run the same search); prints both counts, whether the pairs are identical and the largest cosine difference.
 ``python benchmarks/knn_scale.py neighbors CACHE``: ``neighbors`` of 20 random rows in one process (per query), and
 ``python -m transfer_cache.neighbors CACHE 17`` as a whole process.
+``python benchmarks/knn_scale.py recall CACHE``: recall@10 of ``neighbors`` and of the index alone against exact
+search, on 1,000 random rows.
 ``python benchmarks/knn_scale.py params CACHE --rows 100000 --configs 32/80/82,16/40/64``: the index's build and
 self-graph times and recall for each HNSW setting (links, efConstruction, efSearch) on the first rows of ``CACHE``.
 
@@ -88,6 +90,41 @@ def neighbors(cache: str) -> None:
     print(f"whole process: {time.perf_counter() - started:.2f} s")
 
 
+def recall(cache: str, queries: int = 1000, k: int = 10) -> None:
+    """Recall@k of ``neighbors`` (the kept index's candidates re-scored exactly) and of the index alone, against exact
+    search over every row (streamed in blocks), for ``queries`` random rows; each row's own entry left out."""
+    from transfer_cache import knn_index
+    from transfer_cache.cache import open_cache
+    from transfer_cache.cache_rows import CacheRows
+    from transfer_cache.neighbors import _from_index
+
+    with CacheRows() as table:
+        table.add(open_cache(cache), path=cache, layer=None, test=False)
+        rows = np.sort(np.random.default_rng(2).choice(len(table), queries, replace=False))
+        Q = knn_index.unit(table.read(rows))
+        best = np.full((queries, k + 1), -np.inf, dtype=np.float32)
+        best_rows = np.zeros((queries, k + 1), dtype=np.int64)
+        started = time.perf_counter()
+        for start, block in table.blocks():
+            sims = Q @ knn_index.unit(block).T
+            both = np.concatenate([best, sims], axis=1)
+            both_rows = np.concatenate([best_rows, np.broadcast_to(np.arange(start, start + len(block)), sims.shape)],
+                                       axis=1)
+            top = np.argsort(-both, axis=1, kind="stable")[:, : k + 1]
+            best, best_rows = np.take_along_axis(both, top, axis=1), np.take_along_axis(both_rows, top, axis=1)
+        exact = time.perf_counter() - started
+        index = knn_index.kept_index(table, beside=table.first_path, key=table.index_key())
+        rescored, raw = [], []
+        for j, row in enumerate(rows):
+            truth = set(best_rows[j][best_rows[j] != row][:k].tolist())
+            found, _ = _from_index(table, table.read([row])[0], k=k + 1, progress=False)
+            rescored.append(len(set(found[found != row][:k].tolist()) & truth) / k)
+            alone, _ = index.search(Q[j : j + 1], k + 1)
+            raw.append(len(set(alone[0][alone[0] != row][:k].tolist()) & truth) / k)
+    print(f"recall@{k} over {queries} random rows of {len(table)}: neighbors (candidates re-scored) "
+          f"{np.mean(rescored):.4f}, the index alone {np.mean(raw):.4f}; exact search took {exact:.0f} s")
+
+
 def params(cache: str, rows: int, configs: str, k: int) -> None:
     """Build time, self-graph time and recall@10 (raw, and after exact re-scoring of the ``k - 1`` candidates) of
     HNSW-SQ8 for each ``M/efConstruction/efSearch`` on the first ``rows`` rows, against exact search of 1,000 rows."""
@@ -135,14 +172,14 @@ def params(cache: str, rows: int, configs: str, k: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["graph", "compare", "neighbors", "params"])
+    parser.add_argument("what", choices=["graph", "compare", "neighbors", "params", "recall"])
     parser.add_argument("cache")
     parser.add_argument("--k", type=int, default=40)
     parser.add_argument("--rows", type=int, default=100_000, help="params: the first ROWS rows")
     parser.add_argument("--configs", default="32/80/82,16/40/64", help="params: M/efConstruction/efSearch,...")
     args = parser.parse_args()
     {"graph": lambda: graph(args.cache, args.k), "compare": lambda: compare(args.cache),
-     "neighbors": lambda: neighbors(args.cache),
+     "neighbors": lambda: neighbors(args.cache), "recall": lambda: recall(args.cache),
      "params": lambda: params(args.cache, args.rows, args.configs, args.k + 1)}[args.what]()
 
 

@@ -11,7 +11,6 @@ import pytest
 from transfer_cache import fit_memory
 from transfer_cache._errors import TransferCacheError
 from transfer_cache.classifiers import make_classifier
-from transfer_cache.classifiers.sklearn_heads import LogReg
 from transfer_cache.fit import fit, main
 from transfer_cache.fit_memory import needed_bytes, plan_memory, streaming_heads
 
@@ -24,11 +23,10 @@ def _own_trust_file(tmp_path, monkeypatch):
 
 
 def test_logreg_above_its_sample_rows_trains_on_a_stratified_sample(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(LogReg, "sample_rows", 300)
     cache = make_cache(tmp_path / "c.h5", n=1500, d=8)
-    (run,) = fit([cache], classifier="logreg", runs_dir=tmp_path / "runs", progress=True)
+    (run,) = fit([cache], classifier="logreg", params=["sample_rows=300"], runs_dir=tmp_path / "runs", progress=True)
     note = ("logreg trains on at most 300 rows: fitted on a stratified sample of 300 of the 1,200 training rows; every "
-            "test row is predicted")
+            "test row is predicted (--param sample_rows=N trains on more, 0 on all)")
     assert f"note: {note}" in capsys.readouterr().err
     config = json.loads((run.run_dir / "config.json").read_text())
     assert note in config["notes"]
@@ -41,12 +39,8 @@ def test_a_sample_keeps_the_class_shares_and_the_test_rows_are_left_to_blocks():
     labels = np.repeat([0, 1, 2], [600, 300, 100])
     plan = plan_memory(make_classifier("logreg"), labels=labels, train=np.arange(1000), held=250, dim=1280, seed=0)
     assert not plan.blocks and plan.note is None and len(plan.train) == 1000
-    head = make_classifier("logreg")
-    type(head).sample_rows, saved = 100, LogReg.sample_rows
-    try:
-        plan = plan_memory(head, labels=labels, train=np.arange(1000), held=250, dim=1280, seed=0)
-    finally:
-        LogReg.sample_rows = saved
+    head = make_classifier("logreg", params={"sample_rows": 100})
+    plan = plan_memory(head, labels=labels, train=np.arange(1000), held=250, dim=1280, seed=0)
     assert plan.blocks and np.bincount(labels[plan.train]).tolist() == [60, 30, 10]
 
 
@@ -64,7 +58,7 @@ def test_a_head_whose_rows_do_not_fit_is_refused_before_loading():
     )
     plan = plan_memory(make_classifier("logreg"), labels=labels, train=np.arange(800_000), held=200_000, dim=1280,
                        seed=0, available=8_000_000_000)
-    assert len(plan.train) == LogReg.sample_rows and plan.blocks
+    assert len(plan.train) == 50_000 and plan.blocks
 
 
 def test_fit_refuses_in_one_line_with_exit_2(tmp_path, monkeypatch, capsys):

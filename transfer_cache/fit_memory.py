@@ -63,7 +63,8 @@ def plan_memory(model, *, labels: np.ndarray, train: np.ndarray, held: int, dim:
     if may_sample and sample_rows and len(train) > sample_rows:
         plan = MemoryPlan(train=stratified_sample(labels, train, sample_rows, seed), blocks=True,
                           note=f"{model.name} trains on at most {sample_rows:,} rows: fitted on a stratified sample of "
-                               f"{sample_rows:,} of the {len(train):,} training rows; every test row is predicted")
+                               f"{sample_rows:,} of the {len(train):,} training rows; every test row is predicted "
+                               "(--param sample_rows=N trains on more, 0 on all)")
     in_memory = len(plan.train) + (0 if plan.blocks else held)
     available = available_bytes() if available is None else available
     needed = needed_bytes(in_memory, dim)

@@ -78,9 +78,6 @@ class Classifier(BaseEstimator, ClassifierMixin):
     is_linear: ClassVar[bool] = False  # probabilities are softmax(x @ W + b): exports as one Dense layer
     uses_validation: ClassVar[bool] = False  # trains with X_val/y_val (Keras heads)
     exports_as_keras: ClassVar[bool] = False  # keras_head() gives the head as a Keras model: one .keras export
-    # the most training rows the head holds: above, fit trains it on a stratified sample (None: all, or refuse when
-    # they do not fit in memory; see fit_memory)
-    sample_rows: ClassVar[int | None] = None
 
     def __init__(self, *, seed: int = 0, n_jobs: int = 1, **params):
         # scikit-learn's convention: the constructor only stores its arguments; fit validates them
@@ -116,6 +113,12 @@ class Classifier(BaseEstimator, ClassifierMixin):
     @property
     def _params(self) -> dict:
         return self.check_params(self._given)
+
+    @property
+    def sample_rows(self) -> int | None:
+        """The most training rows the head holds: above, fit trains it on a stratified sample (its ``sample_rows``
+        parameter, for a head that declares one; None or 0: all, or refused when they do not fit; see fit_memory)."""
+        return self._params.get("sample_rows") or None
 
     @property
     def params(self) -> dict:

@@ -171,12 +171,6 @@ class LogReg(_LinearClassifier):
     """Multinomial logistic regression (scikit-learn LogisticRegression), on standardised features by default."""
 
     name = "logreg"
-    # fit trains it on a stratified sample of at most this many rows: on a synthetic Lite0 cache of 1,000,000 rows
-    # (_synthetic_cache) the whole fit then takes 3 min at a 1.6 GB peak; lbfgs on all 800,000 training rows would
-    # hold 4 GB of float32 rows before its copies. On its 100,000-row cousin, samples of 5,000 / 10,000 / 20,000 /
-    # 50,000 rows scored 0.973 / 0.972 / 0.963 / 0.909 on the test rows (float64 no different), so more rows bought
-    # nothing there; real caches with many classes need more rows per class than that mixture does.
-    sample_rows = 50_000
     spec = {
         "C": Param(1.0, "float", interval=POSITIVE),
         "max_iter": Param(1000, "int", interval=COUNT),
@@ -184,6 +178,11 @@ class LogReg(_LinearClassifier):
         "class_weight": CLASS_WEIGHT,
         "unit_length": Param(False, "bool"),
         "standardize": Param(True, "bool"),
+        # fit trains it on a stratified sample of at most this many training rows (0: all of them, refused when
+        # they do not fit in memory): on a synthetic Lite0 cache of 1,000,000 rows (_synthetic_cache) the whole fit
+        # then takes 5 min at a 1.6 GB peak, where lbfgs on all 800,000 training rows would hold 4 GB of float32
+        # rows before its copies and its iterations would take each 16x as long
+        "sample_rows": Param(50_000, "int", interval=at_least(0)),
     }
 
     def _estimator(self):
