@@ -117,7 +117,7 @@ def recall(cache: str, queries: int = 1000, k: int = 10) -> None:
         rescored, raw = [], []
         for j, row in enumerate(rows):
             truth = set(best_rows[j][best_rows[j] != row][:k].tolist())
-            found, _ = _from_index(table, table.read([row])[0], k=k + 1, progress=False)
+            found, _ = _from_index(table, table.read([row])[0], k=k + 1, progress=False, row=row)
             rescored.append(len(set(found[found != row][:k].tolist()) & truth) / k)
             alone, _ = index.search(Q[j : j + 1], k + 1)
             raw.append(len(set(alone[0][alone[0] != row][:k].tolist()) & truth) / k)

@@ -161,3 +161,28 @@ def test_a_vector_of_nan_is_named_when_the_index_is_built(tmp_path):
     with pytest.raises(TransferCacheError, match=f"^row 123 of {re.escape(str(path))} holds NaN or infinity: the "
                        "cache is damaged; extract it again$"):
         neighbors(path, "0", k=3, exact_rows=100, progress=False)
+
+
+def test_rows_the_index_cannot_reach_are_compared_exactly_and_find_their_twins(monkeypatch):
+    from transfer_cache.label_errors import ArrayRows
+
+    X = clustered(600, seed=5)
+    twins = [(10, 400), (20, 310), (33, 599)]
+    for a, b in twins:
+        X[b] = X[a] * (1 + 1e-3 * np.random.default_rng(b).standard_normal(X.shape[1]).astype(np.float32))
+    truth, truth_sims = brute_force(X, np.arange(600), 6)
+    # what the index answered for these rows: the graph without their twins (as HNSW's pruning can leave it)
+    indices, sims = truth.astype(np.int32).copy(), truth_sims.astype(np.float32).copy()
+    hidden = np.array(sorted(r for pair in twins for r in pair) + [50, 51, 52])
+    for a, b in twins:
+        for row, twin in ((a, b), (b, a)):
+            keep = indices[row] != twin
+            indices[row] = np.concatenate([indices[row][keep], [-1]])[:6]
+            sims[row] = np.concatenate([sims[row][keep], [-np.inf]])[:6]
+    first_found = indices[hidden, 0]
+    monkeypatch.setattr(knn_index, "HIDDEN_WINDOW", 4)  # windows of 4 rows: the twins must sit side by side
+    knn_index._join_hidden(ArrayRows(X), hidden, first_found, indices, sims)
+    for a, b in twins:
+        assert indices[a, 0] == b and indices[b, 0] == a
+        assert sims[a, 0] == pytest.approx(truth_sims[a, 0], abs=1e-6)
+    assert (indices == truth).all()  # nothing else moved: every list is the exact one again

@@ -60,14 +60,14 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None, exact_rows
         chosen = opened.layer_name(layer)
         if exact:
             X = opened.read_rows(np.arange(len(opened)), layer=chosen).reshape(len(opened), -1)
-            vector = _query_vector(opened, query, chosen, lambda row: X[row])
+            vector, _ = _query_vector(opened, query, chosen, lambda row: X[row])
             indices, sims = nearest(X, min(k, len(X)), queries=vector[None])
             indices, sims = indices[0], sims[0]
         else:
             table = CacheRows()
             table.add(opened, path=opened.path, layer=chosen, test=False)
-            vector = _query_vector(opened, query, chosen, lambda row: table.read([row])[0])
-            indices, sims = _from_index(table, vector, k=k, progress=progress)
+            vector, row = _query_vector(opened, query, chosen, lambda row: table.read([row])[0])
+            indices, sims = _from_index(table, vector, k=k, progress=progress, row=row)
         paths, labels, names = opened.values_at("paths", indices), opened.labels, opened.class_names
     return [
         {"rank": rank, "row": int(row), "path": path, "similarity": float(sim),
@@ -76,27 +76,32 @@ def neighbors(cache, query, *, k: int = 12, layer: str | None = None, exact_rows
     ]
 
 
-def _query_vector(opened, query, layer: str, row_vector) -> np.ndarray:
-    """The query's vector: a cached row's (``row_vector(row)``), by number or path, else an image file's."""
+def _query_vector(opened, query, layer: str, row_vector) -> tuple[np.ndarray, int | None]:
+    """The query's vector and row: a cached row's (``row_vector(row)``), by number or path, else an image file's
+    (no row)."""
     text = str(query)
     row = _row_number(text)
     if row is not None and row < len(opened):
-        return row_vector(row)
+        return row_vector(row), row
     if text in opened.paths:
-        return row_vector(opened.paths.index(text))
+        row = opened.paths.index(text)
+        return row_vector(row), row
     if Path(text).is_file():
-        return image_vector(opened.feature_config, text, layer=layer)
+        return image_vector(opened.feature_config, text, layer=layer), None
     raise TransferCacheError(_not_a_query(text, opened.path, len(opened), row))
 
 
-def _from_index(table, vector: np.ndarray, *, k: int, progress: bool):
+def _from_index(table, vector: np.ndarray, *, k: int, progress: bool, row: int | None = None):
     """The ``k`` rows nearest to ``vector`` among candidates from the kept index (twice as many, at least k + 16),
-    re-scored with their exact cosines: the index ranks by 8-bit codes, the list shows the cached vectors'."""
+    re-scored with their exact cosines: the index ranks by 8-bit codes, the list shows the cached vectors'. A query
+    ``row`` is always a candidate: the index can miss a row that has a near-identical twin (see knn_index)."""
     from . import knn_index
 
     index = knn_index.kept_index(table, beside=table.first_path, key=table.index_key(), progress=progress)
     found, _ = index.search(vector[None], min(len(table), max(2 * k, k + 16)))
     found = found[0][found[0] >= 0]
+    if row is not None and row not in found:
+        found = np.append(found, row)
     candidates = knn_index.unit(table.read(found))
     sims = candidates @ knn_index.unit(vector[None])[0]
     order = np.argsort(-sims, kind="stable")[:k]
