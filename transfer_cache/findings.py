@@ -273,9 +273,10 @@ def _approximate_neighbours(findings: Findings, table, *, k: int, threshold: flo
         near_indices[touched] = np.take_along_axis(near_indices[touched], order, axis=1)
     within = class_distances(indices, sims, table.labels, k=k)
     findings.notes.append(
-        f"{len(table)} rows: the nearest images come from an approximate index (HNSW over 8-bit codes, recall@10 "
-        "about 0.97 once re-scored); rows the index cannot reach are compared exactly with each other; near-duplicate "
-        "cosines are exact; the within-class outlier distance counts each image's "
+        f"{len(table)} rows: the nearest images come from an approximate index (HNSW over 8-bit codes, which can "
+        "miss some of an image's nearest: recall@10 0.92 on a synthetic cache of 100,000 rows, 0.83 on one of a "
+        "million); rows the index cannot reach are compared exactly with each other; near-duplicate cosines are "
+        "exact; the within-class outlier distance counts each image's "
         f"nearest of its class among its {candidates} nearest overall, the missing ones at the last one's similarity "
         "(a lower bound of the distance)"
     )
