@@ -131,5 +131,8 @@ def test_a_damaged_text_column_is_refused_in_one_line_when_read(written):
         paths[3] = b"\xff\xfe not utf-8"
         f["paths"] = paths
     with open_cache(written) as cache:
-        with pytest.raises(TransferCacheError, match=re.escape(f"cannot read cache {written}: the file is damaged (")):
+        damaged = re.escape(f"cannot read cache {written}: the file is damaged (")
+        with pytest.raises(TransferCacheError, match=damaged):
+            cache.values_at("paths", [3])
+        with pytest.raises(TransferCacheError, match=damaged):
             cache.paths  # noqa: B018

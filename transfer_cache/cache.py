@@ -409,7 +409,10 @@ class Cache:
         group = self._file[table.group] if table.group else self._file
         if column.name not in group:  # an optional column of an older cache
             return [empty_value(column.kind)] * len(rows)
-        read = decode(column.kind, group[column.name][unique])
+        try:
+            read = decode(column.kind, group[column.name][unique])
+        except Exception as exc:  # undecodable text
+            raise TransferCacheError(f"cannot read cache {self.path}: the file is damaged ({exc}); {REBUILD}") from exc
         return [read[i] for i in back.reshape(-1)]
 
     def __getattr__(self, name: str):
