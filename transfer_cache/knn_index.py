@@ -31,9 +31,10 @@ from ._errors import TransferCacheError
 
 EXACT_ROWS = 20_000  # below: exact blocks, about 10 s at 20,000 x 1280 on 2 cores (all pairs grow as rows squared)
 # links per node and candidates kept while adding: on the first 100,000 rows of a synthetic million-row Lite0 cache
-# (python benchmarks/knn_scale.py params CACHE), 32/80 took 39 s to build and 51 s for the self graph (recall@10
-# after exact re-scoring of the 40 candidates 0.997), 16/40 17 s and 29 s (0.970); at a million rows 32/80 took
-# 17 min to build and its graph ran at 830 rows/s (20 min more), past the half hour an inspection may take.
+# (as python benchmarks/knn_scale.py params CACHE measures them), 32/80 took 39 s to build and 51 s for the self
+# graph (recall@10 after exact re-scoring of the 40 candidates 0.997), 16/40 17 s and 29 s (0.970); at a million
+# rows 32/80 took 17 min to build and its graph ran at 830 rows/s (20 min more), past the half hour an inspection
+# may take.
 HNSW_LINKS = 16
 EF_CONSTRUCTION = 40
 # candidates kept while searching: a single query (neighbors) keeps 512 (recall@10 of its re-scored answer on 1,000
