@@ -110,13 +110,12 @@ def label_issues(X, labels, *, folds: int = 5, seed: int = 0, n_jobs: int = 1, l
     rows = np.flatnonzero(labels >= 0)
     # the probability columns are the classes present, in order: a class id absent from the rows must not shift them
     classes, given = np.unique(labels[rows], return_inverse=True)
+    reader = X if is_row_reader(X) else ArrayRows(X)
     if len(rows) > (LIMIT_ROWS if limit is None else limit):
-        reader = X if is_row_reader(X) else ArrayRows(X)
         probabilities = sampled_out_of_fold_probabilities(reader, rows, given, folds=folds, seed=seed,
                                                           sample_rows=sample_rows or SAMPLE_ROWS)
     else:
-        vectors = X.read(rows) if is_row_reader(X) else np.asarray(X)[rows]
-        probabilities = out_of_fold_probabilities(vectors, given, folds=folds, seed=seed, n_jobs=n_jobs)
+        probabilities = out_of_fold_probabilities(reader.read(rows), given, folds=folds, seed=seed, n_jobs=n_jobs)
     flagged, suggested = confident_learning_issues(probabilities, given)
     self_confidence = probabilities[np.arange(len(rows)), given]
     out = [

@@ -130,8 +130,9 @@ def _cross_validate(
 ) -> Outcome:
     """One head per fold, scored on its held-out rows (every row predicted once), then one on all the rows."""
     labels = data.labels
-    if not fresh().streams:
-        _memory_plan(fresh(), data, split.train, held=0, seed=seed, may_sample=False)
+    model = fresh()
+    if not model.streams:
+        _memory_plan(model, data, split.train, held=0, seed=seed, may_sample=False)
     oof = np.zeros((len(labels), len(data.class_names)))
     scores, fold_seconds, predict_seconds = [], [], 0.0
     for train, test in split.folds:
@@ -181,7 +182,8 @@ def takes_views(model: Classifier, data: TrainingData) -> bool:
 def predict(model: Classifier, data: TrainingData, inputs: Inputs, rows: np.ndarray, *,
             blocks: bool | None = None) -> np.ndarray:
     """Class probabilities of ``rows`` (a streaming head, or with ``blocks``, reads them one block at a time)."""
-    if model.streams if blocks is None else blocks:
+    streamed = model.streams if blocks is None else blocks
+    if streamed:
         parts = [model.predict_proba(data.features(rows[i : i + BLOCK_ROWS])) for i in range(0, len(rows), BLOCK_ROWS)]
         return np.concatenate(parts) if parts else np.zeros((0, len(data.class_names)))
     return model.predict_proba(inputs.get(model, rows))
